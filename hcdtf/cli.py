@@ -1,0 +1,319 @@
+"""The `hcdtf` command line. Each command parses its flags, builds the config and calls one
+function; user errors become one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import sys
+
+import click
+
+from hcdtf import __version__
+from hcdtf.config import ARCHS, ConfigError, load_config
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _user_errors() -> tuple[type, ...]:
+    """Exception types whose message is meant for the user (imported lazily: no TF at start)."""
+    from hcdtf.data import DatasetNotBuiltError
+    from hcdtf.evaluate import RunNotFoundError
+    from hcdtf.models.weights import WeightsUnavailableError
+    from hcdtf.train import RunDirError
+    from tfds_builder.hcd.hcd_dataset_builder import BadInputError
+
+    return (ConfigError, RunDirError, DatasetNotBuiltError, RunNotFoundError, BadInputError,
+            WeightsUnavailableError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def friendly(fn):
+    """Turns the exceptions meant for users into click errors (exit code 2, one message)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as e:  # noqa: BLE001 - filtered just below
+            if isinstance(e, ConfigError) or isinstance(e, _user_errors()):
+                raise click.UsageError(str(e)) from None
+            raise
+
+    return wrapper
+
+
+def config_options(fn):
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override one config field, e.g. --set train.epochs=3 (repeatable).")(fn)
+    fn = click.option("--config", "config_files", multiple=True, type=click.Path(dir_okay=False),
+                      help="YAML config file(s) applied over configs' defaults (repeatable; later wins).")(fn)
+    return fn
+
+
+def _quiet() -> None:
+    from hcdtf import runtime
+
+    runtime.quiet_tensorflow()
+
+
+def _extra(**sections) -> dict:
+    """Nested dict of the flags the user actually gave (None = not given)."""
+    out: dict = {}
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            picked = {k: v for k, v in values.items() if v is not None}
+            if picked:
+                out[section] = picked
+        elif values is not None:
+            out[section] = values
+    return out
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="hcdtf")
+def main():
+    """hcdtf: ResNets for histopathologic cancer detection (Kaggle HCD / PatchCamelyon).
+
+    Reproduces Wang et al. 2023, "ResNet for Histopathologic Cancer Detection, the Deeper, the
+    Better?": ImageNet ResNet-18/34/50/101/152 with a frozen or fine-tuned base, a logistic
+    regression baseline, evaluation with DeLong tests, and SavedModel export for TF Serving.
+
+    Start with `hcdtf quickstart`; see README.md for the user guide.
+    """
+
+
+# ----------------------------------------------------------------------------- data
+@main.command("sample-data", context_settings=CONTEXT)
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--n", default=2000, show_default=True, type=click.IntRange(min=4), help="Labelled patches.")
+@click.option("--n-test", default=None, type=click.IntRange(min=0), help="Unlabelled test patches [default: n/10].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files).")
+@click.option("--positive-fraction", default=0.4, show_default=True, type=click.FloatRange(0.05, 0.95),
+              help="Share of tumour (label 1) patches; the real data have about 0.4.")
+@friendly
+def sample_data(out_dir, n, n_test, seed, positive_fraction):
+    """Write a synthetic sample in the exact Kaggle layout to OUT_DIR.
+
+    OUT_DIR/train/<id>.tif (96x96 RGB), train_labels.csv (id,label), test/<id>.tif and
+    sample_submission.csv, with H&E-like patches labelled by the PCam rule (1 iff tumour cells
+    lie in the centre 32x32 region). Build it with `hcdtf build-dataset --manual-dir OUT_DIR`.
+    """
+    from hcdtf import synthetic
+
+    info = synthetic.write_sample(out_dir, n=n, n_test=n_test, seed=seed,
+                                  positive_fraction=positive_fraction, progress=True)
+    click.echo(f"wrote {info.n_train} labelled ({info.n_positive} tumour) and {info.n_test} unlabelled "
+               f"patches to {info.out_dir} in {info.seconds:.1f} s")
+
+
+@main.command("build-dataset", context_settings=CONTEXT)
+@click.option("--manual-dir", required=True, type=click.Path(),
+              help="Directory with the raw files: Kaggle train/ + train_labels.csv, or PCam .h5(.gz).")
+@click.option("--data-dir", default=None, help="TFDS data_dir to write to [default: data.data_dir].")
+@click.option("--dataset-config", type=click.Choice(["kaggle", "pcam"]), default=None,
+              help="Builder config [default: data.dataset_config].")
+@click.option("--skip-bad", is_flag=True, help="Leave out bad files/rows (counted in the metadata) instead of failing.")
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="kaggle: share of patches (or slides) for validation [default: 0.1].")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="kaggle: share of patches (or slides) for test [default: 0.1].")
+@config_options
+@friendly
+def build_dataset(manual_dir, data_dir, dataset_config, skip_bad, validation_fraction, test_fraction,
+                  config_files, overrides):
+    """Build the TFDS data set from raw files (what `tfds build tfds_builder/hcd` does).
+
+    Reads only; nothing in --manual-dir is changed. Prints the split sizes when done.
+    """
+    _quiet()
+    from hcdtf import data
+
+    cfg = load_config(config_files, overrides, _extra(data={"data_dir": data_dir, "dataset_config": dataset_config}))
+    builder = data.build_dataset(manual_dir, cfg.data.data_dir, cfg.data.dataset_config, skip_bad_examples=skip_bad,
+                                 validation_fraction=validation_fraction, test_fraction=test_fraction)
+    splits = ", ".join(f"{k}: {v.num_examples}" for k, v in builder.info.splits.items())
+    click.echo(f"built {builder.info.full_name} in {builder.data_dir} ({splits})")
+    if builder.builder_config.name not in ("kaggle", "pcam"):
+        click.echo(f"train on it with --dataset-config {builder.builder_config.name}")
+
+
+# ----------------------------------------------------------------------------- models
+@main.command("models", context_settings=CONTEXT)
+def models_cmd():
+    """Table of every architecture: parameters per strategy and FLOPs per 96x96 patch."""
+    _quiet()
+    from hcdtf import models
+
+    click.echo(models.format_models_table(models.models_table()))
+
+
+@main.group("weights", context_settings=CONTEXT)
+def weights_group():
+    """Import or fetch ImageNet weights for ResNet18/34 (torchvision's, as published by timm)."""
+
+
+@weights_group.command("import", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--arch", required=True, type=click.Choice(["ResNet18", "ResNet34"]))
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Output .weights.h5 [default: where --weights imagenet looks].")
+@friendly
+def weights_import(file, arch, out):
+    """Convert a torchvision/timm model.safetensors FILE to Keras weights (no PyTorch needed)."""
+    _quiet()
+    from hcdtf import models
+
+    path = models.import_torchvision_safetensors(file, arch, out=out)
+    click.echo(f"wrote {path}")
+
+
+@weights_group.command("fetch", context_settings=CONTEXT)
+@click.argument("arch", type=click.Choice(["ResNet18", "ResNet34"]))
+@friendly
+def weights_fetch(arch):
+    """Download timm/resnet{18,34}.tv_in1k and convert it (needs the internet)."""
+    _quiet()
+    from hcdtf import models
+
+    click.echo(f"wrote {models.fetch(arch)}")
+
+
+# ----------------------------------------------------------------------------- training
+@main.command("train", context_settings=CONTEXT)
+@click.option("--arch", type=click.Choice(ARCHS), default=None, help="Architecture [default: model.arch].")
+@click.option("--freeze-base", "freeze", flag_value="freeze_base", default=None,
+              help="Train only the last layer on a frozen ImageNet base (the paper's strategy 1).")
+@click.option("--fine-tune", "fine", flag_value="fine_tune", default=None,
+              help="Fine-tune all layers (the paper's strategy 2; the default).")
+@click.option("--trainable-from", type=click.Choice(["conv2", "conv3", "conv4", "conv5"]), default=None,
+              help="Fine-tune only from this stage on (freeze 'most' layers).")
+@click.option("--weights", default=None, help="imagenet, none, or a path to a weights file.")
+@click.option("--data-dir", default=None, help="TFDS data_dir with the built data set.")
+@click.option("--dataset-config", type=click.Choice(["kaggle", "pcam"]), default=None)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]), default=None,
+              help="auto: mixed_float16 on a GPU, float32 on a CPU.")
+@click.option("--strategy", "dist", type=click.Choice(["auto", "one", "mirrored", "multiworker"]), default=None,
+              help="tf.distribute strategy (multiworker reads TF_CONFIG).")
+@click.option("--output-dir", default=None, help="Run directory [default: output_dir].")
+@click.option("--overwrite", is_flag=True, help="Replace a run of another config in --output-dir.")
+@click.option("--seed", type=int, default=None)
+@config_options
+@friendly
+def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_config, epochs, batch_size,
+              precision, dist, output_dir, overwrite, seed, config_files, overrides):
+    """Train a ResNet classifier; rerun the same command to resume a killed run.
+
+    Example: hcdtf train --arch ResNet152 --freeze-base --data-dir D --output-dir outputs/r152_frozen
+    """
+    if freeze and fine:
+        raise click.UsageError("--freeze-base and --fine-tune are exclusive: choose one strategy")
+    if trainable_from and freeze:
+        raise click.UsageError("--trainable-from applies to fine-tuning; drop --freeze-base")
+    _quiet()
+    from hcdtf import train
+
+    cfg = load_config(config_files, overrides, _extra(
+        seed=seed, output_dir=output_dir,
+        data={"data_dir": data_dir, "dataset_config": dataset_config},
+        model={"arch": arch, "strategy": freeze or fine or ("fine_tune" if trainable_from else None),
+               "trainable_from": trainable_from, "weights": weights},
+        train={"epochs": epochs, "batch_size": batch_size, "precision": precision, "strategy": dist},
+    ))
+    train.train(cfg, overwrite=overwrite, log=click.echo)
+
+
+@main.command("baseline", context_settings=CONTEXT)
+@click.option("--features", type=click.Choice(["pixels", "center32", "gray"]), default=None,
+              help="pixels: 96x96x3; center32: the centre 32x32x3 crop; gray: 96x96 grayscale.")
+@click.option("--solver", type=click.Choice(["sgd", "lbfgs"]), default=None,
+              help="sgd: streamed SGDClassifier(log_loss), memory independent of data size; "
+                   "lbfgs: exact LogisticRegression, the whole split must fit in RAM.")
+@click.option("--data-dir", default=None)
+@click.option("--output-dir", default=None)
+@click.option("--overwrite", is_flag=True)
+@click.option("--seed", type=int, default=None)
+@config_options
+@friendly
+def baseline_cmd(features, solver, data_dir, output_dir, overwrite, seed, config_files, overrides):
+    """Logistic regression on raw pixels (the paper's baseline), evaluated on the test split."""
+    _quiet()
+    from hcdtf import baseline
+
+    cfg = load_config(config_files, overrides, _extra(
+        seed=seed, output_dir=output_dir, data={"data_dir": data_dir},
+        baseline={"features": features, "solver": solver}))
+    baseline.run(cfg, overwrite=overwrite, log=click.echo)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@main.command("evaluate", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--split", default=None, help="Split to evaluate [default: eval.split of the run, test].")
+@click.option("--tta", is_flag=True, default=None, help="Average the 8 dihedral transforms of each patch.")
+@click.option("--threshold", default=None, help="Decision threshold: a number in (0,1) or 'youden'.")
+@click.option("--data-dir", default=None, help="Where the data set is, if moved since training.")
+@friendly
+def evaluate_cmd(run_dir, split, tta, threshold, data_dir):
+    """AUC with bootstrap CI, accuracy, sensitivity, ..., plots and predictions.csv for RUN_DIR."""
+    _quiet()
+    from hcdtf import evaluate
+
+    evaluate.evaluate_run(run_dir, split=split, tta=tta, threshold=threshold, data_dir=data_dir, log=click.echo)
+
+
+@main.command("compare", context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--output-dir", default="outputs/comparison", show_default=True)
+@click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=0))
+@friendly
+def compare_cmd(inputs, output_dir, n_bootstrap):
+    """Compare run directories or predictions.csv files: table, DeLong tests, figures."""
+    from hcdtf import report
+
+    if len(inputs) < 2:
+        raise click.UsageError("compare needs at least two run directories or predictions.csv files")
+    report.compare(list(inputs), output_dir, n_bootstrap=n_bootstrap)
+    click.echo(f"wrote {pathlib.Path(output_dir) / 'report.md'}")
+
+
+@main.command("export", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--export-dir", default=None, help="TF Serving model base path [default: export.export_dir].")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="Version number [default: next free integer].")
+@config_options
+@friendly
+def export_cmd(run_dir, export_dir, version, config_files, overrides):
+    """Export RUN_DIR's best model as a float32 SavedModel for TF Serving (+ a .keras file)."""
+    _quiet()
+    from hcdtf import export
+
+    cfg = load_config(config_files, overrides, _extra(export={"export_dir": export_dir, "version": version}))
+    export.export_run(run_dir, cfg.export.export_dir, cfg.export.version, log=click.echo)
+
+
+@main.command("quickstart", context_settings=CONTEXT)
+@click.option("--output-dir", default="outputs/quickstart", show_default=True)
+@click.option("--n", default=2000, show_default=True, type=click.IntRange(min=40), help="Synthetic patches.")
+@click.option("--overwrite", is_flag=True, help="Start again from scratch in --output-dir.")
+@config_options
+@friendly
+def quickstart_cmd(output_dir, n, overwrite, config_files, overrides):
+    """The whole chain on a generated sample, offline, in minutes on a CPU.
+
+    sample-data -> TFDS build -> train ResNet18 (fine-tuned and frozen base) -> logistic
+    regression -> evaluate -> compare -> export a SavedModel. Rerunning resumes.
+    """
+    _quiet()
+    from hcdtf import quickstart
+
+    quickstart.run(output_dir, n=n, overwrite=overwrite, config_files=config_files,
+                   overrides=overrides, log=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Typed configuration tree.
+
+Every stage receives only its own sub-config (``cfg.data`` for the input pipeline, ``cfg.model``
+for the network, ...), in the spirit of TF Model Garden. A config is built in three layers, each
+overriding the previous one:
+
+1. the defaults below (documented field by field in ``configs/base.yaml``),
+2. one or more YAML files (``--config FILE``, later files win),
+3. ``--set section.key=value`` overrides from the command line (values parsed as YAML scalars).
+
+Unknown keys and values of the wrong type raise :class:`ConfigError`, whose message names the key,
+the file and the valid choices. The resolved config is written into every run directory
+(``config.yaml``) so that a run can be understood and repeated from its directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import typing
+from typing import Any, Optional
+
+import yaml
+
+ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
+STRATEGIES = ("fine_tune", "freeze_base")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid. The message is meant for the user."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    data_dir: str = "outputs/tensorflow_datasets"
+    dataset: str = "hcd"
+    dataset_config: str = "kaggle"
+    manual_dir: Optional[str] = None
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    augment: bool = True
+    stain_jitter: float = 0.05
+    cache: bool = False
+    shuffle_buffer: int = 10000
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[a-z0-9_.]+", self.dataset_config or ""):
+            raise ConfigError(
+                f"data.dataset_config must be kaggle, pcam or the name of a custom config you built "
+                f"(e.g. kaggle_skip_bad), got {self.dataset_config!r}"
+            )
+        _positive("data.shuffle_buffer", self.shuffle_buffer)
+        if not 0.0 <= self.stain_jitter <= 0.5:
+            raise ConfigError(f"data.stain_jitter must be in [0, 0.5], got {self.stain_jitter!r}")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    arch: str = "ResNet18"
+    weights: Optional[str] = "imagenet"
+    strategy: str = "fine_tune"
+    trainable_from: Optional[str] = None
+    dropout: float = 0.2
+    fallback_to_scratch: bool = False
+
+    def validate(self) -> None:
+        _choice("model.arch", self.arch, ARCHS)
+        _choice("model.strategy", self.strategy, STRATEGIES)
+        if self.trainable_from is not None:
+            _choice("model.trainable_from", self.trainable_from, ("conv2", "conv3", "conv4", "conv5"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    class_weight: bool = False
+    precision: str = "auto"
+    strategy: str = "auto"
+    early_stopping_patience: int = 5
+    steps_per_epoch: Optional[int] = None
+    feature_cache: bool = True
+    jit_compile: str = "auto"
+
+    def validate(self) -> None:
+        _positive("train.epochs", self.epochs)
+        _positive("train.batch_size", self.batch_size)
+        _choice("train.optimizer", self.optimizer, ("adam", "sgd"))
+        _choice("train.schedule", self.schedule, ("constant", "cosine", "plateau"))
+        _choice("train.precision", self.precision, ("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+        _choice("train.strategy", self.strategy, ("auto", "one", "mirrored", "multiworker"))
+        _choice("train.jit_compile", str(self.jit_compile), ("auto", "True", "False"))
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.steps_per_epoch is not None:
+            _positive("train.steps_per_epoch", self.steps_per_epoch)
+
+
+@dataclasses.dataclass
+class BaselineConfig:
+    features: str = "pixels"
+    solver: str = "sgd"
+    alpha: float = 1e-4
+    C: float = 1e-3
+    epochs: int = 5
+    batch_size: int = 512
+
+    def validate(self) -> None:
+        _choice("baseline.features", self.features, ("pixels", "center32", "gray"))
+        _choice("baseline.solver", self.solver, ("sgd", "lbfgs"))
+        _positive("baseline.epochs", self.epochs)
+        _positive("baseline.batch_size", self.batch_size)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    split: str = "test"
+    threshold: str = "0.5"
+    tta: bool = False
+    n_bootstrap: int = 1000
+    batch_size: int = 128
+
+    def validate(self) -> None:
+        if self.threshold != "youden":
+            try:
+                t = float(self.threshold)
+            except ValueError:
+                raise ConfigError(
+                    f"eval.threshold must be a number in (0, 1) or 'youden', got {self.threshold!r}"
+                ) from None
+            if not 0.0 < t < 1.0:
+                raise ConfigError(f"eval.threshold must be in (0, 1), got {self.threshold!r}")
+        _positive("eval.n_bootstrap", self.n_bootstrap)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    export_dir: str = "outputs/models/hcd"
+    version: Optional[int] = None
+
+
+@dataclasses.dataclass
+class Config:
+    seed: int = 0
+    output_dir: str = "outputs/run"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            sub = getattr(self, f.name)
+            if hasattr(sub, "validate"):
+                sub.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: str | pathlib.Path) -> None:
+        pathlib.Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def configs_dir() -> pathlib.Path:
+    """The directory of the shipped YAML configs: ``configs/`` of the source tree, or the copy
+    that ``pip install`` puts under ``<prefix>/share/hcdtf/configs``."""
+    import sys
+
+    for candidate in (
+        pathlib.Path(__file__).resolve().parents[1] / "configs",
+        pathlib.Path(sys.prefix) / "share" / "hcdtf" / "configs",
+    ):
+        if (candidate / "base.yaml").is_file():
+            return candidate
+    raise ConfigError("cannot find hcdtf's configs/ directory; reinstall hcdtf from its source tree")
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: invalid value {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    """Checks ``value`` against the dataclass field type ``hint`` (int/float/str/bool, Optional)."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(key, value, args[0], source)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(
+        f"{source}: {key} must be of type {getattr(hint, '__name__', hint)}, got {value!r} "
+        f"({type(value).__name__})"
+    )
+
+
+def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in updates.items():
+        full = prefix + str(key)
+        if key not in names:
+            raise ConfigError(f"{source}: unknown config key {full!r}; valid keys here: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, source, full + ".")
+        else:
+            setattr(obj, key, _coerce(full, value, hints[key], source))
+
+
+def parse_override(text: str) -> dict:
+    """Turns ``a.b=value`` into ``{"a": {"b": value}}`` with ``value`` parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: cannot parse value: {e}") from None
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | pathlib.Path) -> dict:
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r}: top level must be a mapping of sections")
+    return data
+
+
+def load_config(
+    files: list[str | pathlib.Path] | tuple = (),
+    overrides: list[str] | tuple = (),
+    extra: dict | None = None,
+) -> Config:
+    """Builds a validated :class:`Config` from defaults, YAML ``files``, ``--set`` overrides and
+    ``extra`` (a nested dict from dedicated CLI flags, applied last)."""
+    cfg = Config()
+    for f in files:
+        _merge(cfg, load_yaml(f), f"config file {str(f)!r}")
+    for o in overrides:
+        _merge(cfg, parse_override(o), f"--set {o!r}")
+    if extra:
+        _merge(cfg, extra, "command-line flag")
+    return cfg.validate()
+
+
+def from_dict(data: dict, source: str = "config") -> Config:
+    cfg = Config()
+    _merge(cfg, data, source)
+    return cfg.validate()
