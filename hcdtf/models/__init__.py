@@ -1,0 +1,63 @@
+"""Models of the study: ResNet18/34/50/101/152 binary patch classifiers.
+
+- `ResNet18`, `ResNet34`: torchvision-layout ResNets in `keras.applications`
+  style (`hcdtf.models.resnet`); `ResNet50`, `ResNet101`, `ResNet152`: the
+  `keras.applications` ones.
+- `ARCHS`, `get_arch`: the architectures by name (`hcdtf.models.registry`).
+- `build_classifier`, `feature_extractor`, `head_model`, `logits_model`:
+  the classifier and its parts (`hcdtf.models.classifier`).
+- `count_params`, `flops_per_image`, `models_table`, `format_models_table`
+  (`hcdtf.models.stats`).
+- `WeightsUnavailableError`, `import_torchvision_safetensors`, `fetch`,
+  `keras_weights_path` (`hcdtf.models.weights`).
+
+Everything is imported lazily: `import hcdtf.models` does not import
+TensorFlow or Keras; the first access to a model-building name does.
+"""
+
+import importlib
+
+from hcdtf.models.registry import ARCHS
+from hcdtf.models.registry import get_arch
+from hcdtf.models.weights import WeightsUnavailableError
+
+_LAZY = {
+    "ResNet18": "hcdtf.models.resnet",
+    "ResNet34": "hcdtf.models.resnet",
+    "ResNet50": "keras.applications",
+    "ResNet101": "keras.applications",
+    "ResNet152": "keras.applications",
+    "ArchSpec": "hcdtf.models.registry",
+    "STRATEGIES": "hcdtf.models.classifier",
+    "STAGES": "hcdtf.models.classifier",
+    "build_classifier": "hcdtf.models.classifier",
+    "set_base_trainable": "hcdtf.models.classifier",
+    "feature_extractor": "hcdtf.models.classifier",
+    "head_model": "hcdtf.models.classifier",
+    "logits_model": "hcdtf.models.classifier",
+    "ImagePreprocessing": "hcdtf.models.layers",
+    "count_params": "hcdtf.models.stats",
+    "flops_per_image": "hcdtf.models.stats",
+    "models_table": "hcdtf.models.stats",
+    "format_models_table": "hcdtf.models.stats",
+    "import_torchvision_safetensors": "hcdtf.models.weights",
+    "fetch": "hcdtf.models.weights",
+    "keras_weights_path": "hcdtf.models.weights",
+    "require_keras_weights": "hcdtf.models.weights",
+    "torchvision_weights_path": "hcdtf.models.weights",
+    "imagenet_weights_path": "hcdtf.models.weights",
+}
+
+__all__ = ["ARCHS", "get_arch", "WeightsUnavailableError", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # resolve once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,128 @@
+"""The ResNets of the study, by name, with what each one needs to be used.
+
+`ARCHS` lists the five depths compared in "ResNet for Histopathologic Cancer
+Detection, the Deeper, the Better?". `get_arch(name)` returns an `ArchSpec`
+(depth, block type, the preprocessing the ImageNet weights expect, where the
+weights come from) and `ArchSpec.constructor()` the
+`keras.applications`-style constructor:
+
+- ResNet18/34: `hcdtf.models.resnet` (torchvision layout and weights).
+- ResNet50/101/152: `keras.applications` (re-exported here as `ResNet50`,
+  `ResNet101`, `ResNet152`; Keras' original ResNet v1 with Keras' weights).
+
+Importing this module does not import TensorFlow: constructors are resolved
+on first use.
+"""
+
+import dataclasses
+import importlib
+
+ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """What distinguishes one architecture of the study from another.
+
+    Attributes:
+        name: Canonical name, e.g. `"ResNet34"`.
+        depth: Number of weighted layers (18, 34, 50, 101, 152).
+        block: `"basic"` (two 3x3 convs) or `"bottleneck"` (1x1-3x3-1x1).
+        preprocessing: Input normalisation the ImageNet weights expect,
+            a `keras.applications.imagenet_utils.preprocess_input` mode:
+            `"torch"` (RGB on [0, 1], ImageNet mean/std) or `"caffe"` (BGR,
+            ImageNet mean subtracted on [0, 255]).
+        features: Width of the globally pooled feature vector.
+        weights_source: Where `weights="imagenet"` comes from.
+    """
+
+    name: str
+    depth: int
+    block: str
+    preprocessing: str
+    features: int
+    weights_source: str
+    _module: str
+    _attr: str
+
+    def constructor(self):
+        """The `keras.applications`-style constructor (imports Keras)."""
+        return getattr(importlib.import_module(self._module), self._attr)
+
+
+def _torchvision_spec(name, depth):
+    return ArchSpec(
+        name=name,
+        depth=depth,
+        block="basic",
+        preprocessing="torch",
+        features=512,
+        weights_source=(
+            f"torchvision IMAGENET1K_V1 (timm/{name.lower()}.tv_in1k), "
+            "converted by `hcdtf weights import`"
+        ),
+        _module="hcdtf.models.resnet",
+        _attr=name,
+    )
+
+
+def _keras_spec(name, depth):
+    return ArchSpec(
+        name=name,
+        depth=depth,
+        block="bottleneck",
+        preprocessing="caffe",
+        features=2048,
+        weights_source="keras.applications",
+        _module="keras.applications",
+        _attr=name,
+    )
+
+
+_SPECS = {
+    spec.name: spec
+    for spec in (
+        _torchvision_spec("ResNet18", 18),
+        _torchvision_spec("ResNet34", 34),
+        _keras_spec("ResNet50", 50),
+        _keras_spec("ResNet101", 101),
+        _keras_spec("ResNet152", 152),
+    )
+}
+
+
+def canonical_name(name):
+    """`"resnet34"`, `"ResNet34"` -> `"ResNet34"` (case-insensitive, so CLI
+    users can type either); raises `ValueError` listing `ARCHS` otherwise."""
+    if isinstance(name, str):
+        for arch in ARCHS:
+            if name.lower() == arch.lower():
+                return arch
+    raise ValueError(
+        f"Unknown architecture {name!r}. Valid names are: {', '.join(ARCHS)} "
+        "(case-insensitive)."
+    )
+
+
+def get_arch(name):
+    """Returns the `ArchSpec` for `name` (case-insensitive).
+
+    Raises:
+        ValueError: `name` is not one of `ARCHS`; the message lists them.
+    """
+    return _SPECS[canonical_name(name)]
+
+
+def depth(name):
+    return get_arch(name).depth
+
+
+def preprocessing(name):
+    return get_arch(name).preprocessing
+
+
+def __getattr__(name):
+    # ResNet18 ... ResNet152 as module attributes, imported on first access.
+    if name in _SPECS:
+        return _SPECS[name].constructor()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
