@@ -52,13 +52,31 @@ def set_precision(precision: str) -> str:
     return resolved
 
 
+def virtual_cpus() -> int:
+    """``HCDTF_VIRTUAL_CPUS=N`` splits the CPU into N logical devices, so that MirroredStrategy
+    can be tried (and tested) on a machine without GPUs. Must be applied before TF starts."""
+    import tensorflow as tf
+
+    n = int(os.environ.get("HCDTF_VIRTUAL_CPUS", "0") or 0)
+    if n > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+        except RuntimeError:
+            pass  # already initialised (e.g. set earlier in this process)
+    return n
+
+
 def make_strategy(name: str):
-    """Returns a ``tf.distribute`` strategy.
+    """Returns a ``tf.distribute`` strategy and its short name.
 
     ``auto``: MirroredStrategy when several GPUs are visible, MultiWorkerMirroredStrategy when
-    ``TF_CONFIG`` names more than one worker, else the default (one device) strategy.
+    ``TF_CONFIG`` names more than one worker, else the default (one device) strategy. Without
+    GPUs, ``mirrored`` uses the logical CPUs of ``HCDTF_VIRTUAL_CPUS``.
     """
     import tensorflow as tf
+
+    virtual_cpus()
 
     if name == "auto":
         tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
@@ -72,7 +90,10 @@ def make_strategy(name: str):
     if name == "one":
         return tf.distribute.get_strategy(), "one"
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(), "mirrored"
+        devices = None
+        if not tf.config.list_logical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices), "mirrored"
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy(), "multiworker"
     raise ValueError(f"unknown strategy {name!r}; valid: auto, one, mirrored, multiworker")

@@ -359,6 +359,7 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
     hist = fit_model.fit(
         train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks,
         class_weight=cw, verbose="auto" if sys.stdout.isatty() else 2,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
     )
     wall = time.time() - t0
     epochs_run = len(hist.epoch)

@@ -1,0 +1,58 @@
+"""Shared fixtures: one tiny synthetic sample, built once per test session through the real TFDS
+builder, and one tiny trained run directory, so the slow parts are paid for once."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests are CPU tests, even on a GPU machine
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> pathlib.Path:
+    """A 96-patch synthetic sample in the Kaggle layout (train/, train_labels.csv, test/)."""
+    from hcdtf import synthetic
+
+    out = tmp_path_factory.mktemp("sample") / "kaggle"
+    synthetic.write_sample(out, n=96, n_test=8, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_dir(sample_dir, tmp_path_factory) -> pathlib.Path:
+    """The sample built with the `hcd/kaggle` TFDS builder (80/10/10 split)."""
+    from hcdtf import data
+
+    out = tmp_path_factory.mktemp("tfds")
+    data.build_dataset(str(sample_dir), str(out), "kaggle")
+    return out
+
+
+def testing_config(data_dir, output_dir, *overrides):
+    """configs/testing.yaml pointed at the shared data set and ``output_dir``."""
+    from hcdtf.config import load_config
+
+    return load_config(
+        [CONFIGS / "testing.yaml"],
+        [f"data.data_dir={data_dir}", f"output_dir={output_dir}", *overrides],
+    )
+
+
+testing_config.__test__ = False  # a helper, not a test, wherever it is imported
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_dir, tmp_path_factory) -> pathlib.Path:
+    """A finished one-epoch ResNet18 run (random init) on the shared data set."""
+    from hcdtf import train
+
+    out = tmp_path_factory.mktemp("runs") / "resnet18"
+    train.train(testing_config(data_dir, out), log=lambda *_: None)
+    return out

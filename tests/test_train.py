@@ -1,0 +1,175 @@
+"""Training on the tiny shared data set: run directory, determinism, resume after SIGKILL, the
+frozen-base feature cache, tf.distribute strategies and the run-directory guards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from hcdtf import metrics, train
+from hcdtf.config import ConfigError
+
+from conftest import CONFIGS, REPO, testing_config
+
+RUN_FILES = ("config.yaml", "history.csv", "model.keras", "val_predictions.csv", "train_summary.json",
+             "checkpoints/best.weights.h5", "logs")
+
+
+def _history(run):
+    with open(run / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_directory(trained_run):
+    for name in RUN_FILES:
+        assert (trained_run / name).exists(), name
+    assert not (trained_run / "backup").exists()  # removed once the run has finished
+    summary = json.loads((trained_run / "train_summary.json").read_text())
+    for key in ("epochs_completed", "wall_time_s", "images_per_s", "precision", "distribution",
+                "params_total", "params_trainable", "flops_per_image", "best_val_auc"):
+        assert summary[key] is not None, key
+    assert summary["arch"] == "ResNet18" and summary["precision"] == "float32"
+    assert summary["epochs_completed"] == 1 and len(_history(trained_run)) == 1
+    ids, labels, scores = metrics.read_predictions(trained_run / "val_predictions.csv")
+    assert len(ids) == summary["n_validation"] and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_same_seed_same_validation_predictions(data_dir, trained_run, tmp_path):
+    again = tmp_path / "again"
+    train.train(testing_config(data_dir, again), log=lambda *_: None)
+    _, _, a = metrics.read_predictions(trained_run / "val_predictions.csv")
+    _, _, b = metrics.read_predictions(again / "val_predictions.csv")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_finished_run_is_skipped_and_another_config_refused(data_dir, trained_run):
+    logs = []
+    summary = train.train(testing_config(data_dir, trained_run), log=logs.append)
+    assert "already complete" in logs[0] and summary["epochs_completed"] == 1
+    with pytest.raises(train.RunDirError, match="another config.*--overwrite"):
+        train.train(testing_config(data_dir, trained_run, "train.learning_rate=0.5"), log=lambda *_: None)
+    assert (trained_run / "model.keras").is_file()  # untouched
+
+
+def test_non_run_directory_is_refused(data_dir, tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    with pytest.raises(train.RunDirError, match="not empty"):
+        train.train(testing_config(data_dir, tmp_path), log=lambda *_: None)
+    assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "hcdtf.cli", *args]
+
+
+def test_resume_after_sigkill(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cmd = _cli("train", "--config", str(CONFIGS / "testing.yaml"), "--data-dir", str(data_dir),
+               "--output-dir", str(run), "--epochs", "3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    meta = run / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(meta.read_text()).get("epoch", 0) >= 1:
+                break  # epoch 1 is finished and backed up
+        except (OSError, ValueError):
+            pass  # not written yet, or caught half-written
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read().decode()
+    killed_at = time.time()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "train_summary.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming" in done.stdout
+    rows = _history(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # every epoch once
+    assert float(rows[0]["time"]) < killed_at < float(rows[1]["time"])  # epoch 1 was not redone
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_completed"] == 3 and summary["epochs_this_session"] == 2
+
+
+def test_feature_cache_matches_training_through_the_frozen_base(data_dir, tmp_path):
+    """One full batch per epoch and no dropout: both paths see the same examples and compute the
+    same gradient, so the trained heads must agree (up to float summation order)."""
+    common = ("model.strategy=freeze_base", "model.dropout=0.0", "train.batch_size=128",
+              "train.epochs=3", "train.learning_rate=0.01", "train.steps_per_epoch=null")
+    logs = []
+    cached = train.train(testing_config(data_dir, tmp_path / "cached", *common), log=logs.append)
+    direct = train.train(testing_config(data_dir, tmp_path / "direct", *common, "train.feature_cache=false"),
+                         log=lambda *_: None)
+    assert cached["feature_cache"] and not direct["feature_cache"]
+    assert any("feature cache on" in line for line in logs)
+    _, _, a = metrics.read_predictions(tmp_path / "cached" / "val_predictions.csv")
+    _, _, b = metrics.read_predictions(tmp_path / "direct" / "val_predictions.csv")
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    ha, hb = _history(tmp_path / "cached"), _history(tmp_path / "direct")
+    for ra, rb in zip(ha, hb):
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-4)
+
+
+def test_augmentation_turns_the_feature_cache_off(data_dir, tmp_path):
+    cfg = testing_config(data_dir, tmp_path, "model.strategy=freeze_base", "data.augment=true")
+    used, why = train.use_feature_cache(cfg, "one")
+    assert not used and "augmentation" in why
+
+
+_DISTRIBUTED = textwrap.dedent(
+    """
+    import json, sys
+    from hcdtf import data, train
+    from hcdtf.config import ConfigError
+    sys.path.insert(0, {tests!r})
+    from conftest import testing_config
+    # One batch holding the whole (even-sized) training split: the first step then sees the same
+    # examples whatever order the shuffle gives, on one device and split over two.
+    n = data.num_examples(testing_config({data!r}, "x").data, "train")
+    assert n % 2 == 0, n
+    common = ("model.strategy=freeze_base", "train.feature_cache=false", "model.dropout=0.0",
+              "train.steps_per_epoch=1", "train.learning_rate=0.01", "train.batch_size=%d" % n)
+    out = {{}}
+    for name in ("one", "mirrored"):
+        cfg = testing_config({data!r}, {tmp!r} + "/" + name, *common, "train.strategy=" + name)
+        s = train.train(cfg, log=lambda *_: None)
+        rows = train.read_history(train.pathlib.Path(cfg.output_dir) / "history.csv")
+        out[name] = {{"replicas": s["replicas"], "loss": float(rows[0]["loss"])}}
+    try:
+        train.train(testing_config({data!r}, {tmp!r} + "/odd", *common, "train.strategy=mirrored",
+                                   "train.batch_size=7"), log=lambda *_: None)
+    except ConfigError as e:
+        out["odd_batch_error"] = str(e)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_mirrored_strategy_on_two_logical_cpus(data_dir, tmp_path):
+    """MirroredStrategy over two logical CPUs: the global batch is split across the replicas and
+    the first-step loss equals one-device training's (frozen base: BatchNorm in inference mode,
+    so per-replica batch statistics do not enter)."""
+    code = _DISTRIBUTED.format(tests=str(REPO / "tests"), data=str(data_dir), tmp=str(tmp_path))
+    env = dict(os.environ, HCDTF_VIRTUAL_CPUS="2", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["one"]["replicas"] == 1 and out["mirrored"]["replicas"] == 2
+    assert out["mirrored"]["loss"] == pytest.approx(out["one"]["loss"], rel=1e-5)
+    assert "batch_size=7" in out["odd_batch_error"] and "2 replicas" in out["odd_batch_error"]
+
+
+def test_class_weights_from_training_labels(data_dir, tmp_path):
+    cw = train.class_weights(testing_config(data_dir, tmp_path))
+    assert cw[1] > cw[0] > 0  # the sample has fewer tumour patches
