@@ -86,6 +86,11 @@ def run(
     # 5. Test-set evaluation of the CNNs.
     results = {}
     for strategy, run_dir in runs.items():
+        done = run_dir / "metrics.json"
+        if done.is_file() and done.stat().st_mtime >= (run_dir / "model.keras").stat().st_mtime:
+            log(f"[5/7] evaluate {run_dir.name}: already done")
+            results[strategy] = json.loads(done.read_text())
+            continue
         log(f"[5/7] evaluate {run_dir.name}")
         results[strategy] = evaluate.evaluate_run(run_dir, log=log)
     stage("evaluate")
