@@ -9,9 +9,10 @@ Two sources, one cache directory (`$KERAS_HOME/models`, default
   `hcdtf_resnet{18,34}_tv_in1k.weights.h5`.
   `fetch(arch)` downloads and converts in one step when the network allows it.
 * ResNet50/101/152: the `keras.applications` files
-  (`resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`, ...). Keras would
-  download them itself and fail offline with a bare "URL fetch failure";
-  `require_keras_weights` checks first and says which file to place where.
+  (`resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`, ...), downloaded
+  once into the cache where the internet is reachable, as Keras does; offline,
+  instead of Keras's bare "URL fetch failure", `require_keras_weights` says
+  which file to place where.
 
 Every "weights are not there" case raises `WeightsUnavailableError`, whose
 message names the expected file, how to create it, and the `--weights none`
@@ -161,28 +162,45 @@ def keras_weights_url(arch, include_top=False):
     return KERAS_WEIGHTS_URL + keras_weights_filename(arch, include_top)
 
 
-def require_keras_weights(arch, include_top=False):
+def require_keras_weights(arch, include_top=False, download=True):
     """Returns the cached `keras.applications` weights file for `arch`.
 
+    As `keras.applications` does, a file missing from the Keras cache is
+    downloaded once with `keras.utils.get_file` where the internet is
+    reachable (`download=True`); later runs use the cached copy offline.
+
     Raises:
-        WeightsUnavailableError: the file is not in the Keras cache; the
-            message names the file, the directory and the URL to fetch it.
+        WeightsUnavailableError: the file is not in the Keras cache and could
+            not be downloaded; the message names the file, the directory and
+            the URL to fetch it from.
     """
     path = keras_weights_path(arch, include_top)
-    if not path.is_file():
-        arch = _canonical_arch(arch, KERAS_ARCHS)
-        url = keras_weights_url(arch, include_top)
-        raise WeightsUnavailableError(
-            f"ImageNet weights for {arch} are not available: expected "
-            f"{path} (named {path.name} in $KERAS_HOME/models, default "
-            "~/.keras/models). Nothing is downloaded implicitly. Download "
-            f"{url} and place it there, or train from random "
-            "initialisation with `--weights none` (weights=None).",
-            path=path,
-            url=url,
-            hint=f"download {url} to {path}, or use `--weights none`",
-        )
-    return path
+    if path.is_file():
+        return path
+    arch = _canonical_arch(arch, KERAS_ARCHS)
+    url = keras_weights_url(arch, include_top)
+    reason = "downloading was not attempted"
+    if download:
+        import keras
+
+        try:
+            return pathlib.Path(
+                keras.utils.get_file(
+                    path.name, url, cache_dir=str(path.parent.parent), cache_subdir=path.parent.name
+                )
+            )
+        except Exception as e:  # noqa: BLE001 - any network/file error becomes the message
+            reason = f"the download failed ({type(e).__name__}: {str(e)[:160]})"
+    raise WeightsUnavailableError(
+        f"ImageNet weights for {arch} are not available: expected "
+        f"{path} (named {path.name} in $KERAS_HOME/models, default "
+        f"~/.keras/models) and {reason}. Download "
+        f"{url} and place it there, or train from random "
+        "initialisation with `--weights none` (weights=None).",
+        path=path,
+        url=url,
+        hint=f"download {url} to {path}, or use `--weights none`",
+    )
 
 
 def imagenet_weights_path(arch, include_top=False):
