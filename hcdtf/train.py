@@ -109,27 +109,32 @@ def write_json(path: pathlib.Path, obj: dict) -> None:
     os.replace(tmp, path)  # atomic: a killed run never leaves half a file
 
 
+def record_epoch(path: pathlib.Path, epoch: int, logs: dict | None) -> None:
+    """Writes epoch ``epoch`` (0-based) into history.csv, keyed by epoch: a resumed epoch
+    replaces its row instead of adding one. Written atomically."""
+    rows = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    row = {"epoch": epoch + 1, "time": f"{time.time():.3f}"}
+    row.update({k: f"{float(v):.6g}" for k, v in (logs or {}).items()})
+    rows[epoch + 1] = row
+    keys = ["epoch", "time"] + sorted({k for r in rows.values() for k in r} - {"epoch", "time"})
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        for e in sorted(rows):
+            w.writerow(rows[e])
+    os.replace(tmp, path)
+
+
 def make_history_callback(path: pathlib.Path):
-    """history.csv keyed by epoch: a resumed epoch replaces its row instead of adding one."""
     import keras
 
     class HistoryCSV(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            rows = {}
-            if path.is_file():
-                with open(path, newline="") as f:
-                    rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
-            row = {"epoch": epoch + 1, "time": f"{time.time():.3f}"}
-            row.update({k: f"{float(v):.6g}" for k, v in (logs or {}).items()})
-            rows[epoch + 1] = row
-            keys = ["epoch", "time"] + sorted({k for r in rows.values() for k in r} - {"epoch", "time"})
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, keys)
-                w.writeheader()
-                for e in sorted(rows):
-                    w.writerow(rows[e])
-            os.replace(tmp, path)
+            record_epoch(path, epoch, logs)
 
     return HistoryCSV()
 
@@ -265,20 +270,27 @@ def use_feature_cache(cfg: Config, strategy_name: str) -> tuple[bool, str]:
 def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Trains ``cfg`` into ``cfg.output_dir`` (resuming if a previous run was killed) and
     returns the train summary."""
+    from hcdtf.distributed import fit_multiworker, is_chief
+
     run = pathlib.Path(cfg.output_dir)
-    state = prepare_run_dir(cfg, overwrite)
-    if state == "complete":
-        log(f"{run}: this run is already complete (train_summary.json); nothing to do")
-        return json.loads((run / "train_summary.json").read_text())
+    # In a multi-worker cluster only the chief writes the run directory (see distributed.py).
+    writer = is_chief() or cfg.train.strategy not in ("auto", "multiworker")
+    if writer:
+        state = prepare_run_dir(cfg, overwrite)
+        if state == "complete":
+            log(f"{run}: this run is already complete (train_summary.json); nothing to do")
+            return json.loads((run / "train_summary.json").read_text())
     data.load_builder(cfg.data)  # fails early, with how to build, if the data set is missing
-    run.mkdir(parents=True, exist_ok=True)
-    cfg.dump(run / "config.yaml")
-    if state == "resume":
-        log(f"{run}: resuming an unfinished run")
+    if writer:
+        run.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run / "config.yaml")
+        if state == "resume":
+            log(f"{run}: resuming an unfinished run")
 
     runtime.set_seed(cfg.seed)
     precision = runtime.set_precision(cfg.train.precision)
     strategy, strategy_name = runtime.make_strategy(cfg.train.strategy)
+    writer = writer or strategy_name != "multiworker"
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
         raise ConfigError(
@@ -307,7 +319,8 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
 
     import keras
 
-    (run / "checkpoints").mkdir(exist_ok=True)
+    if writer:
+        (run / "checkpoints").mkdir(exist_ok=True)
     best_path = run / "checkpoints" / "best.weights.h5"
     history_path = run / "history.csv"
     previous = read_history(history_path)
@@ -356,13 +369,32 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
             train_ds = train_ds.take(steps)
         val_ds = data.make_dataset(cfg.data, cfg.data.validation_split, bs, training=False)
         fit_model = model
-    hist = fit_model.fit(
-        train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks,
-        class_weight=cw, verbose="auto" if sys.stdout.isatty() else 2,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
-    )
+    if strategy_name == "multiworker":
+        if cw or cfg.train.schedule == "plateau":
+            log("multiworker: class weights and the plateau schedule are not supported by the custom loop; ignored")
+        best = {"auc": best_so_far if best_so_far is not None else float("-inf")}
+
+        def on_epoch_end(epoch, logs):
+            record_epoch(history_path, epoch, logs)
+            if logs["val_auc"] > best["auc"]:
+                best["auc"] = logs["val_auc"]
+                model.save_weights(str(best_path), overwrite=True)
+
+        epochs_run = fit_multiworker(
+            model, model.optimizer, strategy, train_ds, val_ds, run, cfg.train.epochs, bs,
+            on_epoch_end, patience=cfg.train.early_stopping_patience, log=log,
+        )
+    else:
+        hist = fit_model.fit(
+            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks,
+            class_weight=cw, verbose="auto" if sys.stdout.isatty() else 2,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
+        )
+        epochs_run = len(hist.epoch)
     wall = time.time() - t0
-    epochs_run = len(hist.epoch)
+    if not writer:
+        log(f"multiworker: worker finished {epochs_run} epochs; the chief writes the run directory")
+        return {"epochs_this_session": epochs_run, "wall_time_s": round(wall, 3), "replicas": replicas}
 
     if best_path.is_file():
         fit_model.load_weights(str(best_path))

@@ -173,3 +173,56 @@ def test_mirrored_strategy_on_two_logical_cpus(data_dir, tmp_path):
 def test_class_weights_from_training_labels(data_dir, tmp_path):
     cw = train.class_weights(testing_config(data_dir, tmp_path))
     assert cw[1] > cw[0] > 0  # the sample has fewer tumour patches
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_processes_on_localhost(data_dir, tmp_path):
+    """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (custom loop, since
+    Keras 3's fit fails there): both finish, only the chief writes the run directory, and the
+    first-step loss equals one-device training's on the same full batch."""
+    from hcdtf import data
+
+    n = data.num_examples(testing_config(data_dir, tmp_path).data, "train")
+    assert n % 2 == 0
+    common = ["--set", "model.strategy=freeze_base", "--set", "train.feature_cache=false",
+              "--set", "model.dropout=0.0", "--set", "train.steps_per_epoch=1",
+              "--set", "train.learning_rate=0.01", "--set", f"train.batch_size={n}"]
+    one = train.train(testing_config(data_dir, tmp_path / "one", "model.strategy=freeze_base",
+                                     "train.feature_cache=false", "model.dropout=0.0", "train.steps_per_epoch=1",
+                                     "train.learning_rate=0.01", f"train.batch_size={n}"), log=lambda *_: None)
+    assert one["replicas"] == 1
+    one_loss = float(_history(tmp_path / "one")[0]["loss"])
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    run = tmp_path / "mw"
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        cmd = _cli("train", "--config", str(CONFIGS / "testing.yaml"), "--data-dir", str(data_dir),
+                   "--output-dir", str(run), "--strategy", "multiworker", *common)
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO))
+    outputs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=600)
+        finally:
+            p.kill()
+        outputs.append(out.decode())
+        assert p.returncode == 0, out.decode()[-3000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["distribution"] == "multiworker" and summary["replicas"] == 2
+    assert "the chief writes the run directory" in outputs[1]
+    assert float(_history(run)[0]["loss"]) == pytest.approx(one_loss, rel=1e-5)
