@@ -315,5 +315,79 @@ def quickstart_cmd(output_dir, n, overwrite, config_files, overrides):
                    overrides=overrides, log=click.echo)
 
 
+
+# ----------------------------------------------------------------------------- experiments, inference
+@main.command("experiment", context_settings=CONTEXT)
+@click.argument("experiment_file", metavar="EXPERIMENT")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one run-config field for every run, e.g. --set train.epochs=3 (repeatable).")
+@click.option("--output-dir", default=None, help="Where the runs and the report go [default: the file's output_dir].")
+@click.option("--arch", "archs", multiple=True, type=click.Choice(ARCHS),
+              help="Run only these architectures of the grid (repeatable) [default: the file's archs].")
+@click.option("--strategy", "strategies", multiple=True, type=click.Choice(["freeze_base", "fine_tune"]),
+              help="Run only these strategies (repeatable) [default: the file's strategies].")
+@click.option("--baseline/--no-baseline", default=None,
+              help="Include the logistic-regression baseline [default: the file's baseline].")
+@click.option("--overwrite", is_flag=True,
+              help="Retrain runs whose config changed since they were trained (unchanged finished runs are kept).")
+@friendly
+def experiment_cmd(experiment_file, overrides, output_dir, archs, strategies, baseline, overwrite):
+    """Run a grid of runs from an experiment file, evaluate them, write one comparison report.
+
+    EXPERIMENT is a YAML file (see configs/experiments/) or the name of a shipped one: `paper`
+    (the paper's ResNet-18/34/50/152 x {frozen base, fine-tuned} + logistic regression) or
+    `paper_smoke` (the same grid on a synthetic sample, in minutes). Finished runs are skipped,
+    so rerunning the same command continues an interrupted experiment.
+    The report is <output-dir>/comparison/report.md.
+    """
+    _quiet()
+    from hcdtf import experiment
+
+    experiment.run(experiment_file, overrides=overrides, output_dir=output_dir, archs=archs or None,
+                   strategies=strategies or None, baseline=baseline, overwrite=overwrite, log=click.echo)
+
+
+@main.command("predict", context_settings=CONTEXT)
+@click.argument("model", type=click.Path())
+@click.option("--images", "images_dir", required=True, type=click.Path(),
+              help="Directory of 96x96 RGB .tif/.png patches (e.g. Kaggle's test/); only read.")
+@click.option("--out", required=True, type=click.Path(), help="Submission CSV to write (id,label).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@friendly
+def predict_cmd(model, images_dir, out, batch_size):
+    """Score a directory of patches and write a Kaggle submission CSV (id,label = probability).
+
+    MODEL is a run directory (model.keras), a .keras file, or an exported SavedModel version
+    directory (saved_model.pb, e.g. outputs/models/hcd/1). Example:
+
+    hcdtf predict outputs/models/hcd/1 --images kaggle/test --out submission.csv
+    """
+    _quiet()
+    from hcdtf import predict
+
+    predict.predict(model, images_dir, out, batch_size=batch_size, log=click.echo)
+
+
+@main.command("explain", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.argument("more_images", nargs=-1, type=click.Path(), metavar="[FILE_OR_DIR]...")
+@click.option("--images", "images", multiple=True, type=click.Path(),
+              help="Patch file(s) or director(ies) to explain; more may follow, e.g. --images a.tif b.tif.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the PNGs.")
+@click.option("--max", "max_images", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Explain at most this many patches (sorted by id).")
+@friendly
+def explain_cmd(run_dir, more_images, images, out, max_images):
+    """Grad-CAM heat maps of RUN_DIR's model over patches: one PNG each, with the score.
+
+    Example: hcdtf explain outputs/paper/runs/resnet34_fine_tune --images kaggle/test --out gradcam/
+    """
+    if not images and not more_images:
+        raise click.UsageError("give the patches to explain with --images FILE_OR_DIR...")
+    _quiet()
+    from hcdtf import explain
+
+    explain.explain(run_dir, [*images, *more_images], out, max_images=max_images, log=click.echo)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

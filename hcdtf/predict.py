@@ -1,0 +1,213 @@
+"""`hcdtf predict`: score a directory of patches and write a Kaggle submission (``id,label``).
+
+The model is a run directory (``model.keras``), a ``.keras`` file, or an exported SavedModel
+version directory (``saved_model.pb``, called through its ``serving_default`` signature exactly
+as TF Serving would; an export base directory with numbered versions means its latest version).
+Patches are ``.tif``/``.tiff``/``.png`` files, each a 96x96 RGB uint8 image; the id is the file
+name without its extension, rows are sorted by id, ``label`` is the tumour probability (what the
+competition's ROC AUC wants, not a 0/1 decision).
+
+Images are read and scored in batches (decoding runs in a few threads while the model works), so
+memory does not grow with the number of files: the Kaggle test set has 57,458. The submission is
+written to a temporary file beside ``--out`` and renamed when complete; nothing is ever written
+into the image directory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+import time
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+IMAGE_SIZE = 96
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or not a 96x96 RGB uint8 patch."""
+
+
+class ModelPathError(FileNotFoundError):
+    """MODEL is not a run directory, a .keras file or a SavedModel."""
+
+
+# --------------------------------------------------------------------------- images
+def list_images(paths: Iterable[str | os.PathLike], what: str = "--images") -> list[pathlib.Path]:
+    """The patch files named by ``paths`` (files, or directories read non-recursively), sorted by
+    id within each directory; an error if there are none or two share an id."""
+    files: list[pathlib.Path] = []
+    for item in paths:
+        p = pathlib.Path(item)
+        if p.is_dir():
+            found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
+                           key=lambda f: (f.stem, f.name))
+            if not found:
+                raise ImageError(f"{what} {str(p)!r}: no .tif, .tiff or .png files in this directory")
+            files.extend(found)
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ImageError(f"{what} {str(p)!r}: not a .tif, .tiff or .png file")
+            files.append(p)
+        else:
+            raise ImageError(f"{what} {str(p)!r} does not exist")
+    if not files:
+        raise ImageError(f"{what}: no images given")
+    seen: dict[str, pathlib.Path] = {}
+    for f in files:
+        if f.stem in seen and seen[f.stem].resolve() != f.resolve():
+            raise ImageError(f"two images have the id {f.stem!r}: {seen[f.stem]} and {f}; ids must be unique")
+        seen[f.stem] = f
+    return files
+
+
+def read_patch(path: str | os.PathLike) -> np.ndarray:
+    """One patch as uint8 [96, 96, 3]; an :class:`ImageError` naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            array = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ImageError(f"{path}: cannot be read as an image ({e})") from None
+    if array.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or array.dtype != np.uint8:
+        raise ImageError(
+            f"{path}: expected a {IMAGE_SIZE}x{IMAGE_SIZE} RGB patch (uint8, shape "
+            f"({IMAGE_SIZE}, {IMAGE_SIZE}, 3)), got shape {tuple(array.shape)} dtype {array.dtype} "
+            f"(Pillow mode {mode})"
+        )
+    return array
+
+
+def read_batches(files: list[pathlib.Path], batch_size: int, threads: int = 4) -> Iterator[tuple[list, np.ndarray]]:
+    """(files, uint8 [B,96,96,3]) batches; the next batch is decoded while the caller works."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        def load(chunk):
+            return chunk, np.stack(list(pool.map(read_patch, chunk)))
+
+        chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ahead:
+            pending = ahead.submit(load, chunks[0]) if chunks else None
+            for k in range(len(chunks)):
+                chunk, images = pending.result()
+                pending = ahead.submit(load, chunks[k + 1]) if k + 1 < len(chunks) else None
+                yield chunk, images
+
+
+# --------------------------------------------------------------------------- models
+def _latest_version(base: pathlib.Path) -> pathlib.Path | None:
+    versions = sorted((int(p.name), p) for p in base.iterdir()
+                      if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file())
+    return versions[-1][1] if versions else None
+
+
+def load_scorer(model_path: str | os.PathLike, log: Callable[[str], None] = print):
+    """(score, description): ``score(uint8 [B,96,96,3]) -> float64 [B]`` tumour probabilities."""
+    p = pathlib.Path(model_path)
+    if p.is_dir() and not (p / "saved_model.pb").is_file() and not (p / "config.yaml").is_file():
+        latest = _latest_version(p)
+        if latest is not None:
+            log(f"{p} holds exported versions; using the latest, {latest} (as TF Serving does)")
+            p = latest
+    if p.is_dir() and (p / "saved_model.pb").is_file():
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(p))
+        if "serving_default" not in loaded.signatures:
+            raise ModelPathError(f"{p}: the SavedModel has no serving_default signature")
+        fn = loaded.signatures["serving_default"]
+
+        def score(images: np.ndarray) -> np.ndarray:
+            return np.asarray(fn(images=tf.constant(images))["probability"], np.float64).reshape(-1)
+
+        score._keepalive = loaded  # the signature needs its object alive
+        return score, f"SavedModel {p}"
+    if p.is_dir() and (p / "model.npz").is_file():
+        raise ModelPathError(
+            f"{p} is a logistic-regression baseline run (model.npz); predict scores patches with a "
+            "CNN: pass a ResNet run directory (model.keras) or an exported SavedModel"
+        )
+    if p.is_dir() and (p / "config.yaml").is_file():
+        from hcdtf.evaluate import load_keras_model
+
+        return _keras_scorer(load_keras_model(p)), f"run {p}"  # says so if training has not finished
+    if p.is_file() and p.suffix == ".keras":
+        import keras
+
+        import hcdtf.models.layers  # noqa: F401  registers the preprocessing layer
+
+        return _keras_scorer(keras.saving.load_model(str(p), compile=False)), f"Keras model {p}"
+    raise ModelPathError(
+        f"MODEL {str(p)!r} is not a model: pass an hcdtf run directory (with model.keras), an exported "
+        "SavedModel version directory (with saved_model.pb, e.g. outputs/models/hcd/1) or a .keras file"
+    )
+
+
+def _keras_scorer(model):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8)])
+    def forward(x):
+        return tf.cast(model(x, training=False), tf.float32)
+
+    def score(images: np.ndarray) -> np.ndarray:
+        return np.asarray(forward(tf.constant(images)), np.float64).reshape(-1)
+
+    return score
+
+
+# --------------------------------------------------------------------------- entry point
+def is_inside(path: pathlib.Path, directory: pathlib.Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def predict(
+    model_path: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    batch_size: int = 256,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Scores every patch in ``images_dir`` and writes ``out`` (``id,label``); returns a summary."""
+    images_dir = pathlib.Path(images_dir)
+    out = pathlib.Path(out)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if not images_dir.is_dir():
+        raise ImageError(f"--images {str(images_dir)!r} is not a directory")
+    if is_inside(out, images_dir):
+        raise ValueError(f"--out {str(out)!r} is inside the image directory {str(images_dir)!r}; "
+                         "predict never writes there: choose a path outside it")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a file name, e.g. submission.csv")
+    files = list_images([images_dir])
+    score, description = load_scorer(model_path, log)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    t0 = time.time()
+    n = 0
+    log(f"scoring {len(files)} patches from {images_dir} with {description}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write("id,label\n")
+            for batch_no, (chunk, images) in enumerate(read_batches(files, batch_size)):
+                probs = score(images)
+                f.writelines(f"{p.stem},{s:.8g}\n" for p, s in zip(chunk, probs))
+                n += len(chunk)
+                if (batch_no + 1) % 20 == 0:
+                    log(f"  {n}/{len(files)} ({n / (time.time() - t0):.0f} patches/s)")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.time() - t0
+    log(f"wrote {n} predictions to {out} in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} patches/s)")
+    return {"out": str(out), "n": n, "model": description, "seconds": round(seconds, 3)}

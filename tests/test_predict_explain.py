@@ -1,0 +1,140 @@
+"""`hcdtf predict` (Kaggle submission from a run or a SavedModel) and `hcdtf explain` (Grad-CAM),
+on the session's tiny trained ResNet18 run and the synthetic sample's unlabelled test patches."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hcdtf import explain, export, predict
+from hcdtf.cli import main
+
+
+@pytest.fixture(scope="module")
+def patches(sample_dir):
+    """The sample's unlabelled test patches (Kaggle's test/ layout: <id>.tif)."""
+    d = sample_dir / "test"
+    assert len(list(d.glob("*.tif"))) >= 4
+    return d
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    base = tmp_path_factory.mktemp("export") / "hcd"
+    version_dir = export.export_run(trained_run, base, log=lambda *_: None)
+    return base, version_dir
+
+
+def _read_submission(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "label"]
+    return [r[0] for r in rows[1:]], np.array([float(r[1]) for r in rows[1:]])
+
+
+def _listing(d):
+    return sorted((p.name, p.stat().st_mtime_ns) for p in d.iterdir())
+
+
+def test_predict_run_dir_and_saved_model_agree(trained_run, exported, patches, tmp_path):
+    before = _listing(patches)
+    base, version_dir = exported
+    predict.predict(trained_run, patches, tmp_path / "from_run.csv", batch_size=3, log=lambda *_: None)
+    predict.predict(version_dir, patches, tmp_path / "from_savedmodel.csv", batch_size=5, log=lambda *_: None)
+    ids_run, p_run = _read_submission(tmp_path / "from_run.csv")
+    ids_sm, p_sm = _read_submission(tmp_path / "from_savedmodel.csv")
+    assert ids_run == ids_sm == sorted(p.stem for p in patches.glob("*.tif"))
+    assert np.all((p_run >= 0) & (p_run <= 1))
+    np.testing.assert_allclose(p_run, p_sm, atol=1e-5)
+
+    # The CLI with the export base directory: its latest version, as TF Serving would pick.
+    result = CliRunner().invoke(main, ["predict", str(base), "--images", str(patches),
+                                       "--out", str(tmp_path / "cli" / "submission.csv")])
+    assert result.exit_code == 0, result.output
+    assert "latest" in result.output and "wrote" in result.output
+    ids_cli, p_cli = _read_submission(tmp_path / "cli" / "submission.csv")
+    assert ids_cli == ids_run
+    np.testing.assert_allclose(p_cli, p_run, atol=1e-5)
+    assert _listing(patches) == before  # read only
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _fails(args, *words):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in result.output, result.output
+    return result
+
+
+def test_predict_rejects_bad_input_naming_it(trained_run, patches, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    good = sorted(patches.glob("*.tif"))[:2]
+    for p in good:
+        shutil.copy(p, images / p.name)
+    Image.new("RGB", (64, 64)).save(images / "small.png")
+    out = tmp_path / "sub.csv"
+    _fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)],
+           "small.png", "96x96", "(64, 64, 3)")
+    (images / "small.png").unlink()
+    Image.new("L", (96, 96)).save(images / "gray.png")
+    _fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)], "gray.png", "mode L")
+    (images / "gray.png").unlink()
+    (images / "broken.tif").write_bytes(b"not a tiff")
+    _fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)], "broken.tif", "cannot be read")
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails(["predict", str(trained_run), "--images", str(empty), "--out", str(out)], "no .tif", str(empty))
+    _fails(["predict", str(tmp_path / "nowhere"), "--images", str(patches), "--out", str(out)],
+           "not a model", "saved_model.pb")
+    _fails(["predict", str(trained_run), "--images", str(patches), "--out", str(patches / "sub.csv")],
+           "inside the image directory")
+    assert not (patches / "sub.csv").exists()
+
+
+def test_grad_cam_maps_and_pngs(trained_run, patches, tmp_path):
+    out = tmp_path / "gradcam"
+    records = explain.explain(trained_run, [patches], out, max_images=3, log=lambda *_: None)
+    assert len(records) == 3
+    ids = sorted(p.stem for p in patches.glob("*.tif"))[:3]
+    assert [r["id"] for r in records] == ids
+    score, _ = predict.load_scorer(trained_run)
+    expected = score(np.stack([predict.read_patch(patches / f"{i}.tif") for i in ids]))
+    for r, p in zip(records, expected):
+        heat = r["heat"]
+        assert heat.shape == (96, 96)
+        assert heat.min() >= 0.0 and heat.max() <= 1.0
+        assert r["probability"] == pytest.approx(p, abs=1e-5)  # Grad-CAM's logit is the model's
+        with Image.open(r["file"]) as im:
+            assert im.format == "PNG" and im.size[0] > 96
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i}_gradcam.png" for i in ids]
+    assert (out / "explain.csv").read_text().startswith("id,probability,logit,file\n")
+
+
+def test_grad_cam_layer_and_cli(trained_run, exported, patches, tmp_path):
+    from hcdtf.evaluate import load_keras_model
+
+    model = load_keras_model(trained_run)
+    layer = explain.last_conv_layer(model.get_layer("base"))
+    assert layer.name.startswith("conv5_block") and layer.name.endswith("_out")
+
+    files = sorted(patches.glob("*.tif"))[:2]
+    out = tmp_path / "cli_out"
+    # --images takes several paths in a row (a shell glob), as the usage line says.
+    result = CliRunner().invoke(main, ["explain", str(trained_run), "--images", *map(str, files), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{f.stem}_gradcam.png" for f in files]
+    _fails(["explain", str(trained_run), "--images", str(patches), "--out", str(patches / "maps")],
+           "inside the image directory")
+    _fails(["explain", str(exported[1]), "--images", str(files[0]), "--out", str(out)], "SavedModel", "run directory")
+    _fails(["explain", str(tmp_path), "--images", str(files[0]), "--out", str(out)], "not an hcdtf run directory")
+    _fails(["explain", str(trained_run), "--out", str(out)], "--images")
