@@ -45,7 +45,22 @@ def testing_config(data_dir, output_dir, *overrides):
     )
 
 
-testing_config.__test__ = False  # a helper, not a test, wherever it is imported
+testing_config.__test__ = False
+
+
+def cli_fails(args, *words):
+    """Runs ``hcdtf ARGS`` in-process and checks it fails as users should see it: exit code 2,
+    no traceback, and a message holding each of ``words``."""
+    from click.testing import CliRunner
+
+    from hcdtf.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in result.output, result.output
+    return result  # a helper, not a test, wherever it is imported
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ from click.testing import CliRunner
 from hcdtf import __version__
 from hcdtf.cli import main
 
+from conftest import cli_fails
+
 
 def _commands(group, prefix=()):
     import click
@@ -32,34 +34,25 @@ def test_version():
     assert __version__ in result.output
 
 
-def _fails_cleanly(args, *words):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    for w in words:
-        assert w in result.output, result.output
-    return result
-
-
 def test_unknown_arch_lists_the_valid_ones():
-    _fails_cleanly(["train", "--arch", "ResNet19"], "ResNet19", "ResNet18", "ResNet152")
+    cli_fails(["train", "--arch", "ResNet19"], "ResNet19", "ResNet18", "ResNet152")
 
 
 def test_unknown_config_key_and_wrong_type(tmp_path):
-    _fails_cleanly(["train", "--set", "train.epoch=2"], "train.epoch", "epochs")
-    _fails_cleanly(["train", "--set", "train.epochs=two"], "train.epochs", "int")
+    cli_fails(["train", "--set", "train.epoch=2"], "train.epoch", "epochs")
+    cli_fails(["train", "--set", "train.epochs=two"], "train.epochs", "int")
 
 
 def test_missing_config_file(tmp_path):
-    _fails_cleanly(["train", "--config", str(tmp_path / "nope.yaml")], "nope.yaml")
+    cli_fails(["train", "--config", str(tmp_path / "nope.yaml")], "nope.yaml")
 
 
 def test_exclusive_strategies():
-    _fails_cleanly(["train", "--freeze-base", "--fine-tune"], "--freeze-base", "--fine-tune")
+    cli_fails(["train", "--freeze-base", "--fine-tune"], "--freeze-base", "--fine-tune")
 
 
 def test_train_without_data_says_how_to_build(tmp_path):
-    _fails_cleanly(
+    cli_fails(
         ["train", "--data-dir", str(tmp_path / "tfds"), "--output-dir", str(tmp_path / "run")],
         "not built", "hcdtf build-dataset", "tfds build",
     )
@@ -67,12 +60,12 @@ def test_train_without_data_says_how_to_build(tmp_path):
 
 
 def test_build_dataset_missing_manual_dir(tmp_path):
-    _fails_cleanly(["build-dataset", "--manual-dir", str(tmp_path / "none"), "--data-dir", str(tmp_path)],
+    cli_fails(["build-dataset", "--manual-dir", str(tmp_path / "none"), "--data-dir", str(tmp_path)],
                    "does not exist")
 
 
 def test_evaluate_not_a_run_dir(tmp_path):
-    _fails_cleanly(["evaluate", str(tmp_path)], "not an hcdtf run directory")
+    cli_fails(["evaluate", str(tmp_path)], "not an hcdtf run directory")
 
 
 def test_sample_data_refuses_to_overwrite(tmp_path):
@@ -80,5 +73,5 @@ def test_sample_data_refuses_to_overwrite(tmp_path):
     assert CliRunner().invoke(main, ["sample-data", str(out), "--n", "8"]).exit_code == 0
     assert (out / "train_labels.csv").is_file()
     before = (out / "train_labels.csv").read_bytes()
-    _fails_cleanly(["sample-data", str(out), "--n", "8", "--seed", "1"], str(out))
+    cli_fails(["sample-data", str(out), "--n", "8", "--seed", "1"], str(out))
     assert (out / "train_labels.csv").read_bytes() == before

@@ -14,6 +14,8 @@ from PIL import Image
 from hcdtf import explain, export, predict
 from hcdtf.cli import main
 
+from conftest import cli_fails
+
 
 @pytest.fixture(scope="module")
 def patches(sample_dir):
@@ -64,15 +66,6 @@ def test_predict_run_dir_and_saved_model_agree(trained_run, exported, patches, t
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def _fails(args, *words):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    for w in words:
-        assert w in result.output, result.output
-    return result
-
-
 def test_predict_rejects_bad_input_naming_it(trained_run, patches, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -81,22 +74,22 @@ def test_predict_rejects_bad_input_naming_it(trained_run, patches, tmp_path):
         shutil.copy(p, images / p.name)
     Image.new("RGB", (64, 64)).save(images / "small.png")
     out = tmp_path / "sub.csv"
-    _fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)],
+    cli_fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)],
            "small.png", "96x96", "(64, 64, 3)")
     (images / "small.png").unlink()
     Image.new("L", (96, 96)).save(images / "gray.png")
-    _fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)], "gray.png", "mode L")
+    cli_fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)], "gray.png", "mode L")
     (images / "gray.png").unlink()
     (images / "broken.tif").write_bytes(b"not a tiff")
-    _fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)], "broken.tif", "cannot be read")
+    cli_fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)], "broken.tif", "cannot be read")
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    _fails(["predict", str(trained_run), "--images", str(empty), "--out", str(out)], "no .tif", str(empty))
-    _fails(["predict", str(tmp_path / "nowhere"), "--images", str(patches), "--out", str(out)],
+    cli_fails(["predict", str(trained_run), "--images", str(empty), "--out", str(out)], "no .tif", str(empty))
+    cli_fails(["predict", str(tmp_path / "nowhere"), "--images", str(patches), "--out", str(out)],
            "not a model", "saved_model.pb")
-    _fails(["predict", str(trained_run), "--images", str(patches), "--out", str(patches / "sub.csv")],
+    cli_fails(["predict", str(trained_run), "--images", str(patches), "--out", str(patches / "sub.csv")],
            "inside the image directory")
     assert not (patches / "sub.csv").exists()
 
@@ -133,8 +126,8 @@ def test_grad_cam_layer_and_cli(trained_run, exported, patches, tmp_path):
     result = CliRunner().invoke(main, ["explain", str(trained_run), "--images", *map(str, files), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*.png")) == [f"{f.stem}_gradcam.png" for f in files]
-    _fails(["explain", str(trained_run), "--images", str(patches), "--out", str(patches / "maps")],
+    cli_fails(["explain", str(trained_run), "--images", str(patches), "--out", str(patches / "maps")],
            "inside the image directory")
-    _fails(["explain", str(exported[1]), "--images", str(files[0]), "--out", str(out)], "SavedModel", "run directory")
-    _fails(["explain", str(tmp_path), "--images", str(files[0]), "--out", str(out)], "not an hcdtf run directory")
-    _fails(["explain", str(trained_run), "--out", str(out)], "--images")
+    cli_fails(["explain", str(exported[1]), "--images", str(files[0]), "--out", str(out)], "SavedModel", "run directory")
+    cli_fails(["explain", str(tmp_path), "--images", str(files[0]), "--out", str(out)], "not an hcdtf run directory")
+    cli_fails(["explain", str(trained_run), "--out", str(out)], "--images")
