@@ -93,7 +93,10 @@ def fit(cfg: Config, log: Callable[[str], None] = print) -> dict:
         for _, x, _ in feature_batches(cfg, split, shuffle=False):
             stats.update(x)
         mean, scale = stats.finalize()
-        clf = SGDClassifier(loss="log_loss", alpha=b.alpha, learning_rate="optimal", random_state=cfg.seed)
+        # Averaged SGD: on 27,648 pixel features plain SGD's last iterate stays noisy (test AUC
+        # 0.66 on the quick-start sample) while the average matches the exact lbfgs fit (0.75/0.74).
+        clf = SGDClassifier(loss="log_loss", alpha=b.alpha, average=True, learning_rate="optimal",
+                            random_state=cfg.seed)
         seen = 0
         for epoch in range(b.epochs):
             for _, x, y in feature_batches(cfg, split, shuffle=True, epoch=epoch):

@@ -112,7 +112,7 @@ class TrainConfig:
 class BaselineConfig:
     features: str = "pixels"
     solver: str = "sgd"
-    alpha: float = 1e-4
+    alpha: float = 1e-2
     C: float = 1e-3
     epochs: int = 5
     batch_size: int = 512

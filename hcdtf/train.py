@@ -223,7 +223,10 @@ def predict_split(model, cfg: Config, split: str, tta: bool = False, batch_size:
     import tensorflow as tf
 
     ds = data.make_dataset(cfg.data, split, batch_size, training=False, with_ids=True)
-    predict = tf.function(lambda x: model(x, training=False))
+    # One trace for every batch size (the last batch is smaller) and every TTA view.
+    predict = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)]
+    )
     ids, labels, scores = [], [], []
     for x, y in ds:
         images = x["image"]
