@@ -269,6 +269,57 @@ def use_feature_cache(cfg: Config, strategy_name: str) -> tuple[bool, str]:
     return True, "feature cache on: the frozen base's features are computed once, then only the head trains"
 
 
+def cached_feature_datasets(model, cfg: Config, steps: int, log: Callable[[str], None]):
+    """The frozen-base shortcut: computes the base's pooled features of the training and
+    validation splits once, and returns (head model sharing ``model``'s head layers, train and
+    validation datasets of features). Training the head on these trains ``model``'s head."""
+    import tensorflow as tf
+
+    from hcdtf import models
+
+    bs = cfg.train.batch_size
+    extractor = models.feature_extractor(model)
+    start = time.time()
+    f_train, y_train = _features(extractor, cfg, cfg.data.train_split, bs)
+    f_val, y_val = _features(extractor, cfg, cfg.data.validation_split, bs)
+    log(f"cached {len(f_train)} + {len(f_val)} feature vectors of size {f_train.shape[1]} "
+        f"in {time.time() - start:.1f} s")
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((f_train, y_train))
+        .shuffle(len(f_train), seed=cfg.seed, reshuffle_each_iteration=True)
+        .batch(bs)
+        .take(steps)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(bs)
+    head = models.head_model(model)
+    compile_model(head, cfg, steps)
+    return head, train_ds, val_ds
+
+
+def make_callbacks(cfg: Config, run: pathlib.Path, best_path, history_path, best_so_far):
+    """Best checkpoint by validation AUC, history.csv, TensorBoard, optional early stopping and
+    plateau schedule, and BackupAndRestore (last, so an epoch's other artifacts are written
+    before it counts as finished)."""
+    import keras
+
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True,
+            # On resume, only an epoch better than every earlier one may replace the checkpoint.
+            initial_value_threshold=best_so_far,
+        ),
+        make_history_callback(history_path),
+        keras.callbacks.TensorBoard(str(run / "logs")),
+        keras.callbacks.BackupAndRestore(str(run / "backup")),
+    ]
+    if cfg.train.early_stopping_patience:
+        callbacks.insert(0, keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience))
+    if cfg.train.schedule == "plateau":
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.2, patience=2))
+    return callbacks
+
+
 # --------------------------------------------------------------------------- entry point
 def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Trains ``cfg`` into ``cfg.output_dir`` (resuming if a previous run was killed) and
@@ -320,51 +371,18 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
 
     params_total, params_trainable = models.count_params(model)
 
-    import keras
-
     if writer:
         (run / "checkpoints").mkdir(exist_ok=True)
     best_path = run / "checkpoints" / "best.weights.h5"
     history_path = run / "history.csv"
     previous = read_history(history_path)
     best_so_far = max((float(r["val_auc"]) for r in previous if r.get("val_auc")), default=None)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best_so_far,
-        ),
-        make_history_callback(history_path),
-        keras.callbacks.TensorBoard(str(run / "logs")),
-        # Last, so the epoch's other artifacts are written before it counts as finished.
-        keras.callbacks.BackupAndRestore(str(run / "backup")),
-    ]
-    if cfg.train.early_stopping_patience:
-        callbacks.insert(0, keras.callbacks.EarlyStopping(
-            monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience))
-    if cfg.train.schedule == "plateau":
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.2, patience=2))
+    callbacks = make_callbacks(cfg, run, best_path, history_path, best_so_far)
     cw = class_weights(cfg) if cfg.train.class_weight else None
 
     t0 = time.time()
     if cached:
-        extractor = models.feature_extractor(model)
-        head = models.head_model(model)
-        tf_start = time.time()
-        f_train, y_train = _features(extractor, cfg, cfg.data.train_split, bs)
-        f_val, y_val = _features(extractor, cfg, cfg.data.validation_split, bs)
-        log(f"cached {len(f_train)} + {len(f_val)} feature vectors of size {f_train.shape[1]} "
-            f"in {time.time() - tf_start:.1f} s")
-        import tensorflow as tf
-
-        train_ds = (
-            tf.data.Dataset.from_tensor_slices((f_train, y_train))
-            .shuffle(len(f_train), seed=cfg.seed, reshuffle_each_iteration=True)
-            .batch(bs)
-            .take(steps)
-        )
-        val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(bs)
-        compile_model(head, cfg, steps)
-        fit_model = head
+        fit_model, train_ds, val_ds = cached_feature_datasets(model, cfg, steps, log)
     else:
         train_ds = data.make_dataset(cfg.data, cfg.data.train_split, bs, training=True, seed=cfg.seed,
                                      drop_remainder=replicas > 1)

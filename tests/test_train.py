@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from hcdtf import metrics, train
-from hcdtf.config import ConfigError
 
 from conftest import CONFIGS, REPO, testing_config
 
