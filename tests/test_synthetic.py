@@ -145,6 +145,27 @@ def test_centre_rule_holds_on_the_masks(arrays: tuple[np.ndarray, np.ndarray, np
     assert masks[labels == 1].sum(axis=(1, 2)).min() > 0
 
 
+def test_negative_tumour_cells_stay_clear_of_the_centre(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    _, labels, masks = arrays
+    rows, cols = np.mgrid[0:96, 0:96]
+    gap_y = np.maximum(np.maximum(32 - rows, rows - 63), 0)
+    gap_x = np.maximum(np.maximum(32 - cols, cols - 63), 0)
+    dist = np.hypot(gap_y, gap_x)  # distance of each pixel to the centre region
+    negatives = [m for m in masks[labels == 0] if m.any()]
+    assert negatives
+    assert min(dist[m].min() for m in negatives) > synthetic._NEG_MARGIN
+
+
+def test_a_patch_depends_only_on_its_own_stream() -> None:
+    # (the lookup tables shared by all patches must come out of every draw unchanged)
+    first = synthetic.generate_patch(np.random.default_rng(123), 1)
+    synthetic.generate_arrays(40, seed=9)
+    synthetic.generate_arrays(10, seed=9, split="test")
+    again = synthetic.generate_patch(np.random.default_rng(123), 1)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
 def test_generate_patch_api() -> None:
     for label in (0, 1):
         image, mask = synthetic.generate_patch(np.random.default_rng(label), label)
