@@ -115,9 +115,15 @@ def _limit(cfg: "DataConfig", split: str):
 
 
 def split_spec(cfg: "DataConfig", split: str) -> str:
-    """The TFDS split string, with the smoke-run example limit applied."""
+    """The TFDS split string, with the example limit applied (a limit above the split's size
+    means the whole split: TFDS itself refuses such a slice)."""
     limit = _limit(cfg, split)
-    return f"{split}[:{limit}]" if limit else split
+    if not limit:
+        return split
+    splits = load_builder(cfg).info.splits
+    if split in splits and limit >= splits[split].num_examples:
+        return split
+    return f"{split}[:{limit}]"
 
 
 def num_examples(cfg: "DataConfig", split: str) -> int:

@@ -225,3 +225,13 @@ def test_multiworker_two_processes_on_localhost(data_dir, tmp_path):
     assert summary["distribution"] == "multiworker" and summary["replicas"] == 2
     assert "the chief writes the run directory" in outputs[1]
     assert float(_history(run)[0]["loss"]) == pytest.approx(one_loss, rel=1e-5)
+
+
+def test_example_limit_above_the_split_size_means_the_whole_split(data_dir, tmp_path):
+    from hcdtf import data
+
+    cfg = testing_config(data_dir, tmp_path, "data.max_train_examples=100000", "data.max_eval_examples=3")
+    n = data.num_examples(cfg.data, "train")
+    assert data.split_spec(cfg.data, "train") == "train" and n < 100000
+    assert data.split_spec(cfg.data, "validation") == "validation[:3]"
+    assert sum(len(y) for _, y in data.make_dataset(cfg.data, "train", 64, training=False)) == n
