@@ -40,7 +40,10 @@ def feature_batches(cfg: Config, split: str, shuffle: bool, epoch: int = 0) -> I
             img = tf.image.rgb_to_grayscale(img)
         return x["id"], tf.reshape(img, (tf.shape(img)[0], -1)), y
 
-    dcfg = data.replace_data(cfg.data, augment=False, cache=False)
+    # The shuffle buffer holds decoded patches (27.6 kB each): keep it to a few batches so that
+    # peak memory stays flat however large the split is (the linear model needs no more mixing).
+    buffer = min(cfg.data.shuffle_buffer, 4 * cfg.baseline.batch_size)
+    dcfg = data.replace_data(cfg.data, augment=False, cache=False, shuffle_buffer=buffer)
     ds = data.make_dataset(
         dcfg, split, cfg.baseline.batch_size, training=shuffle, seed=cfg.seed + epoch, with_ids=True
     ).map(to_features)
