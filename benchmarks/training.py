@@ -215,19 +215,7 @@ def _features(extractor, cfg, split, batch):
     """What hcdtf.train does to fill its feature cache (pooled base features of a split)."""
     from hcdtf import train
 
-    if hasattr(train, "_features"):
-        return train._features(extractor, cfg, split, batch)
-    import numpy as np  # pragma: no cover - same code, should train._features be renamed
-    import tensorflow as tf
-
-    from hcdtf import data
-
-    extract = tf.function(lambda x: tf.cast(extractor(x, training=False), tf.float32))
-    feats, labels = [], []
-    for x, y in data.make_dataset(cfg.data, split, batch, training=False):
-        feats.append(extract(x).numpy())
-        labels.append(y.numpy())
-    return np.concatenate(feats), np.concatenate(labels)
+    return train.compute_features(extractor, cfg, split, batch)
 
 
 def figure_feature_cache(session) -> dict:

@@ -241,7 +241,7 @@ def predict_split(model, cfg: Config, split: str, tta: bool = False, batch_size:
 
 
 # --------------------------------------------------------------------------- feature cache
-def _features(extractor, cfg: Config, split: str, batch_size: int):
+def compute_features(extractor, cfg: Config, split: str, batch_size: int):
     """Pooled base features of a whole split, computed once (the base is frozen). Only used
     without augmentation, so reading the split in its stored order loses nothing."""
     import tensorflow as tf
@@ -280,8 +280,8 @@ def cached_feature_datasets(model, cfg: Config, steps: int, log: Callable[[str],
     bs = cfg.train.batch_size
     extractor = models.feature_extractor(model)
     start = time.time()
-    f_train, y_train = _features(extractor, cfg, cfg.data.train_split, bs)
-    f_val, y_val = _features(extractor, cfg, cfg.data.validation_split, bs)
+    f_train, y_train = compute_features(extractor, cfg, cfg.data.train_split, bs)
+    f_val, y_val = compute_features(extractor, cfg, cfg.data.validation_split, bs)
     log(f"cached {len(f_train)} + {len(f_val)} feature vectors of size {f_train.shape[1]} "
         f"in {time.time() - start:.1f} s")
     train_ds = (
