@@ -76,6 +76,9 @@ def parse_args(argv):
                                    "ResNet18 with --quick)")
     p.add_argument("--examples", type=int,
                    help="synthetic patches to generate and build (default 2560; 640 with --quick)")
+    p.add_argument("--baseline-examples", type=int,
+                   help="larger size of the baseline figure, N; the smaller is N/2 (default 2048; 512 quick; "
+                        "at most the training split of the generated data)")
     p.add_argument("--rep-seconds", type=float, help="target length of one timed repetition (default 3; 1.5 quick)")
     p.add_argument("--xla", action="store_true", help="with --quick, also measure float32 + XLA in the precision figure")
     p.add_argument("--xla-mixed", action="store_true",
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
     session = Session(
         quick=quick, reps=args.reps, batch_size=args.batch_size or (16 if quick else 32), archs=archs,
         rep_seconds=args.rep_seconds or (1.5 if quick else 3.0),
-        feature_cache_examples=128 if quick else 512, baseline_examples=512 if quick else 2048,
+        feature_cache_examples=128 if quick else 512, baseline_examples=args.baseline_examples or (512 if quick else 2048),
         xla_in_quick=args.xla, xla_mixed=args.xla_mixed, precision_batch=min(16, args.batch_size or 16), workspace=common.Workspace(root, examples, args.data_dir, args.seed, common.eprint),
         machine=mach, seed=args.seed)
 

@@ -135,6 +135,15 @@ def predict(model: dict, cfg: Config, split: str):
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` first: Linux carries a parent's
+    ``ru_maxrss`` into a forked child, so that figure can be the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
