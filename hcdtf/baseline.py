@@ -189,7 +189,7 @@ def run(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print
         "hcdtf_version": __version__,
         "model": "model.npz",
     }
-    train.write_json(out / "train_summary.json", summary)
+    metrics.write_json(out / "train_summary.json", summary)
     metrics = evaluate.evaluate_run(out, split=cfg.eval.split, log=log)
     log(f"{out}: logistic regression ({cfg.baseline.features}, {cfg.baseline.solver}) test AUC "
         f"{metrics['auc']:.4f}, peak RSS {summary['peak_rss_mb']} MB")

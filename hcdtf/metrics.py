@@ -561,12 +561,15 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as strict JSON (indent 2, sorted keys, trailing newline)."""
+    """Write ``data`` as strict JSON (indent 2, sorted keys, trailing newline), atomically: a
+    killed process never leaves half a file."""
     path = Path(path)
-    path.write_text(
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(
         json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n",
         encoding="utf-8",
     )
+    os.replace(tmp, path)
     return path
 
 

@@ -103,12 +103,6 @@ def clear_run_dir(run: pathlib.Path) -> None:
         p.unlink()
 
 
-def write_json(path: pathlib.Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)  # atomic: a killed run never leaves half a file
-
-
 def record_epoch(path: pathlib.Path, epoch: int, logs: dict | None) -> None:
     """Writes epoch ``epoch`` (0-based) into history.csv, keyed by epoch: a resumed epoch
     replaces its row instead of adding one. Written atomically."""
@@ -453,7 +447,7 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
         "hcdtf_version": __version__,
         "model": str(model_path.name),
     }
-    write_json(run / "train_summary.json", summary)
+    metrics.write_json(run / "train_summary.json", summary)
     shutil.rmtree(run / "backup", ignore_errors=True)
     log(f"{run}: trained {cfg.model.arch} ({cfg.model.strategy}) for {len(history)} epochs, "
         f"best val AUC {summary['best_val_auc']}, {summary['images_per_s']} images/s")
