@@ -162,7 +162,7 @@ def run(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print
     data.load_builder(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
     cfg.dump(out / "config.yaml")
-    runtime.set_seed(cfg.seed)
+    runtime.set_seed(cfg.seed, cfg.deterministic)
     t0 = time.time()
     model = fit(cfg, log)
     wall = time.time() - t0

@@ -154,6 +154,7 @@ class ExportConfig:
 @dataclasses.dataclass
 class Config:
     seed: int = 0
+    deterministic: bool = True
     output_dir: str = "outputs/run"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)

@@ -148,7 +148,14 @@ def write_saved_model(model, path: pathlib.Path, metadata: dict) -> None:
         input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8)], autograph=False
     )
     def outputs(images):
-        logit = tf.cast(logits(images, training=False), tf.float32)
+        # An empty batch skips the network: oneDNN's convolutions (TensorFlow's default on
+        # AVX-512 servers, and hcdtf's on every x86-64 CPU) fail on a zero-size batch with
+        # "input depth must be evenly divisible by filter depth", and a server may send one.
+        logit = tf.cond(
+            tf.shape(images)[0] > 0,
+            lambda: tf.cast(logits(images, training=False), tf.float32),
+            lambda: tf.zeros([0, 1], tf.float32),
+        )
         return {"probability": tf.sigmoid(logit), "logit": logit}
 
     def runtime_shape(x):

@@ -335,7 +335,7 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
         if state == "resume":
             log(f"{run}: resuming an unfinished run")
 
-    runtime.set_seed(cfg.seed)
+    runtime.set_seed(cfg.seed, cfg.deterministic)
     precision = runtime.set_precision(cfg.train.precision)
     strategy, strategy_name = runtime.make_strategy(cfg.train.strategy)
     writer = writer or strategy_name != "multiworker"
@@ -346,7 +346,8 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
             f"the {strategy_name} strategy; use a multiple of {replicas}"
         )
     log(f"precision: {precision} (train.precision={cfg.train.precision}); strategy: {strategy_name} "
-        f"({replicas} replica{'s' if replicas > 1 else ''})")
+        f"({replicas} replica{'s' if replicas > 1 else ''}); oneDNN: {'on' if runtime.onednn_enabled() else 'off'}; "
+        f"op determinism: {'on' if cfg.deterministic else 'off'}")
 
     n_train = data.num_examples(cfg.data, cfg.data.train_split)
     n_val = data.num_examples(cfg.data, cfg.data.validation_split)
@@ -440,6 +441,8 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
         "precision": precision,
         "distribution": strategy_name,
         "replicas": replicas,
+        "onednn": runtime.onednn_enabled(),
+        "deterministic": cfg.deterministic,
         "feature_cache": cached,
         "params_total": params_total,
         "params_trainable": params_trainable,

@@ -644,6 +644,101 @@ def test_classifier_save_and_load(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# Fused BatchNormalization
+# --------------------------------------------------------------------------
+
+
+def _bn_pair(shape, seed=1, **kwargs):
+    """A Keras BatchNormalization and our fused one with the same random
+    weights (moving variance kept positive)."""
+    from hcdtf.models.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(seed)
+    stock = keras.layers.BatchNormalization(**kwargs)
+    fused = FusedBatchNormalization(**kwargs)
+    stock.build(shape)
+    fused.build(shape)
+    weights = [rng.normal(size=w.shape).astype("float32")
+               for w in stock.get_weights()]
+    weights[-1] = np.abs(weights[-1]) + 0.5
+    stock.set_weights(weights)
+    fused.set_weights(weights)
+    return stock, fused, rng
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, False)])
+def test_fused_batch_norm_matches_keras(center, scale):
+    import tensorflow as tf
+
+    shape = (8, 6, 5, 16)
+    stock, fused, rng = _bn_pair(shape, epsilon=1.001e-5, momentum=0.9,
+                                 center=center, scale=scale)
+    x = tf.Variable(rng.normal(3.0, 2.0, size=shape).astype("float32"))
+    r = tf.constant(rng.normal(size=shape).astype("float32"))
+    for training in (False, True):
+        np.testing.assert_allclose(fused(x, training=training),
+                                   stock(x, training=training),
+                                   rtol=1e-5, atol=1e-5)
+    # One training call each updated the moving statistics the same way
+    # (Keras keeps the biased batch variance; the fused op returns the
+    # unbiased one, which the layer rescales).
+    for a, b in zip(fused.get_weights(), stock.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    grads = []
+    for layer in (stock, fused):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True) * r)
+        grads.append(tape.gradient(loss, [x] + layer.trainable_weights))
+    assert len(grads[1]) == 1 + 2 * center
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
+    # 2-D input and channels-first axis: the Keras computation, same result.
+    for shape, axis in (((16, 8), -1), ((4, 8, 3, 3), 1)):
+        stock, fused, rng = _bn_pair(shape, axis=axis)
+        assert not fused._fusable(keras.KerasTensor(shape), None)
+        x = rng.normal(size=shape).astype("float32")
+        np.testing.assert_allclose(fused(x, training=True),
+                                   stock(x, training=True), rtol=1e-6)
+
+
+def test_fused_batch_norm_under_mixed_precision():
+    from hcdtf.models.layers import FusedBatchNormalization
+
+    layer = FusedBatchNormalization(dtype="mixed_float16")
+    x = np.random.default_rng(0).normal(size=(4, 5, 5, 8)).astype("float16")
+    y = layer(x, training=True)
+    assert y.dtype == "float16"
+    assert layer.moving_mean.dtype == "float32"
+    expected = (x.astype("float32") - x.mean((0, 1, 2))) / np.sqrt(
+        x.astype("float32").var((0, 1, 2)) + layer.epsilon)
+    np.testing.assert_allclose(np.asarray(y, "float32"), expected, atol=2e-2)
+
+
+def test_classifier_base_uses_fused_batch_norm(classifiers):
+    from hcdtf.models.layers import FusedBatchNormalization
+
+    for arch in ("ResNet18", "ResNet50"):
+        base = classifiers[arch].get_layer("base")
+        kinds = {type(layer) for layer in base.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)}
+        assert kinds == {FusedBatchNormalization}, arch
+        assert base.layers[0].name.startswith("input_layer")
+    # The swap keeps layer names and weights.
+    plain = resnet.ResNet18(include_top=False, weights=None,
+                            input_shape=(32, 32, 3))
+    fused = models.fuse_batch_norm(plain)
+    assert [la.name for la in fused.layers] == [la.name for la in plain.layers]
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(fused(x, training=False),
+                               plain(x, training=False), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
 # Stats
 # --------------------------------------------------------------------------
 

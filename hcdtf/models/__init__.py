@@ -6,6 +6,8 @@
 - `ARCHS`, `get_arch`: the architectures by name (`hcdtf.models.registry`).
 - `build_classifier`, `feature_extractor`, `head_model`, `logits_model`:
   the classifier and its parts (`hcdtf.models.classifier`).
+- `ImagePreprocessing`, `FusedBatchNormalization`, `fuse_batch_norm`
+  (`hcdtf.models.layers`).
 - `count_params`, `flops_per_image`, `models_table`, `format_models_table`
   (`hcdtf.models.stats`).
 - `WeightsUnavailableError`, `import_torchvision_safetensors`, `fetch`,
@@ -36,6 +38,8 @@ _LAZY = {
     "head_model": "hcdtf.models.classifier",
     "logits_model": "hcdtf.models.classifier",
     "ImagePreprocessing": "hcdtf.models.layers",
+    "FusedBatchNormalization": "hcdtf.models.layers",
+    "fuse_batch_norm": "hcdtf.models.layers",
     "count_params": "hcdtf.models.stats",
     "flops_per_image": "hcdtf.models.stats",
     "models_table": "hcdtf.models.stats",

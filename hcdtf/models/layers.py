@@ -1,13 +1,20 @@
-"""In-model ImageNet preprocessing, so the classifiers take raw uint8 RGB.
+"""Layers of hcdtf's classifiers: in-model ImageNet preprocessing, so the
+classifiers take raw uint8 RGB, and a fused BatchNormalization.
 
 Keeping preprocessing inside the model means training, evaluation, export
 (SavedModel / TFLite) and serving all feed the same thing (the decoded PNG/TIFF
 patch) and cannot disagree about the normalisation the pretrained weights
 expect.
 
-`ImagePreprocessing` is registered as `hcdtf>ImagePreprocessing`; importing
-`hcdtf.models.layers` (which `hcdtf.models.build_classifier` does) before
-`keras.models.load_model` makes saved `.keras` files loadable.
+`FusedBatchNormalization` is `keras.layers.BatchNormalization` computed by
+TensorFlow's fused kernel (one op forward, one backward; oneDNN on CPUs,
+cuDNN on GPUs) instead of Keras 3's moments + normalisation chain of
+element-wise ops. `fuse_batch_norm(model)` swaps it into a built model.
+
+Both layers are registered (`hcdtf>ImagePreprocessing`,
+`hcdtf>FusedBatchNormalization`); importing `hcdtf.models.layers` (which
+`hcdtf.models.build_classifier` does) before `keras.models.load_model` makes
+saved `.keras` files loadable.
 """
 
 import keras
@@ -74,3 +81,110 @@ class ImagePreprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update({"mode": self.mode})
         return config
+
+
+def _op_determinism_enabled():
+    try:  # private; tf.config.experimental has only the setter
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        return False
+
+
+@keras.saving.register_keras_serializable(package="hcdtf")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` through TensorFlow's fused kernel.
+
+    Keras 3 computes batch normalisation as `ops.moments` followed by
+    `tf.nn.batch_normalization`: about ten element-wise passes over the
+    activations forward and more backward. `tf.compat.v1.nn.fused_batch_norm`
+    (`FusedBatchNormV3`) does one pass each way, which is what Keras 2's
+    `fused=True` used. Same arguments, weights, outputs (to float rounding)
+    and moving-statistics updates as the Keras layer: the fused op returns
+    the unbiased batch variance, which is rescaled to the biased one Keras
+    keeps.
+
+    Falls back to the Keras computation where the fused kernel does not
+    apply: inputs that are not 4-D channels-last, `mask`, `renorm`,
+    `synchronized`, a backend other than TensorFlow, and GPUs when op
+    determinism is enabled (the fused gradient with respect to `beta` is not
+    deterministic there).
+    """
+
+    def _fusable(self, inputs, mask):
+        if keras.backend.backend() != "tensorflow":
+            return False
+        if mask is not None or self.renorm or self.synchronized:
+            return False
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return False
+        if _op_determinism_enabled():
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                return False
+        return True
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = inputs
+        if x.dtype not in (tf.float16, tf.bfloat16, tf.float32):
+            x = tf.cast(x, tf.float32)
+        channels = self.moving_mean.shape
+        gamma = (ops.cast(self.gamma, "float32") if self.scale
+                 else tf.ones(channels, tf.float32))
+        beta = (ops.cast(self.beta, "float32") if self.center
+                else tf.zeros(channels, tf.float32))
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, is_training=True)
+            shape = tf.shape(x)
+            n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+            # The op hands back the variance with Bessel's correction.
+            variance = variance * (tf.maximum(n - 1.0, 0.0) / tf.maximum(n, 1.0))
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(
+                self.moving_variance * m + variance * (1.0 - m))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta,
+                mean=ops.cast(self.moving_mean, "float32"),
+                variance=ops.cast(self.moving_variance, "float32"),
+                epsilon=self.epsilon, is_training=False)
+        return ops.cast(y, self.compute_dtype)
+
+
+def fuse_batch_norm(model):
+    """A copy of a functional `model` whose `keras.layers.BatchNormalization`
+    layers are `FusedBatchNormalization`, with the same weights, names and
+    trainable flags (other layers are cloned as they are). Returns `model`
+    itself when it has no such layer."""
+    if not any(type(layer) is keras.layers.BatchNormalization
+               for layer in model._flatten_layers(include_self=False)):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if type(layer) is keras.layers.BatchNormalization:
+            return FusedBatchNormalization.from_config(config)
+        return layer.__class__.from_config(config)
+
+    input_tensors = None
+    first = model.layers[0]
+    if len(model.inputs) == 1 and isinstance(first, keras.layers.InputLayer):
+        # Keep the input layer's name (clone_model would call it "keras_tensor").
+        spec = model.inputs[0]
+        input_tensors = keras.Input(batch_shape=spec.shape, dtype=spec.dtype,
+                                    name=first.name)
+    fused = keras.models.clone_model(model, input_tensors=input_tensors,
+                                     clone_function=clone)
+    fused.set_weights(model.get_weights())
+    for old, new in zip(model.layers, fused.layers):
+        new.trainable = old.trainable
+    fused.trainable = model.trainable
+    return fused
