@@ -175,6 +175,7 @@ def main(argv=None) -> int:
 
             runtime.quiet_tensorflow()
             runtime.set_seed(args.seed)  # as hcdtf.train does (op determinism on)
+            result["settings"]["onednn"] = runtime.onednn_enabled()  # hcdtf's default on x86-64: on
             if any(n in ("pipeline", "feature_cache", "baseline") for n in names):
                 session.workspace.data_dir  # noqa: B018 - generate and build before anything is timed
                 result["settings"]["data"] = {**session.workspace.setup, "splits": session.workspace.splits()}

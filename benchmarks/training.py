@@ -342,10 +342,12 @@ def figure_feature_cache(session) -> dict:
 
 
 # ----------------------------------------------------------------------------- frameworks (workers)
-def _keras_net(arch: str, data_format: str):
+def _keras_net(arch: str, data_format: str, fused_bn: bool = True):
     """The network without hcdtf's uint8 preprocessing layer (inputs are float32 already), in the
     given data format: keras.applications ResNet50 (v1) or hcdtf's ResNet18/34 base, global average
-    pooling, dropout 0.2, Dense(1, sigmoid) -- the same head as hcdtf.models.build_classifier."""
+    pooling, dropout 0.2, Dense(1, sigmoid) -- the same head as hcdtf.models.build_classifier.
+    ``fused_bn`` swaps in ``FusedBatchNormalization`` as build_classifier does; False keeps Keras'
+    own BatchNormalization."""
     import keras
 
     from hcdtf import models
@@ -354,6 +356,8 @@ def _keras_net(arch: str, data_format: str):
     try:
         shape = (96, 96, 3) if data_format == "channels_last" else (3, 96, 96)
         base = models.get_arch(arch).constructor()(include_top=False, weights=None, input_shape=shape)
+        if fused_bn:
+            base = models.fuse_batch_norm(base)
         x = keras.layers.GlobalAveragePooling2D()(base.output)
         x = keras.layers.Dropout(0.2)(x)
         out = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x)
@@ -424,13 +428,13 @@ def _torch_net(arch: str):
 
 
 class _KerasVariant:
-    def __init__(self, arch, batch, jit=False, data_format="channels_last", seed=0):
+    def __init__(self, arch, batch, jit=False, data_format="channels_last", fused_bn=True, seed=0):
         import keras
         import numpy as np
         import tensorflow as tf
 
         self.batch = batch
-        self.model = _keras_net(arch, data_format)
+        self.model = _keras_net(arch, data_format, fused_bn)
         self.model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.BinaryCrossentropy(),
                            jit_compile=jit)
         rng = np.random.default_rng(seed)
@@ -490,12 +494,15 @@ def worker_main(spec: dict) -> None:
         import keras
 
         keras.utils.set_random_seed(0)
+        from hcdtf import runtime
+
         versions = {"tensorflow": tf.__version__, "keras": keras.__version__,
-                    "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+                    "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow's default)"),
+                    "onednn_enabled": runtime.onednn_enabled(),
                     "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
         make = lambda v: _KerasVariant(spec["arch"], v["batch"], v.get("jit", False),  # noqa: E731
-                                       v.get("data_format", "channels_last"))
+                                       v.get("data_format", "channels_last"), v.get("fused_bn", True))
     else:
         import torch
 
@@ -590,22 +597,29 @@ def frameworks_plan(arch: str, batch: int, rep_seconds: float, quick: bool, core
     setting that TensorFlow or PyTorch reads once at start-up gets its own process; the others
     (XLA, batch size, data format) are variants inside one process."""
     base = {"arch": arch, "rep_seconds": rep_seconds}
+    onednn, eigen = {"TF_ENABLE_ONEDNN_OPTS": "1"}, {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
-    def keras(name, variants, env=None, **extra):
-        return (name, {**base, "framework": "keras", "variants": variants, **extra}, env or {})
+    def keras(name, variants, env, **extra):
+        return (name, {**base, "framework": "keras", "variants": variants, **extra}, env)
 
-    plan = [keras("keras", {"keras_default": {"batch": batch}} if quick else {
-        "keras_default": {"batch": batch}, f"keras_batch{batch // 2}": {"batch": batch // 2},
-        f"keras_batch{2 * batch}": {"batch": 2 * batch}})]
+    # hcdtf's defaults: oneDNN kernels (hcdtf.runtime.prefer_onednn), fused BatchNorm
+    # (build_classifier), op determinism on (set_seed).
+    default = {"hcdtf_default": {"batch": batch}, "keras_batchnorm": {"batch": batch, "fused_bn": False}}
+    if not quick:
+        default[f"hcdtf_batch{batch // 2}"] = {"batch": batch // 2}
+        default[f"hcdtf_batch{2 * batch}"] = {"batch": 2 * batch}
+    plan = [keras("hcdtf", default, onednn)]
     if gpu and arch not in ("ResNet18", "ResNet34"):  # hcdtf's ResNet18/34 are channels_last only
-        plan[0][1]["variants"]["keras_channels_first"] = {"batch": batch, "data_format": "channels_first"}
-    plan.append(keras("keras_onednn_off", {"keras_onednn_off": {"batch": batch}}, {"TF_ENABLE_ONEDNN_OPTS": "0"}))
+        plan[0][1]["variants"]["hcdtf_channels_first"] = {"batch": batch, "data_format": "channels_first"}
+    # TensorFlow's own default on CPUs without AVX-512 VNNI/BF16 or AMX: Eigen kernels.
+    plan.append(keras("eigen", {"eigen_fused_bn": {"batch": batch},
+                                "eigen_keras_batchnorm": {"batch": batch, "fused_bn": False}}, eigen))
     if not quick:
         plan += [
-            keras("keras_xla", {"keras_xla": {"batch": batch, "jit": True}}),
-            keras("keras_inter_op_1", {"keras_intra_op_all_inter_op_1": {"batch": batch}},
+            keras("xla", {"hcdtf_xla": {"batch": batch, "jit": True}}, onednn),
+            keras("inter_op_1", {"hcdtf_intra_op_all_inter_op_1": {"batch": batch}}, onednn,
                   threads={"intra": cores, "inter": 1}),
-            keras("keras_no_determinism", {"keras_no_op_determinism": {"batch": batch}}, determinism=False),
+            keras("no_determinism", {"hcdtf_no_op_determinism": {"batch": batch}}, onednn, determinism=False),
         ]
     if _have_torch():
         tv = {"torch_default": {"batch": batch}}
@@ -708,17 +722,18 @@ def figure_frameworks(session) -> dict:
     for v, (w, r) in ready.items():
         results[v] = runs[v].stats(**r, worker=w.name) if v in runs else {**r, "worker": w.name}
     if not gpu and arch not in ("ResNet18", "ResNet34"):
-        results["keras_channels_first"] = {
+        results["hcdtf_channels_first"] = {
             "probe": channels_first_probe(),
             "note": "TensorFlow's CPU kernels train NHWC only (Conv2DBackpropFilter rejects NCHW); "
                     "measured on a GPU only"}
-    ref = "keras_default"
+    ref = "hcdtf_default"
     ratios = {f"{v} / {ref}": common.rate_ratio(runs[v], runs[ref]) for v in runs if v != ref and ref in runs}
     out = {
         "description": f"{arch} training images/s (float32, batch {b} unless the variant says otherwise, Adam, "
                        "one in-memory batch) in Keras under CPU settings, and the same network in PyTorch, "
                        "measured side by side: one worker process per setting that must be fixed at start-up "
                        "(TF_ENABLE_ONEDNN_OPTS, tf.config.threading, op determinism, OMP_WAIT_POLICY), "
+                       "BatchNorm (fused as hcdtf builds it, or Keras' own) and batch size within a worker, "
                        "repetitions taken in turn across all workers. The Keras network is the hcdtf "
                        "classifier's base + head on float32 input (no uint8 preprocessing layer), so both "
                        "frameworks run the same net (params_trainable equal).",

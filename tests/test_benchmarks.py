@@ -103,3 +103,21 @@ def test_unknown_figure_is_refused():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unknown figure" in proc.stderr
+
+
+def test_frameworks_plan_pins_every_tensorflow_setting():
+    """Each Keras worker says whether it runs oneDNN or Eigen kernels (TensorFlow's default
+    depends on the CPU), and hcdtf's default is compared with Keras' own BatchNorm in one process."""
+    from benchmarks import training
+
+    for quick in (True, False):
+        plan = training.frameworks_plan("ResNet50", 32, 1.0, quick, cores=2)
+        keras_workers = {name: (spec, env) for name, spec, env in plan if spec["framework"] == "keras"}
+        for name, (spec, env) in keras_workers.items():
+            assert env.get("TF_ENABLE_ONEDNN_OPTS") in ("0", "1"), name
+        spec, env = keras_workers["hcdtf"]
+        assert env["TF_ENABLE_ONEDNN_OPTS"] == "1"
+        assert spec["variants"]["hcdtf_default"] == {"batch": 32}
+        assert spec["variants"]["keras_batchnorm"] == {"batch": 32, "fused_bn": False}
+        assert keras_workers["eigen"][1]["TF_ENABLE_ONEDNN_OPTS"] == "0"
+        assert ("no_determinism" in keras_workers) is not quick
