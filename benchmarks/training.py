@@ -54,14 +54,27 @@ class TrainStep:
         from hcdtf import models, synthetic, train
         from hcdtf.config import load_config
 
+        from tensorflow.python.framework import config as tf_config
+
+        # Keras compiles without XLA while op determinism is on (hcdtf refuses that config), so
+        # an XLA variant is compiled with determinism off, as `--set deterministic=false` would.
         cfg = load_config([], [f"train.jit_compile='{self.jit}'", f"train.batch_size={self.batch}",
-                               f"train.precision={self.precision}", "train.schedule=constant"])
+                               f"train.precision={self.precision}", "train.schedule=constant",
+                               f"deterministic={'false' if self.jit else 'true'}"])
+        deterministic = tf_config.is_op_determinism_enabled()
         keras.mixed_precision.set_global_policy(self.precision)
         try:
+            if self.jit:
+                tf_config.disable_op_determinism()
             self.model = models.build_classifier(self.arch, weights=None, strategy=self.strategy)
             train.compile_model(self.model, cfg, steps_per_epoch=100)
         finally:
             keras.mixed_precision.set_global_policy("float32")
+            if deterministic:
+                tf_config.enable_op_determinism()
+        self.xla = bool(self.model.jit_compile)
+        if self.xla != self.jit:
+            raise RuntimeError(f"{self.label}: Keras compiled with jit_compile={self.model.jit_compile}")
         images, labels, _ = synthetic.generate_arrays(self.batch, seed=self.seed)
         self.x = tf.constant(images)
         self.y = tf.constant(labels.astype(np.float32))
@@ -92,7 +105,7 @@ class TrainStep:
         return 3.0 if self.strategy == "fine_tune" else 1.0
 
     def info(self) -> dict:
-        return {"first_step_s": round(self.first_step_s, 2), "warm_step_s": round(self.step_s, 3),
+        return {"first_step_s": round(self.first_step_s, 2), "warm_step_s": round(self.step_s, 3), "xla": self.xla,
                 "steps_per_rep": self.steps, "batch": self.batch, "flops_forward_per_image": self.flops_forward,
                 "params_trainable": self.params_trainable}
 
@@ -442,6 +455,7 @@ class _KerasVariant:
         self.x = tf.constant(rng.normal(size=shape).astype(np.float32))
         self.y = tf.constant(rng.integers(0, 2, (batch, 1)).astype(np.float32))
         self.params_trainable = int(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
+        self.xla = bool(self.model.jit_compile)  # False under op determinism, whatever was asked
 
     def step(self):
         self.model.train_on_batch(self.x, self.y)
@@ -528,7 +542,7 @@ def worker_main(spec: dict) -> None:
             variants[name] = var
             ready[name] = {"build_s": round(build_s, 2), "first_step_s": round(first, 2),
                            "warm_step_s": round(second, 3), "steps_per_rep": var.steps, "batch": var.batch,
-                           "params_trainable": var.params_trainable}
+                           "params_trainable": var.params_trainable, **({"xla": var.xla} if framework == "keras" else {})}
         except Exception as e:  # noqa: BLE001 - e.g. a data format the CPU kernels lack
             ready[name] = {"error": f"{type(e).__name__}: {e}"[:800]}
     send({"ready": ready, "versions": versions, "rss_mb": common.vm_hwm_mb()})
@@ -616,7 +630,9 @@ def frameworks_plan(arch: str, batch: int, rep_seconds: float, quick: bool, core
                                 "eigen_keras_batchnorm": {"batch": batch, "fused_bn": False}}, eigen))
     if not quick:
         plan += [
-            keras("xla", {"hcdtf_xla": {"batch": batch, "jit": True}}, onednn),
+            # Keras ignores jit_compile while op determinism is on: XLA runs without it.
+            keras("xla", {"hcdtf_xla_no_op_determinism": {"batch": batch, "jit": True}}, onednn,
+                  determinism=False),
             keras("inter_op_1", {"hcdtf_intra_op_all_inter_op_1": {"batch": batch}}, onednn,
                   threads={"intra": cores, "inter": 1}),
             keras("no_determinism", {"hcdtf_no_op_determinism": {"batch": batch}}, onednn, determinism=False),

@@ -168,6 +168,11 @@ class Config:
             sub = getattr(self, f.name)
             if hasattr(sub, "validate"):
                 sub.validate()
+        if str(self.train.jit_compile) == "True" and self.deterministic:
+            raise ConfigError(
+                "train.jit_compile=True needs deterministic=false: Keras turns XLA off while "
+                "TensorFlow op determinism is on (add --set deterministic=false)"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -201,6 +206,11 @@ def _positive(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
+# str fields whose values are "auto", "True" or "False": `--set train.jit_compile=true` gives YAML's
+# bool True, taken as "True".
+_BOOL_OR_AUTO = ("train.jit_compile",)
+
+
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     """Checks ``value`` against the dataclass field type ``hint`` (int/float/str/bool, Optional)."""
     origin = typing.get_origin(hint)
@@ -225,6 +235,8 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
                 pass
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, bool) and key in _BOOL_OR_AUTO:  # YAML reads true/false as bools
             return str(value)
     raise ConfigError(
         f"{source}: {key} must be of type {getattr(hint, '__name__', hint)}, got {value!r} "

@@ -43,6 +43,12 @@ def test_unknown_config_key_and_wrong_type(tmp_path):
     cli_fails(["train", "--set", "train.epochs=two"], "train.epochs", "int")
 
 
+def test_xla_under_op_determinism_is_refused():
+    # Keras would silently train without XLA; say so and how to get it.
+    cli_fails(["train", "--set", "train.jit_compile=true"], "jit_compile", "deterministic=false")
+    cli_fails(["train", "--set", "train.jit_compile=True"], "jit_compile", "deterministic=false")
+
+
 def test_missing_config_file(tmp_path):
     cli_fails(["train", "--config", str(tmp_path / "nope.yaml")], "nope.yaml")
 
