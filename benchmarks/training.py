@@ -16,6 +16,7 @@ all settings are measured side by side under the same machine load.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -54,24 +55,16 @@ class TrainStep:
         from hcdtf import models, synthetic, train
         from hcdtf.config import load_config
 
-        from tensorflow.python.framework import config as tf_config
-
-        # Keras compiles without XLA while op determinism is on (hcdtf refuses that config), so
-        # an XLA variant is compiled with determinism off, as `--set deterministic=false` would.
         cfg = load_config([], [f"train.jit_compile='{self.jit}'", f"train.batch_size={self.batch}",
                                f"train.precision={self.precision}", "train.schedule=constant",
                                f"deterministic={'false' if self.jit else 'true'}"])
-        deterministic = tf_config.is_op_determinism_enabled()
         keras.mixed_precision.set_global_policy(self.precision)
         try:
-            if self.jit:
-                tf_config.disable_op_determinism()
-            self.model = models.build_classifier(self.arch, weights=None, strategy=self.strategy)
-            train.compile_model(self.model, cfg, steps_per_epoch=100)
+            with self._determinism():
+                self.model = models.build_classifier(self.arch, weights=None, strategy=self.strategy)
+                train.compile_model(self.model, cfg, steps_per_epoch=100)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-            if deterministic:
-                tf_config.enable_op_determinism()
         self.xla = bool(self.model.jit_compile)
         if self.xla != self.jit:
             raise RuntimeError(f"{self.label}: Keras compiled with jit_compile={self.model.jit_compile}")
@@ -82,7 +75,27 @@ class TrainStep:
         self.params_trainable = int(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
         return self
 
+    @contextlib.contextmanager
+    def _determinism(self):
+        """Op determinism off while an XLA variant is built, traced or run, as
+        `--set deterministic=false` would have it for the whole process: Keras compiles without
+        XLA while determinism is on, and TensorFlow has no deterministic XLA MaxPool gradient."""
+        from tensorflow.python.framework import config as tf_config
+
+        was_on = tf_config.is_op_determinism_enabled()
+        if self.jit and was_on:
+            tf_config.disable_op_determinism()
+        try:
+            yield
+        finally:
+            if self.jit and was_on:
+                tf_config.enable_op_determinism()
+
     def warm(self, target_seconds: float) -> "TrainStep":
+        with self._determinism():
+            return self._warm(target_seconds)
+
+    def _warm(self, target_seconds: float) -> "TrainStep":
         t = time.perf_counter()
         self.model.train_on_batch(self.x, self.y)
         self.first_step_s = time.perf_counter() - t
@@ -93,8 +106,9 @@ class TrainStep:
         return self
 
     def __call__(self) -> int:
-        for _ in range(self.steps):
-            self.model.train_on_batch(self.x, self.y)
+        with self._determinism():
+            for _ in range(self.steps):
+                self.model.train_on_batch(self.x, self.y)
         return self.steps * self.batch
 
     @property
