@@ -28,7 +28,7 @@ def prefer_onednn() -> None:
 
     TensorFlow enables them by default only on CPUs with AVX-512 VNNI/BF16 or AMX. On the
     others (AVX2 machines like our 2-core AMD EPYC) the default is the Eigen kernels, whose
-    convolution backward pass is slow: ResNet-50 training runs 1.8x faster with oneDNN there
+    convolution backward pass is slow: ResNet-50 training runs 1.6-2.0x faster with oneDNN there
     (benchmarks/README.md). Must run before TensorFlow is imported; ``TF_ENABLE_ONEDNN_OPTS=0``
     in the environment keeps the Eigen kernels.
     """

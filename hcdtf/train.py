@@ -294,7 +294,7 @@ def cached_feature_datasets(model, cfg: Config, steps: int, log: Callable[[str],
     val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(bs)
     head = models.head_model(model)
     # A step of a 513-parameter head is mostly Keras' per-step overhead: running 16 steps per call
-    # makes head epochs 1.6-2.5x faster (benchmarks/README.md, feature_cache).
+    # makes head epochs 2.0-2.2x faster (benchmarks/README.md, feature_cache).
     compile_model(head, cfg, steps, steps_per_execution=max(1, min(16, steps)))
     return head, train_ds, val_ds
 

@@ -173,7 +173,7 @@ def build_classifier(
         name=BASE_NAME,
     )
     # Same weights and maths, TensorFlow's fused BatchNorm kernel: ResNet-50
-    # trains 1.07x faster per CPU-second with oneDNN (benchmarks/README.md).
+    # trains 1.05-1.18x faster per CPU-second with oneDNN (benchmarks/README.md).
     base = fuse_batch_norm(base)
     set_base_trainable(base, strategy, trainable_from)
 
