@@ -77,9 +77,9 @@ def import_tensorflow() -> None:
 
 def quiet_tensorflow() -> None:
     """Prepares the process for TensorFlow: hides its C++ start-up chatter unless the user
-    asked for it, prefers oneDNN kernels (see ``prefer_onednn``), then imports it."""
+    asked for it, then imports it. (oneDNN is already preferred: importing this module ran
+    ``hcdtf/__init__.py``, which calls ``prefer_onednn``.)"""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    prefer_onednn()
     import_tensorflow()
 
 

@@ -120,9 +120,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if len(inputs.shape) != 4 or self.axis not in (-1, 3):
             return False
         if _op_determinism_enabled():
-            import tensorflow as tf
+            from hcdtf import runtime
 
-            if tf.config.list_logical_devices("GPU"):
+            if runtime.has_gpu():
                 return False
         return True
 
@@ -164,8 +164,8 @@ def fuse_batch_norm(model):
     layers are `FusedBatchNormalization`, with the same weights, names and
     trainable flags (other layers are cloned as they are). Returns `model`
     itself when it has no such layer."""
-    if not any(type(layer) is keras.layers.BatchNormalization
-               for layer in model._flatten_layers(include_self=False)):
+    # clone_model passes the top-level layers to clone_function, so those are the ones to look at.
+    if not any(type(layer) is keras.layers.BatchNormalization for layer in model.layers):
         return model
 
     def clone(layer):
