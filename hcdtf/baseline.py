@@ -152,7 +152,7 @@ def run(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print
     same artifacts as a CNN run so that `evaluate` and `compare` treat both alike."""
     import json
 
-    from hcdtf import evaluate, metrics, train
+    from hcdtf import artifacts, atomic, evaluate, train
 
     out = pathlib.Path(cfg.output_dir)
     state = train.prepare_run_dir(cfg, overwrite, kind="baseline")
@@ -169,7 +169,7 @@ def run(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print
     seen = int(model.pop("examples_seen"))
     np.savez(out / "model.npz", **model)
     ids, labels, scores = predict(model, cfg, cfg.data.validation_split)
-    metrics.write_predictions(out / "val_predictions.csv", ids, labels, scores)
+    artifacts.write_predictions(out / "val_predictions.csv", ids, labels, scores)
     n_features = FEATURE_SIZES[cfg.baseline.features]
     summary = {
         "arch": "LogisticRegression",
@@ -189,7 +189,7 @@ def run(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print
         "hcdtf_version": __version__,
         "model": "model.npz",
     }
-    metrics.write_json(out / "train_summary.json", summary)
+    atomic.write_json(out / "train_summary.json", summary)
     metrics = evaluate.evaluate_run(out, split=cfg.eval.split, log=log)
     log(f"{out}: logistic regression ({cfg.baseline.features}, {cfg.baseline.solver}) test AUC "
         f"{metrics['auc']:.4f}, peak RSS {summary['peak_rss_mb']} MB")

@@ -11,7 +11,7 @@ import json
 import pathlib
 from typing import Callable
 
-from hcdtf import data, metrics
+from hcdtf import artifacts, data, metrics
 from hcdtf.config import Config, ConfigError, from_dict, load_yaml
 
 
@@ -67,7 +67,7 @@ def resolve_threshold(run: pathlib.Path, threshold: str) -> tuple[float, str]:
     val = run / "val_predictions.csv"
     if not val.is_file():
         raise RunNotFoundError(f"{val} not found: the Youden threshold is chosen on validation predictions")
-    _, y, s = metrics.read_predictions(val)
+    _, y, s = artifacts.read_predictions(val)
     return float(metrics.youden_threshold(y, s)), "youden (validation)"
 
 
@@ -101,7 +101,7 @@ def evaluate_run(
         s = json.loads(summary_path.read_text())
         result.update({k: s.get(k) for k in ("arch", "strategy", "depth") if k in s})
     out = run if split == cfg.data.test_split else run / f"eval_{split}"
-    metrics.write_eval_artifacts(out, ids, labels, scores, result)
+    artifacts.write_eval_artifacts(out, ids, labels, scores, result)
     log(f"{run}: {split} AUC {result['auc']:.4f} (95% CI {result['auc_ci95'][0]:.4f}-"
         f"{result['auc_ci95'][1]:.4f}), accuracy {result['accuracy']:.4f} at threshold {t:.3f}; "
         f"wrote {out / 'metrics.json'}")

@@ -379,7 +379,7 @@ def run(
     ``overwrite``: retrain the runs whose config changed since they were trained (their old
     artifacts are removed); unchanged finished runs are still skipped."""
     from hcdtf import baseline as baseline_lib
-    from hcdtf import evaluate, metrics, report, train
+    from hcdtf import atomic, evaluate, report, train
 
     exp = load_experiment(path)
     if output_dir:
@@ -440,7 +440,7 @@ def run(
         "report": str(comparison / "report.md"),
         "seconds": round(time.time() - t_start, 1),
     }
-    metrics.write_json(out / "experiment.json", summary)
+    atomic.write_json(out / "experiment.json", summary)
     done = sum(r["status"] == "done" for r in results)
     log(f"experiment done: {done} trained, {total - done} already complete; report: {summary['report']}")
     return summary

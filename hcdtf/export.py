@@ -89,9 +89,9 @@ def validation_metrics(run: pathlib.Path) -> dict:
     val_path = run / "val_predictions.csv"
     if not val_path.is_file():
         return {}
-    from hcdtf import metrics
+    from hcdtf import artifacts, metrics
 
-    _, y, s = metrics.read_predictions(val_path)
+    _, y, s = artifacts.read_predictions(val_path)
     if len(set(y.tolist())) < 2:  # AUC and friends need both classes
         return {"n": int(len(y)), "n_positive": int(y.sum())}
     m = metrics.compute_metrics(y, s, n_bootstrap=0)

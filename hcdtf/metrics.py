@@ -1,7 +1,9 @@
-"""Evaluation metrics for binary classifiers, and the files an evaluation leaves behind.
+"""Statistics of binary classifiers on one test set: AUC with DeLong and bootstrap intervals,
+operating points, calibration, the metrics bundle of an evaluation, multiple-comparison adjustment.
 
-Everything here is a pure function of NumPy arrays (labels in {0, 1}, one score per example) so
-that it can be tested without TensorFlow and reused by :mod:`hcdtf.report`.
+Everything here is a pure function of NumPy arrays (labels in {0, 1}, one score per example): no
+files, no figures (those are :mod:`hcdtf.artifacts` and :mod:`hcdtf.plots`), no TensorFlow.
+Statistics across repeated training runs are :mod:`hcdtf.repeats`.
 
 ROC AUC, its variance and the comparison of two correlated AUCs
     The empirical AUC is the Mann-Whitney U statistic
@@ -31,29 +33,30 @@ ROC AUC, its variance and the comparison of two correlated AUCs
 Bootstrap confidence interval of the AUC
     Percentile bootstrap, stratified by class by default (as pROC's ``ci.auc(method="bootstrap")``)
     so that every resample keeps the observed numbers of positives and negatives and therefore has
-    a defined AUC. The resamples are evaluated in vectorised batches on pre-computed ranks, which
-    makes 1000 resamples of 50 000 examples a matter of seconds (see :func:`bootstrap_auc_ci`).
+    a defined AUC. The resamples are evaluated in vectorised batches on pre-computed ranks, with no
+    per-resample sort (see :func:`bootstrap_auc_ci`).
     Reference: B. Efron, R. J. Tibshirani (1993). An Introduction to the Bootstrap, ch. 13.
 
 Calibration
     Expected calibration error with equal-width bins weighted by bin counts: C. Guo, G. Pleiss,
     Y. Sun, K. Q. Weinberger (2017). On calibration of modern neural networks. ICML. Brier score:
-    G. W. Brier (1950). Monthly Weather Review 78(1):1-3.
+    G. W. Brier (1950). Monthly Weather Review 78(1):1-3. Negative log-likelihood (log loss) with
+    probabilities clipped to [1e-15, 1 - 1e-15], so that one confident mistake costs about 34.5
+    instead of infinity. Temperature scaling is :mod:`hcdtf.calibration`.
+
+Multiple comparisons
+    Holm's step-down adjustment: S. Holm (1979). A simple sequentially rejective multiple test
+    procedure. Scandinavian Journal of Statistics 6(2):65-70.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 __all__ = [
-    "PREDICTIONS_HEADER",
     "bootstrap_auc_ci",
     "bootstrap_aucs",
     "brier_score",
@@ -64,17 +67,12 @@ __all__ = [
     "delong_roc_variance",
     "delong_test",
     "expected_calibration_error",
-    "read_predictions",
+    "holm_adjust",
+    "negative_log_likelihood",
     "sensitivity_at_specificity",
     "validate_predictions",
-    "write_eval_artifacts",
-    "write_json",
-    "write_predictions",
     "youden_threshold",
 ]
-
-#: Column names of a predictions file, in order.
-PREDICTIONS_HEADER: tuple[str, str, str] = ("id", "label", "score")
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +300,7 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, alpha: float = 0.05) 
 # --------------------------------------------------------------------------------------------
 
 # Upper bound on the elements of one batch of resamples (index and histogram matrices): 4e6
-# int64 values are 32 MB, small enough for a shared 2-core CI machine, big enough to vectorise.
+# int64 values are 32 MB, bounded whatever the data size, and enough to vectorise well.
 _BOOTSTRAP_BATCH_ELEMENTS = 4_000_000
 
 
@@ -466,6 +464,41 @@ def brier_score(labels: Any, scores: Any) -> float:
     return float(brier_score_loss(y, s))
 
 
+#: Probabilities are clipped to [NLL_EPS, 1 - NLL_EPS] before taking logs (as scikit-learn's
+#: log_loss did by default): a score of exactly 0 or 1 on the wrong example costs
+#: -log(1e-15) = 34.5 rather than an infinite mean.
+NLL_EPS = 1e-15
+
+
+def negative_log_likelihood(labels: Any, scores: Any) -> float:
+    """Mean negative log-likelihood (log loss, in nats) of the probabilities:
+    -mean(y log p + (1 - y) log(1 - p)), with p clipped to [NLL_EPS, 1 - NLL_EPS]."""
+    y, s = validate_predictions(labels, scores, unit_interval=True, require_both_classes=False)
+    p = np.clip(s, NLL_EPS, 1.0 - NLL_EPS)
+    return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
+
+
+# --------------------------------------------------------------------------------------------
+# Multiple comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the order given.
+
+    Rejecting every hypothesis whose adjusted p is below alpha controls the family-wise error
+    rate at alpha, whatever the dependence between the tests.
+    """
+    k = len(p_values)
+    order = sorted(range(k), key=lambda i: p_values[i])
+    adjusted = [0.0] * k
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (k - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
 # --------------------------------------------------------------------------------------------
 # The metrics bundle of an evaluation
 # --------------------------------------------------------------------------------------------
@@ -485,7 +518,7 @@ def compute_metrics(
     ``auc_ci_method``, ``n_bootstrap``, ``threshold``, ``accuracy``, ``sensitivity``,
     ``specificity``, ``precision`` (0 when nothing is predicted positive), ``f1``,
     ``confusion_matrix`` ({tn, fp, fn, tp}), ``sensitivity_at_95_specificity``, ``brier``, ``ece``
-    (15 equal-width bins).
+    (15 equal-width bins), ``nll`` (mean negative log-likelihood, nats).
 
     An example is predicted positive when ``score >= threshold`` (the convention of
     sklearn's roc_curve, so a threshold from :func:`youden_threshold` reproduces its ROC point).
@@ -535,262 +568,5 @@ def compute_metrics(
         "sensitivity_at_95_specificity": sensitivity_at_specificity(y, s, 0.95),
         "brier": brier_score(y, s),
         "ece": expected_calibration_error(y, s, n_bins=15),
+        "nll": negative_log_likelihood(y, s),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# Files: predictions.csv, metrics.json and figures
-# --------------------------------------------------------------------------------------------
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain-Python copy of ``obj`` for strict JSON: NumPy values unwrapped, NaN/inf -> None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as strict JSON (indent 2, sorted keys, trailing newline), atomically: a
-    killed process never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n",
-        encoding="utf-8",
-    )
-    os.replace(tmp, path)
-    return path
-
-
-def _id_str(x: Any) -> str:
-    # TFDS yields ids as bytes; write them as text so the CSV is readable and ids compare equal.
-    if isinstance(x, (bytes, bytearray)):
-        return bytes(x).decode("utf-8")
-    return str(x)
-
-
-def write_predictions(
-    path: str | os.PathLike, ids: Sequence[Any], labels: Any, scores: Any
-) -> Path:
-    """Write ``id,label,score`` rows. Scores use ``repr`` (shortest round-trip float text)."""
-    y, s = validate_predictions(labels, scores, require_both_classes=False)
-    id_list = [_id_str(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
-    if len(id_list) != y.size:
-        raise ValueError(f"ids and labels have different lengths ({len(id_list)} vs {y.size})")
-    seen: set[str] = set()
-    dups = [i for i in id_list if i in seen or seen.add(i)]
-    if dups:
-        raise ValueError(
-            f"ids must be unique; {len(dups)} duplicates (e.g. {sorted(set(dups))[:5]})"
-        )
-    path = Path(path)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(PREDICTIONS_HEADER)
-        w.writerows(zip(id_list, y.tolist(), map(repr, s.tolist())))
-    return path
-
-
-def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a predictions file written by :func:`write_eval_artifacts`.
-
-    Returns ``(ids, labels, scores)``: a str array, an int64 0/1 array and a float64 array.
-    Errors name the file and the line number (line 1 is the header): missing file, wrong header,
-    wrong number of fields, non-numeric or non-0/1 label, non-numeric or non-finite score.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"predictions file not found: {path}")
-    ids: list[str] = []
-    labels: list[int] = []
-    scores: list[float] = []
-    # utf-8-sig: tolerate a byte-order mark from files that went through a spreadsheet.
-    with path.open("r", newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(
-                f"{path}: empty file, expected header '{','.join(PREDICTIONS_HEADER)}'"
-            )
-        if [h.strip() for h in header] != list(PREDICTIONS_HEADER):
-            raise ValueError(
-                f"{path}, line 1: expected header '{','.join(PREDICTIONS_HEADER)}', "
-                f"got '{','.join(header)}'"
-            )
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line, e.g. a trailing newline added by an editor
-            if len(row) != 3:
-                raise ValueError(
-                    f"{path}, line {line}: expected 3 fields (id,label,score), "
-                    f"got {len(row)}: {row}"
-                )
-            rid, rlabel, rscore = row
-            try:
-                lab = float(rlabel)
-            except ValueError:
-                raise ValueError(f"{path}, line {line}: label {rlabel!r} is not a number") from None
-            if lab not in (0.0, 1.0):
-                raise ValueError(f"{path}, line {line}: label must be 0 or 1, got {rlabel!r}")
-            try:
-                sc = float(rscore)
-            except ValueError:
-                raise ValueError(f"{path}, line {line}: score {rscore!r} is not a number") from None
-            if not math.isfinite(sc):
-                raise ValueError(f"{path}, line {line}: score {rscore!r} is not finite")
-            ids.append(rid)
-            labels.append(int(lab))
-            scores.append(sc)
-    return (
-        np.array(ids, dtype=str),
-        np.array(labels, dtype=np.int64),
-        np.array(scores, dtype=np.float64),
-    )
-
-
-def _new_figure(width: float = 4.2, height: float = 4.0):
-    """A standalone Agg figure. Using Figure directly (not pyplot) keeps no global state, so
-    nothing leaks across many plots and the caller's pyplot backend is left untouched."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _plot_roc(path: Path, y: np.ndarray, s: np.ndarray, auc: float, title: str) -> None:
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, s)
-    fig, ax = _new_figure()
-    ax.plot(fpr, tpr, lw=1.5, label=f"AUC = {auc:.4f}")
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")
-    ax.set(
-        xlabel="False positive rate (1 - specificity)",
-        ylabel="True positive rate (sensitivity)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title=title,
-    )
-    ax.legend(loc="lower right")
-    fig.savefig(path)
-
-
-def _plot_pr(path: Path, y: np.ndarray, s: np.ndarray, title: str) -> None:
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
-    precision, recall, _ = precision_recall_curve(y, s)
-    ap = average_precision_score(y, s)
-    fig, ax = _new_figure()
-    ax.step(recall, precision, where="post", lw=1.5, label=f"AP = {ap:.4f}")
-    ax.axhline(y.mean(), ls="--", lw=0.8, color="grey", label=f"prevalence = {y.mean():.3f}")
-    ax.set(
-        xlabel="Recall (sensitivity)", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01), title=title
-    )
-    ax.legend(loc="lower left")
-    fig.savefig(path)
-
-
-def _plot_reliability(
-    path: Path, y: np.ndarray, s: np.ndarray, title: str, n_bins: int = 15
-) -> None:
-    mean_s, frac_y, counts = calibration_bins(y, s, n_bins)
-    ece = expected_calibration_error(y, s, n_bins)
-    fig, ax = _new_figure()
-    ok = counts > 0
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="perfect calibration")
-    ax.plot(mean_s[ok], frac_y[ok], marker="o", ms=4, lw=1.2, label=f"model (ECE = {ece:.4f})")
-    # Bin populations on a secondary axis: a gap in a sparse bin means little.
-    ax2 = ax.twinx()
-    edges = np.linspace(0, 1, n_bins + 1)
-    ax2.bar(edges[:-1], counts, width=1.0 / n_bins, align="edge", alpha=0.15, color="C0")
-    ax2.set_ylabel("examples per bin")
-    ax.set(
-        xlabel="Mean predicted probability",
-        ylabel="Fraction positive",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title=title,
-    )
-    ax.set_zorder(ax2.get_zorder() + 1)
-    ax.patch.set_visible(False)
-    ax.legend(loc="upper left")
-    fig.savefig(path)
-
-
-def _plot_confusion(path: Path, cm: Mapping[str, int], threshold: float, title: str) -> None:
-    mat = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
-    fig, ax = _new_figure(3.6, 3.4)
-    ax.imshow(mat, cmap="Blues")
-    total = max(int(mat.sum()), 1)
-    for (i, j), v in np.ndenumerate(mat):
-        color = "white" if v > mat.max() / 2 else "black"
-        ax.text(j, i, f"{v}\n({v / total:.1%})", ha="center", va="center", color=color)
-    ax.set_xticks([0, 1], labels=["pred 0", "pred 1"])
-    ax.set_yticks([0, 1], labels=["true 0", "true 1"])
-    ax.set_title(f"{title}\n(threshold {threshold:.3g})")
-    fig.savefig(path)
-
-
-def write_eval_artifacts(
-    out_dir: str | os.PathLike,
-    ids: Sequence[Any],
-    labels: Any,
-    scores: Any,
-    metrics: Mapping[str, Any],
-    prefix: str = "",
-) -> dict[str, Path]:
-    """Write an evaluation's files into ``out_dir`` (created if needed) and return their paths.
-
-    Files (each name prefixed with ``prefix``, e.g. ``"val_"``): ``predictions.csv``
-    (``id,label,score``), ``metrics.json`` (indent 2, sorted keys, strict JSON), and the figures
-    ``roc.png``, ``pr.png``, ``reliability.png`` and ``confusion_matrix.png``. Keys of the
-    returned dict: predictions, metrics, roc, pr, reliability, confusion_matrix.
-
-    The figures use ``metrics["auc"]``, ``metrics["threshold"]`` (default 0.5) and the confusion
-    matrix recomputed at that threshold, so they always agree with the predictions written.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    y, s = validate_predictions(labels, scores, unit_interval=True)
-    paths = {
-        "predictions": out / f"{prefix}predictions.csv",
-        "metrics": out / f"{prefix}metrics.json",
-        "roc": out / f"{prefix}roc.png",
-        "pr": out / f"{prefix}pr.png",
-        "reliability": out / f"{prefix}reliability.png",
-        "confusion_matrix": out / f"{prefix}confusion_matrix.png",
-    }
-    write_predictions(paths["predictions"], ids, y, s)
-    write_json(paths["metrics"], metrics)
-
-    auc = metrics.get("auc")
-    auc = float(auc) if auc is not None else float(roc_auc_score(y, s))
-    threshold = float(metrics.get("threshold", 0.5))
-    split = metrics.get("split")
-    tag = f" ({split})" if split else ""
-    pred = s >= threshold
-    cm = {
-        "tn": int(np.sum(~pred & (y == 0))),
-        "fp": int(np.sum(pred & (y == 0))),
-        "fn": int(np.sum(~pred & (y == 1))),
-        "tp": int(np.sum(pred & (y == 1))),
-    }
-    _plot_roc(paths["roc"], y, s, auc, f"ROC curve{tag}")
-    _plot_pr(paths["pr"], y, s, f"Precision-recall curve{tag}")
-    _plot_reliability(paths["reliability"], y, s, f"Reliability diagram{tag}")
-    _plot_confusion(paths["confusion_matrix"], cm, threshold, f"Confusion matrix{tag}")
-    return paths

@@ -34,13 +34,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hcdtf.artifacts import read_predictions
+from hcdtf.atomic import write_json
 from hcdtf.metrics import (
     bootstrap_auc_ci,
     delong_auc_ci,
     delong_roc_variance,
     delong_test,
-    read_predictions,
-    write_json,
 )
 
 __all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "compare", "main"]

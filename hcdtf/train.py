@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from hcdtf import __version__, data, metrics, runtime
+from hcdtf import __version__, artifacts, atomic, data, runtime
 from hcdtf.config import Config, ConfigError, from_dict, load_yaml
 
 
@@ -426,7 +426,7 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
     model_path = run / "model.keras"
     model.save(str(model_path))
     ids, labels, scores = predict_split(model, cfg, cfg.data.validation_split, batch_size=cfg.eval.batch_size)
-    metrics.write_predictions(run / "val_predictions.csv", ids, labels, scores)
+    artifacts.write_predictions(run / "val_predictions.csv", ids, labels, scores)
 
     history = read_history(history_path)
     best = max(history, key=lambda r: float(r.get("val_auc", "nan") or "nan"), default=None) if history else None
@@ -459,7 +459,7 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
         "hcdtf_version": __version__,
         "model": str(model_path.name),
     }
-    metrics.write_json(run / "train_summary.json", summary)
+    atomic.write_json(run / "train_summary.json", summary)
     shutil.rmtree(run / "backup", ignore_errors=True)
     log(f"{run}: trained {cfg.model.arch} ({cfg.model.strategy}) for {len(history)} epochs, "
         f"best val AUC {summary['best_val_auc']}, {summary['images_per_s']} images/s")

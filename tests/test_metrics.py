@@ -1,4 +1,4 @@
-"""Tests of hcdtf.metrics: DeLong against the definitions, bootstrap CI, metrics bundle, files.
+"""Tests of hcdtf.metrics: DeLong against the definitions, bootstrap CI, metrics bundle, NLL, Holm.
 
 No published DeLong example with obtainable data is used (pROC's aSAH example needs data we do
 not have), so the DeLong implementation is checked independently: against a slow O(m n)
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,59 +310,27 @@ def test_ece_calibrated_vs_miscalibrated():
     assert M.brier_score([0, 1], [0.2, 0.9]) == pytest.approx((0.04 + 0.01) / 2)
 
 
-# ------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------
+def test_negative_log_likelihood():
+    labels = np.array([0, 1, 1, 0])
+    scores = np.array([0.2, 0.9, 0.6, 0.5])
+    by_hand = -np.mean(np.log([0.8, 0.9, 0.6, 0.5]))
+    assert M.negative_log_likelihood(labels, scores) == pytest.approx(by_hand, rel=1e-12)
+    from sklearn.metrics import log_loss
+
+    assert M.negative_log_likelihood(labels, scores) == pytest.approx(log_loss(labels, scores))
+    # A confident mistake is clipped at 1e-15: finite, about 34.5 per such example.
+    assert M.negative_log_likelihood([1, 0], [0.0, 0.0]) == pytest.approx(-np.log(1e-15) / 2)
+    assert M.negative_log_likelihood([1], [1.0]) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.negative_log_likelihood([0, 1], [0.5, 1.5])
+    m = M.compute_metrics(labels, scores, n_bootstrap=0)
+    assert m["nll"] == pytest.approx(by_hand)
 
 
-def test_write_eval_artifacts_and_read_back(tmp_path: Path):
-    labels, scores = _synthetic(300, seed=2)
-    ids = np.array([f"patch_{i:04d}".encode() for i in range(300)])  # bytes, as TFDS yields them
-    metrics = M.compute_metrics(labels, scores, n_bootstrap=100)
-    metrics["split"] = "test"
-    paths = M.write_eval_artifacts(tmp_path / "run", ids, labels, scores, metrics, prefix="test_")
-    assert set(paths) == {"predictions", "metrics", "roc", "pr", "reliability", "confusion_matrix"}
-    for key, path in paths.items():
-        assert path.is_file() and path.stat().st_size > 0, key
-        assert path.name.startswith("test_")
-    for key in ("roc", "pr", "reliability", "confusion_matrix"):
-        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = paths["metrics"].read_text()
-    assert json.loads(text) == json.loads(json.dumps(metrics))
-    assert text.index('"accuracy"') < text.index('"auc"')  # sorted keys
-    assert paths["predictions"].read_text().splitlines()[0] == "id,label,score"
-
-    rid, rlab, rsc = M.read_predictions(paths["predictions"])
-    assert rid.tolist() == [i.decode() for i in ids]
-    np.testing.assert_array_equal(rlab, labels)
-    np.testing.assert_array_equal(rsc, scores)  # repr() round-trips floats exactly
-
-
-def test_write_rejects_duplicate_ids(tmp_path: Path):
-    with pytest.raises(ValueError, match="unique"):
-        M.write_eval_artifacts(tmp_path, ["a", "a"], [0, 1], [0.2, 0.8], {"auc": 1.0})
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("id,lab,score\na,1,0.5\n", "line 1: expected header 'id,label,score'"),
-        ("", "empty file"),
-        ("id,label,score\na,1,0.5\nb,yes,0.2\n", "line 3: label 'yes' is not a number"),
-        ("id,label,score\na,1,0.5\nb,2,0.2\n", "line 3: label must be 0 or 1"),
-        ("id,label,score\na,1,high\n", "line 2: score 'high' is not a number"),
-        ("id,label,score\na,1,nan\n", "line 2: score 'nan' is not finite"),
-        ("id,label,score\na,1\n", "line 2: expected 3 fields"),
-    ],
-)
-def test_read_predictions_errors(tmp_path: Path, content: str, message: str):
-    path = tmp_path / "predictions.csv"
-    path.write_text(content)
-    with pytest.raises(ValueError, match=message) as info:
-        M.read_predictions(path)
-    assert str(path) in str(info.value)
-
-
-def test_read_predictions_missing_file(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="predictions file not found: .*nope.csv"):
-        M.read_predictions(tmp_path / "nope.csv")
+def test_holm_adjust():
+    # Sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04); reported in input order.
+    assert M.holm_adjust([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # Monotone: a later, smaller product is raised to the running maximum; capped at 1.
+    assert M.holm_adjust([0.03, 0.02, 0.9]) == pytest.approx([0.06, 0.06, 0.9])
+    assert M.holm_adjust([0.5, 0.6]) == [1.0, 1.0]
+    assert M.holm_adjust([]) == []

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from hcdtf import artifacts as A
 from hcdtf import metrics as M
 from hcdtf.report import PAPER_RESULTS, compare, main
 
@@ -30,7 +31,7 @@ def _run_dir(root: Path, name: str, ids, labels, scores, summary: dict | None) -
     run = root / name
     metrics = M.compute_metrics(labels, scores, n_bootstrap=50)
     metrics["split"] = "test"
-    M.write_eval_artifacts(run, ids, labels, scores, metrics)
+    A.write_eval_artifacts(run, ids, labels, scores, metrics)
     if summary is not None:
         (run / "train_summary.json").write_text(json.dumps(summary))
     (run / "config.yaml").write_text("model:\n  arch: x\n")
@@ -92,7 +93,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     plain_dir = tmp_path / "plain_model"
     plain_dir.mkdir()
     order = np.random.default_rng(1).permutation(N)
-    plain = M.write_predictions(
+    plain = A.write_predictions(
         plain_dir / "predictions.csv", ids[order], labels[order], scores["r34"][order]
     )
     return {
@@ -172,7 +173,7 @@ def test_compare_refuses_different_ids(runs):
     bad.mkdir()
     # Drops 10 examples and adds 2 foreign ones.
     keep = slice(10, None)
-    M.write_predictions(
+    A.write_predictions(
         bad / "predictions.csv",
         np.r_[ids[keep], ["x1", "x2"]],
         np.r_[labels[keep], [0, 1]],
@@ -191,7 +192,7 @@ def test_compare_refuses_disagreeing_labels(runs):
     flipped[:3] = 1 - flipped[:3]
     bad = runs["tmp"] / "relabelled"
     bad.mkdir()
-    M.write_predictions(bad / "predictions.csv", ids, flipped, scores)
+    A.write_predictions(bad / "predictions.csv", ids, flipped, scores)
     with pytest.raises(ValueError, match="labels disagree .* for 3 of 400 ids"):
         compare([runs["dirs"][0], bad], runs["tmp"] / "out", n_bootstrap=10)
 

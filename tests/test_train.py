@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from hcdtf import metrics, train
+from hcdtf import artifacts, train
 
 from conftest import CONFIGS, REPO, testing_config
 
@@ -38,15 +38,15 @@ def test_run_directory(trained_run):
         assert summary[key] is not None, key
     assert summary["arch"] == "ResNet18" and summary["precision"] == "float32"
     assert summary["epochs_completed"] == 1 and len(_history(trained_run)) == 1
-    ids, labels, scores = metrics.read_predictions(trained_run / "val_predictions.csv")
+    ids, labels, scores = artifacts.read_predictions(trained_run / "val_predictions.csv")
     assert len(ids) == summary["n_validation"] and np.all((scores >= 0) & (scores <= 1))
 
 
 def test_same_seed_same_validation_predictions(data_dir, trained_run, tmp_path):
     again = tmp_path / "again"
     train.train(testing_config(data_dir, again), log=lambda *_: None)
-    _, _, a = metrics.read_predictions(trained_run / "val_predictions.csv")
-    _, _, b = metrics.read_predictions(again / "val_predictions.csv")
+    _, _, a = artifacts.read_predictions(trained_run / "val_predictions.csv")
+    _, _, b = artifacts.read_predictions(again / "val_predictions.csv")
     np.testing.assert_array_equal(a, b)
 
 
@@ -111,8 +111,8 @@ def test_feature_cache_matches_training_through_the_frozen_base(data_dir, tmp_pa
                          log=lambda *_: None)
     assert cached["feature_cache"] and not direct["feature_cache"]
     assert any("feature cache on" in line for line in logs)
-    _, _, a = metrics.read_predictions(tmp_path / "cached" / "val_predictions.csv")
-    _, _, b = metrics.read_predictions(tmp_path / "direct" / "val_predictions.csv")
+    _, _, a = artifacts.read_predictions(tmp_path / "cached" / "val_predictions.csv")
+    _, _, b = artifacts.read_predictions(tmp_path / "direct" / "val_predictions.csv")
     np.testing.assert_allclose(a, b, atol=1e-5)
     ha, hb = _history(tmp_path / "cached"), _history(tmp_path / "direct")
     for ra, rb in zip(ha, hb):
