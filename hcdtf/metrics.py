@@ -57,6 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = [
+    "as_scores",
     "bootstrap_auc_ci",
     "bootstrap_aucs",
     "brier_score",
@@ -104,8 +105,9 @@ def _as_labels(labels: Any) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _as_scores(scores: Any, name: str = "scores", unit_interval: bool = False) -> np.ndarray:
-    """Scores as a float64 vector of finite values (optionally in [0, 1]), or a ValueError."""
+def as_scores(scores: Any, name: str = "scores", unit_interval: bool = False) -> np.ndarray:
+    """Scores as a float64 vector of finite values (optionally in [0, 1]), or a ValueError that
+    counts the bad entries and gives their indices."""
     try:
         arr = np.asarray(scores, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -144,7 +146,7 @@ def validate_predictions(
     """
     y = _as_labels(labels)
     names = ["scores"] if len(scores) == 1 else [f"scores[{k}]" for k in range(len(scores))]
-    arrays = [_as_scores(s, name, unit_interval) for s, name in zip(scores, names)]
+    arrays = [as_scores(s, name, unit_interval) for s, name in zip(scores, names)]
     for arr, name in zip(arrays, names):
         if arr.size != y.size:
             raise ValueError(f"labels and {name} have different lengths ({y.size} vs {arr.size})")
@@ -220,7 +222,7 @@ def delong_covariance(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]
 
 def delong_roc_variance(labels: Any, scores: Any) -> tuple[float, float]:
     """``(auc, var)``: the empirical ROC AUC and its DeLong variance estimate."""
-    aucs, cov = delong_covariance(labels, _as_scores(scores))
+    aucs, cov = delong_covariance(labels, as_scores(scores))
     return float(aucs[0]), float(cov[0, 0])
 
 
@@ -256,8 +258,8 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, alpha: float = 0.05) 
     from scipy.stats import norm
 
     _check_alpha(alpha)
-    a = _as_scores(scores_a, "scores_a")
-    b = _as_scores(scores_b, "scores_b")
+    a = as_scores(scores_a, "scores_a")
+    b = as_scores(scores_b, "scores_b")
     if a.size != b.size:
         raise ValueError(f"scores_a and scores_b have different lengths ({a.size} vs {b.size})")
     aucs, cov = delong_covariance(labels, np.vstack([a, b]))
