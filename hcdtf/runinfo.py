@@ -1,0 +1,195 @@
+"""How a run identifies itself in a comparison: one normalised record per run directory.
+
+:func:`read_run_info` is the one place that reads a run's ``train_summary.json`` (and, for what a
+summary lacks, its ``config.yaml``) for reports. It accepts the field names of every hcdtf
+version: the transfer strategy is ``transfer`` (older runs: ``strategy``, where the baseline
+wrote ``strategy: baseline``), the kind of run is ``kind`` (older runs: derived from the arch and
+strategy), and ``seed``/``fold`` come from the summary or else from the config.
+
+:func:`model_key` says which runs are repeats of one model (same kind, arch, transfer strategy
+and kind of initial weights) and :func:`repeat_key` pairs repeats across models (same seed and
+fold).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["RunInfo", "model_key", "read_run_info", "repeat_key", "weights_kind"]
+
+TRANSFERS = ("freeze_base", "fine_tune")
+
+_NUMBERS = ("depth", "params_total", "params_trainable", "wall_time_s", "images_per_s",
+            "flops_per_image")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a comparison needs to know about one run; None where the run did not record it."""
+
+    arch: Optional[str] = None
+    kind: Optional[str] = None  # "cnn" or "baseline"
+    transfer: Optional[str] = None  # "freeze_base" / "fine_tune" (CNN runs only)
+    trainable_from: Optional[str] = None  # fine-tuning from this stage on (None: all layers)
+    weights: Optional[str] = None  # what the run started from, as recorded
+    weights_kind: Optional[str] = None  # "imagenet", "none" (random init) or "file"
+    features: Optional[str] = None  # baseline input features (pixels / center32 / gray)
+    seed: Optional[int] = None
+    fold: Optional[int] = None
+    depth: Optional[int] = None
+    params_total: Optional[float] = None
+    params_trainable: Optional[float] = None
+    wall_time_s: Optional[float] = None
+    images_per_s: Optional[float] = None
+    flops_per_image: Optional[float] = None
+    data_dir: Optional[str] = None
+    dataset_config: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The raw config.yaml as a dict (no validation: a report reads runs of any version)."""
+    import yaml
+
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _number(value: Any, key: str, where: Path) -> float | None:
+    """A numeric field, or None (with a warning when it is present but not a number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            warnings.warn(f"{where}: field {key}={value!r} is not a number; ignored", stacklevel=3)
+            return None
+    return value if math.isfinite(value) else None
+
+
+def _integer(value: Any, key: str, where: Path) -> int | None:
+    number = _number(value, key, where)
+    if number is None:
+        return None
+    if number != int(number):
+        warnings.warn(f"{where}: field {key}={value!r} is not an integer; ignored", stacklevel=3)
+        return None
+    return int(number)
+
+
+def weights_kind(weights: Any) -> str | None:
+    """'imagenet', 'none' (random initialisation, however it was recorded) or 'file'."""
+    if weights is None:
+        return None
+    text = str(weights).strip().lower()
+    if text.startswith("imagenet"):
+        return "imagenet"
+    if text in ("", "null") or text.startswith("none") or text.startswith("random"):
+        return "none"
+    return "file"
+
+
+def _arch_key(arch: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(arch).lower())
+
+
+def _depth_from_arch(arch: Any) -> int | None:
+    match = re.fullmatch(r"resnet(\d+)(v\d)?", _arch_key(arch)) if arch else None
+    return int(match.group(1)) if match else None
+
+
+def _kind(summary: dict[str, Any], arch: Any) -> str | None:
+    if summary.get("kind") in ("cnn", "baseline"):
+        return summary["kind"]
+    if summary.get("strategy") == "baseline" or "logistic" in _arch_key(arch or ""):
+        return "baseline"
+    if summary.get("model") == "model.npz":
+        return "baseline"
+    return "cnn" if _depth_from_arch(arch) is not None else None
+
+
+def read_run_info(run_dir: str | Path | None) -> RunInfo:
+    """The :class:`RunInfo` of a run directory, from ``train_summary.json`` and ``config.yaml``.
+
+    ``None`` (a bare predictions file) or a directory without either file gives an empty record.
+    Invalid JSON or YAML is a ValueError naming the file.
+    """
+    if run_dir is None:
+        return RunInfo()
+    run = Path(run_dir)
+    summary = _read_json(run / "train_summary.json") or {}
+    config = _read_config(run / "config.yaml")
+    model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
+    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
+    baseline_cfg = config.get("baseline") if isinstance(config.get("baseline"), dict) else {}
+    where = run / "train_summary.json"
+
+    arch = summary.get("arch") or None
+    kind = _kind(summary, arch)
+    transfer = summary.get("transfer", summary.get("strategy"))
+    if transfer not in TRANSFERS and kind == "cnn":
+        transfer = model_cfg.get("transfer", model_cfg.get("strategy"))
+    transfer = transfer if kind == "cnn" and transfer in TRANSFERS else None
+    weights = None
+    if kind == "cnn":  # older summaries may lack it: the config's request (null means none)
+        weights = summary["weights"] if "weights" in summary else (
+            model_cfg.get("weights") or "none" if "weights" in model_cfg else None)
+    fold = summary["fold"] if "fold" in summary else config.get("fold", data_cfg.get("fold"))
+    numbers = {key: _number(summary.get(key), key, where) for key in _NUMBERS}
+    if numbers["depth"] is None and kind == "cnn":
+        numbers["depth"] = _depth_from_arch(arch)
+    return RunInfo(
+        arch=str(arch) if arch is not None else None,
+        kind=kind,
+        transfer=transfer,
+        trainable_from=(summary.get("trainable_from") or model_cfg.get("trainable_from"))
+        if kind == "cnn" else None,
+        weights=str(weights) if weights is not None else None,
+        weights_kind=weights_kind(weights),
+        features=(summary.get("features") or baseline_cfg.get("features"))
+        if kind == "baseline" else None,
+        seed=_integer(summary["seed"] if "seed" in summary else config.get("seed"), "seed", where),
+        fold=_integer(fold, "fold", where),
+        **{**numbers, "depth": int(numbers["depth"]) if numbers["depth"] is not None else None},
+        data_dir=str(data_cfg["data_dir"]) if data_cfg.get("data_dir") else None,
+        dataset_config=str(data_cfg["dataset_config"]) if data_cfg.get("dataset_config") else None,
+    )
+
+
+def model_key(info: RunInfo) -> tuple | None:
+    """Runs with equal keys are repeats of one model; None when the run does not say what it is."""
+    if info.arch is None or info.kind is None:
+        return None
+    return (info.kind, info.arch, info.transfer, info.trainable_from, info.weights_kind,
+            info.features)
+
+
+def repeat_key(info: RunInfo) -> tuple[int | None, int | None]:
+    """Repeats of different models are paired when they share this key: (seed, fold)."""
+    return (info.seed, info.fold)
