@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import csv
+import io
+import os
 import pathlib
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from hcdtf import synthetic
+from hcdtf.synthetic import kaggle, tumour
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
@@ -67,7 +74,14 @@ def test_layout_files_and_csvs(sample: synthetic.SampleInfo) -> None:
     assert sorted(p.name for p in (out / "test").iterdir()) == sorted(i + ".tif" for i in test_ids)
     assert not set(ids) & set(test_ids)
     assert len(set(ids)) == len(ids)
-    assert sample.seconds > 0
+    assert not (out / kaggle.UNFINISHED).exists()
+
+
+def test_seconds_is_the_wall_time_of_the_call(tmp_path: pathlib.Path) -> None:
+    start = time.perf_counter()
+    info = synthetic.write_sample(tmp_path / "s", n=4, n_test=1, workers=1)
+    elapsed = time.perf_counter() - start
+    assert 0.5 * elapsed < info.seconds <= elapsed
 
 
 def test_tifs_are_96x96_rgb_and_match_generate_arrays(sample: synthetic.SampleInfo) -> None:
@@ -75,11 +89,18 @@ def test_tifs_are_96x96_rgb_and_match_generate_arrays(sample: synthetic.SampleIn
     _, rows = _read_csv(out / "train_labels.csv")
     images, labels, _ = synthetic.generate_arrays(60, seed=5)
     for i, (pid, label) in enumerate(rows):
-        with Image.open(out / "train" / f"{pid}.tif") as im:
+        path = out / "train" / f"{pid}.tif"
+        with Image.open(path) as im:
             assert im.format == "TIFF" and im.mode == "RGB" and im.size == (96, 96)
+            # uncompressed RGB strips, as Kaggle ships them (the builder reads only their header)
+            assert [t.codec_name for t in im.tile] == ["raw"] and im.tile[0].args[0] == "RGB"
             pixels = np.asarray(im)
         assert pixels.dtype == np.uint8 and pixels.shape == (96, 96, 3)
         np.testing.assert_array_equal(pixels, images[i])
+        if i < 3:  # the very file Pillow writes for these pixels
+            buffer = io.BytesIO()
+            Image.fromarray(images[i]).save(buffer, format="TIFF")
+            assert path.read_bytes() == buffer.getvalue()
         assert int(label) == labels[i]
     _, sub = _read_csv(out / "sample_submission.csv")
     test_images, _, _ = synthetic.generate_arrays(6, seed=5, split="test")
@@ -153,7 +174,7 @@ def test_negative_tumour_cells_stay_clear_of_the_centre(arrays: tuple[np.ndarray
     dist = np.hypot(gap_y, gap_x)  # distance of each pixel to the centre region
     negatives = [m for m in masks[labels == 0] if m.any()]
     assert negatives
-    assert min(dist[m].min() for m in negatives) > synthetic._NEG_MARGIN
+    assert min(dist[m].min() for m in negatives) > tumour.NEG_MARGIN
 
 
 def test_a_patch_depends_only_on_its_own_stream() -> None:
@@ -228,3 +249,36 @@ def test_rejects_bad_arguments(tmp_path: pathlib.Path) -> None:
         synthetic.write_sample(tmp_path / "b", n=5, positive_fraction=1.5)
     with pytest.raises(ValueError):
         synthetic.generate_arrays(2, split="validation")
+
+
+def test_a_killed_sample_is_finished_by_the_same_call(
+    tmp_path: pathlib.Path, arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    out = tmp_path / "data"
+    args = "n=300, n_test=10, seed=11, workers=1"  # (`arrays` holds its train patches)
+    code = f"from hcdtf import synthetic; synthetic.write_sample({str(out)!r}, {args})"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "train").is_dir() and len(os.listdir(out / "train")) >= 20):
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer ended before it was killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (out / kaggle.UNFINISHED).is_file() and not (out / "train_labels.csv").exists()
+
+    # another sample into the unfinished one: refused, nothing touched
+    before = sorted(os.listdir(out / "train"))
+    with pytest.raises(ValueError, match=re.escape(str(out / kaggle.UNFINISHED))):
+        synthetic.write_sample(out, n=300, n_test=10, seed=12, workers=1)
+    assert sorted(os.listdir(out / "train")) == before
+
+    info = synthetic.write_sample(out, n=300, n_test=10, seed=11, workers=1)
+    assert (info.n_train, info.n_test) == (300, 10) and not (out / kaggle.UNFINISHED).exists()
+    _, rows = _read_csv(out / "train_labels.csv")
+    assert sorted(os.listdir(out / "train")) == sorted(pid + ".tif" for pid, _ in rows)
+    images, labels, _ = arrays
+    np.testing.assert_array_equal([int(label) for _, label in rows], labels)
+    for i in (0, 150, 299):  # the first files (written before the kill), and later ones
+        np.testing.assert_array_equal(_tif(out / "train" / f"{rows[i][0]}.tif"), images[i])
