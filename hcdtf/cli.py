@@ -389,5 +389,9 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
 
     explain.explain(run_dir, [*images, *more_images], out, max_images=max_images, log=click.echo)
 
+from hcdtf.slide.cli import commands as _slide_commands  # noqa: E402  (`hcdtf slide ...`, `hcdtf sample-slides`)
+for _command in _slide_commands(friendly, CONTEXT):
+    main.add_command(_command)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

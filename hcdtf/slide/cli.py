@@ -1,0 +1,137 @@
+"""The whole-slide commands: ``hcdtf slide predict|evaluate`` and ``hcdtf sample-slides``.
+
+hcdtf.cli adds them to its group with ``commands(friendly, CONTEXT)``: they get the same handling
+of user errors (one line, exit code 2) without this module importing hcdtf.cli.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _predict_options(fn):
+    from hcdtf.slide import heatmap, tissue
+
+    options = [
+        click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+                     help="Where <slide id>/ folders and slides.csv go (never beside the slides)."),
+        click.option("--stride", default=32, show_default=True, type=click.IntRange(min=1),
+                     help="Cell size in px at the model's resolution; 32 = the centre 32x32 a PCam label describes."),
+        click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Level-0 um/px, for slides that do not record it (overrides the slide's)."),
+        click.option("--min-tissue", default=tissue.DEFAULT_MIN_TISSUE, show_default=True,
+                     type=click.FloatRange(0, 1), help="Share of a cell that must be tissue for it to be scored."),
+        click.option("--min-saturation", default=tissue.DEFAULT_MIN_SATURATION, show_default=True,
+                     type=click.FloatRange(0, 1, max_open=True),
+                     help="Lowest HSV saturation counted as tissue (Otsu's threshold is used when higher)."),
+        click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms of each patch (8x slower)."),
+        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1)),
+        click.option("--score", "score_method", type=click.Choice(heatmap.SLIDE_SCORES), default="max",
+                     show_default=True, help="Slide score from the smoothed heat map."),
+        click.option("--sigma", default=heatmap.DEFAULT_SIGMA, show_default=True, type=click.FloatRange(min=0),
+                     help="Gaussian smoothing of the heat map, in cells."),
+        click.option("--radius", default=heatmap.DEFAULT_RADIUS, show_default=True, type=click.IntRange(min=1),
+                     help="A detection is a maximum over (2 radius + 1)^2 cells."),
+        click.option("--min-probability", default=heatmap.DEFAULT_MIN_PROBABILITY, show_default=True,
+                     type=click.FloatRange(0, 1), help="Lowest smoothed probability reported as a detection."),
+        click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1),
+                     help="Threads reading slide tiles while the model works."),
+        click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
+                     help="How often a slide's progress is saved (a killed run resumes from there)."),
+        click.option("--overwrite", is_flag=True, help="Replace results of another model or other settings."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def commands(friendly, context) -> list[click.Command]:
+    """The ``slide`` group and ``sample-slides``, with ``friendly`` turning user errors into one line."""
+
+    @click.group("slide", context_settings=context)
+    def slide():
+        """Whole-slide inference (heat maps, detections, slide scores) and Camelyon16 evaluation."""
+
+    @slide.command("predict", context_settings=context)
+    @click.argument("model", type=click.Path())
+    @click.argument("slides", nargs=-1, required=True, type=click.Path(), metavar="SLIDE_OR_DIR...")
+    @_predict_options
+    @friendly
+    def predict_cmd(model, slides, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
+                    score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite):
+        """Run MODEL over whole slides: heat map, overlay, tissue mask, detections, slide score.
+
+        MODEL is a run directory, a .keras file or a SavedModel, as for `hcdtf predict`. Slides are
+        files or directories of files OpenSlide reads (.svs, .tif, .ndpi, .mrxs, ...). Each slide's
+        results go to OUTPUT_DIR/<slide id>/; rerun the same command to resume a killed run
+        (finished slides are skipped). A slide that cannot be read is reported and the others
+        still run; the exit code is then 1. Example:
+
+        hcdtf slide predict outputs/models/hcd/1 ~/camelyon16/images --output-dir outputs/slides
+        """
+        from hcdtf import runtime
+        from hcdtf.slide import inference
+
+        runtime.quiet_tensorflow()
+        settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
+                                      tta=tta, batch_size=batch_size, sigma=sigma, radius=radius,
+                                      min_probability=min_probability, score=score_method)
+        result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
+                                          threads=threads, checkpoint_seconds=checkpoint_seconds)
+        if result["failed"]:
+            click.echo(f"{len(result['failed'])} of {result['slides']} slide(s) failed:", err=True)
+            for message in result["failed"]:
+                click.echo(f"  {message}", err=True)
+            sys.exit(1)
+
+    @slide.command("evaluate", context_settings=context)
+    @click.argument("pred_dir", type=click.Path(file_okay=False))
+    @click.option("--annotations", "annotations_dir", required=True, type=click.Path(file_okay=False),
+                  help="Folder of <slide id>.xml (ASAP) or <slide id>_mask.tif files; only read.")
+    @click.option("--reference", type=click.Path(dir_okay=False), default=None,
+                  help="Camelyon16 reference.csv (name,class): the class of slides without annotations.")
+    @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+                  help="Where the report goes [default: PRED_DIR].")
+    @click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=0),
+                  help="Resamples for the slide AUC's confidence interval.")
+    @friendly
+    def evaluate_cmd(pred_dir, annotations_dir, reference, output_dir, n_bootstrap):
+        """Slide AUC and lesion FROC (Camelyon16 protocol) of a `slide predict` folder.
+
+        Writes slide_metrics.json, slide_report.md, froc.png and slide_roc.png. Example:
+
+        hcdtf slide evaluate outputs/slides --annotations ~/camelyon16/annotations --reference reference.csv
+        """
+        from hcdtf.slide import evaluate
+
+        metrics = evaluate.evaluate_slides(pred_dir, annotations_dir, reference, output_dir, n_bootstrap,
+                                           log=click.echo)
+        if metrics["failed"]:
+            sys.exit(1)
+
+    @click.command("sample-slides", context_settings=context)
+    @click.argument("out_dir", type=click.Path(file_okay=False))
+    @click.option("--n", default=4, show_default=True, type=click.IntRange(min=1),
+                  help="Slides; even-numbered ones have tumour, odd-numbered ones are normal.")
+    @click.option("--seed", default=0, show_default=True, type=int)
+    @click.option("--width", default=8192, show_default=True, type=click.IntRange(min=1536),
+                  help="Level-0 width in px (0.243 um/px).")
+    @click.option("--height", default=6144, show_default=True, type=click.IntRange(min=1536),
+                  help="Level-0 height in px.")
+    @click.option("--unique-tiles", type=click.IntRange(min=1), default=None,
+                  help="Draw normal tissue from this many rendered tiles, repeated (fast, for very large slides).")
+    @friendly
+    def sample_slides(out_dir, n, seed, width, height, unique_tiles):
+        """Write synthetic whole slides (Aperio SVS, 3+ levels, 0.243 um/px) with known tumour.
+
+        OUT_DIR/slide_XXX.svs, OUT_DIR/annotations/slide_XXX.xml (ASAP) and OUT_DIR/reference.csv,
+        for trying `hcdtf slide predict` and `hcdtf slide evaluate`.
+        """
+        from hcdtf.slide import synthetic
+
+        size = (width // synthetic.RENDER_DOWNSAMPLE, height // synthetic.RENDER_DOWNSAMPLE)
+        synthetic.write_slides(out_dir, n=n, seed=seed, size=size, log=click.echo, bank=unique_tiles)
+
+    return [slide, sample_slides]

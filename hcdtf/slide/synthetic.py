@@ -1,0 +1,280 @@
+"""Synthetic whole-slide images with known tumour: pyramidal Aperio SVS files, ASAP XML
+annotations and a Camelyon16-style ``reference.csv``, for tests, the demo and benchmarks.
+
+A slide is rendered at the model's resolution (0.972 um/px, PCam's level 2) as a grid of 96x96
+tiles drawn by the synthetic H&E patch renderer (:func:`hcdtf.synthetic.generate_patch`): tissue
+islands with wavy outlines on white glass; inside them, normal lymph-node tissue (tiles without
+any tumour cell) and, on tumour slides, metastases of several sizes at known places, made of
+tiles that hold tumour clusters. One metastasis per tumour slide is a single tile, smaller than
+200 um: an isolated tumour cell cluster (ITC) in Camelyon16's protocol. Level 0 (0.243 um/px,
+the 40x of Camelyon16) is the rendering enlarged 4x, so reading level 1 gives back the
+rendered pixels exactly; the pyramid has downsamples 1, 4, 16 (and 64 on large slides), in
+zlib-compressed 256x256 tiles, streamed to the file so that level 0 is never held in memory.
+
+The annotation of a metastasis outlines its tumour cells as a pathologist would: the union of
+its tiles' tumour-cell masks, closed over 48 um gaps, traced as a polygon in level-0 px.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import pathlib
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+LEVEL0_MPP = 0.243
+RENDER_DOWNSAMPLE = 4                 # level-0 px per rendered px: 0.972 um/px
+PATCH = 96                            # the renderer's tile
+TIFF_TILE = 256
+LR = 4                                # rendered px per cell of the low-resolution tumour mask
+GLASS = np.array([243, 242, 240], np.float32)
+DEFAULT_SIZE = (2048, 1536)           # rendered px (width, height): 2.0 x 1.5 mm
+
+
+@dataclasses.dataclass(frozen=True)
+class SlideSpec:
+    name: str
+    width: int                        # rendered px, multiple of 96
+    height: int
+    tumour: bool
+    islands: tuple                    # (cx, cy, a, b, phase) in rendered px
+    lesions: tuple                    # (tile row, tile col, radius in tiles); radius 0: one tile
+    seed: int
+    index: int = 0
+
+
+def _islands(rng: np.random.Generator, w: int, h: int) -> tuple:
+    k = int(rng.integers(1, 3))
+    out = []
+    for n in range(k):
+        cx = w * ((n + 0.5) / k + rng.uniform(-0.05, 0.05))
+        cy = h * rng.uniform(0.42, 0.58)
+        out.append((cx, cy, w / k * rng.uniform(0.36, 0.44), h * rng.uniform(0.32, 0.42), rng.uniform(0, 6.3)))
+    return tuple(out)
+
+
+def _tissue(spec: SlideSpec, y0: int, x0: int, n: int = PATCH) -> np.ndarray:
+    """bool [n, n]: tissue pixels of the rendered tile whose top-left pixel is (y0, x0)."""
+    yy, xx = np.mgrid[y0:y0 + n, x0:x0 + n].astype(np.float32) + 0.5
+    inside = np.zeros((n, n), bool)
+    for cx, cy, a, b, ph in spec.islands:
+        dx, dy = (xx - cx) / a, (yy - cy) / b
+        th = np.arctan2(dy, dx)
+        edge = 1.0 + 0.07 * np.sin(3 * th + ph) + 0.04 * np.sin(7 * th + 2 * ph)
+        inside |= dx * dx + dy * dy < edge * edge
+    return inside
+
+
+def _lesions(rng: np.random.Generator, spec_wo: SlideSpec) -> tuple:
+    """Metastases at tiles fully inside tissue, apart from each other: large, medium, one ITC."""
+    rows, cols = spec_wo.height // PATCH, spec_wo.width // PATCH
+    inside = [(i, j) for i in range(rows) for j in range(cols)
+              if _tissue(spec_wo, i * PATCH, j * PATCH).all()]
+    inside_set = set(inside)
+    radii = [float(rng.uniform(2.2, 3.2)), float(rng.uniform(1.2, 1.8)), 0.0]
+    chosen: list = []
+    for r in radii:
+        for _ in range(200):
+            i, j = inside[int(rng.integers(len(inside)))]
+            if all(math.hypot(i - a, j - b) > r + rb + 3 for a, b, rb in chosen) and \
+                    all((int(round(i + di)), int(round(j + dj))) in inside_set
+                        for di, dj in ((r, 0), (-r, 0), (0, r), (0, -r))):
+                chosen.append((i, j, r))
+                break
+    return tuple(chosen)
+
+
+def plan_slides(n: int, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE) -> list[SlideSpec]:
+    """Slide k is a tumour slide for even k, normal for odd k; each has its own random layout."""
+    w, h = (max(PATCH * 4, int(s) // PATCH * PATCH) for s in size)
+    specs = []
+    for k in range(n):
+        rng = np.random.default_rng([seed, k, 0x51DE])
+        base = SlideSpec(f"slide_{k:03d}", w, h, k % 2 == 0, _islands(rng, w, h), (), seed, k)
+        specs.append(dataclasses.replace(base, lesions=_lesions(rng, base) if base.tumour else ()))
+    return specs
+
+
+def _tumour_tiles(spec: SlideSpec) -> dict[tuple[int, int], int]:
+    """(tile row, tile col) -> index of the lesion it belongs to."""
+    out = {}
+    for k, (ci, cj, r) in enumerate(spec.lesions):
+        span = int(math.ceil(r))
+        for i in range(ci - span, ci + span + 1):
+            for j in range(cj - span, cj + span + 1):
+                if math.hypot(i - ci, j - cj) <= r:
+                    out[(i, j)] = k
+    return out
+
+
+def _normal_patch(rng: np.random.Generator) -> np.ndarray:
+    from hcdtf.synthetic import generate_patch
+
+    while True:  # the renderer puts tumour cells off-centre in 30% of negatives: none in normal tissue
+        image, mask = generate_patch(rng, 0)
+        if not mask.any():
+            return image
+
+
+def render(spec: SlideSpec, bank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [height, width, 3] rendered slide, bool [height / LR, width / LR] tumour cells).
+    ``bank``: draw normal tissue from that many rendered tiles, cycled (fast, for huge slides)."""
+    from hcdtf.synthetic import generate_patch
+
+    rows, cols = spec.height // PATCH, spec.width // PATCH
+    canvas = np.empty((spec.height, spec.width, 3), np.uint8)
+    tumour = np.zeros((spec.height // LR, spec.width // LR), bool)
+    lesion_of = _tumour_tiles(spec)
+    glass_rng = np.random.default_rng([spec.seed, 7])
+    glass = np.clip(GLASS + glass_rng.normal(0, 1.2, (PATCH, PATCH, 3)), 0, 255).astype(np.uint8)
+    tiles = [_normal_patch(np.random.default_rng([spec.seed, 99, b])) for b in range(bank or 0)]
+    for i in range(rows):
+        for j in range(cols):
+            y, x = i * PATCH, j * PATCH
+            inside = _tissue(spec, y, x)
+            if not inside.any():
+                canvas[y:y + PATCH, x:x + PATCH] = glass
+                continue
+            rng = np.random.default_rng([spec.seed, spec.index, i, j])
+            if (i, j) in lesion_of:
+                image, mask = generate_patch(rng, 1)
+                m = mask & inside
+                tumour[y // LR:(y + PATCH) // LR, x // LR:(x + PATCH) // LR] |= \
+                    m.reshape(PATCH // LR, LR, PATCH // LR, LR).any(axis=(1, 3))
+            else:
+                image = tiles[(i * 7919 + j * 104729) % bank] if bank else _normal_patch(rng)
+            canvas[y:y + PATCH, x:x + PATCH] = np.where(inside[..., None], image, glass)
+    return canvas, tumour
+
+
+def lesion_polygons(spec: SlideSpec, tumour: np.ndarray) -> list:
+    """One tumour polygon per connected region of each lesion's closed tumour-cell mask (level-0 px)."""
+    from scipy import ndimage
+    from skimage import measure
+
+    from hcdtf.slide.annotations import Polygon
+
+    r = 12  # LR cells: 48 rendered px, 47 um
+    polygons = []
+    for ci, cj, rad in spec.lesions:
+        span = int(math.ceil(rad)) + 1
+        y0, x0 = max(0, (ci - span) * PATCH // LR), max(0, (cj - span) * PATCH // LR)
+        y1, x1 = (ci + span + 1) * PATCH // LR, (cj + span + 1) * PATCH // LR
+        sub = np.pad(tumour[y0:y1, x0:x1], r + 1)
+        # closing by a disk of radius r: dilate, then erode, through distance transforms
+        dilated = ndimage.distance_transform_edt(~sub) <= r
+        closed = ndimage.binary_fill_holes(ndimage.distance_transform_edt(dilated) > r)
+        for contour in measure.find_contours(closed.astype(np.float32), 0.5):
+            contour = measure.approximate_polygon(contour, 0.5)
+            if len(contour) < 4:
+                continue
+            ys = (contour[:-1, 0] - (r + 1) + y0 + 0.5) * LR * RENDER_DOWNSAMPLE
+            xs = (contour[:-1, 1] - (r + 1) + x0 + 0.5) * LR * RENDER_DOWNSAMPLE
+            polygons.append(Polygon("_0", np.stack([xs, ys], axis=1)))
+    return polygons
+
+
+# --------------------------------------------------------------------------- files
+def _padded_tiles(image: np.ndarray, repeat: int = 1) -> Iterator[np.ndarray]:
+    """256x256 tiles, raster order, of ``image`` enlarged ``repeat`` times (nearest), padded with glass."""
+    t = TIFF_TILE // repeat
+    h, w = image.shape[:2]
+    for y in range(0, h, t):
+        for x in range(0, w, t):
+            block = image[y:y + t, x:x + t]
+            if repeat > 1:
+                block = block.repeat(repeat, axis=0).repeat(repeat, axis=1)
+            if block.shape[:2] != (TIFF_TILE, TIFF_TILE):
+                full = np.empty((TIFF_TILE, TIFF_TILE) + image.shape[2:], image.dtype)
+                full[...] = GLASS.astype(image.dtype) if image.ndim == 3 else 0
+                full[:block.shape[0], :block.shape[1]] = block
+                block = full
+            yield block
+
+
+def _shrink(image: np.ndarray, k: int) -> np.ndarray:
+    h, w = image.shape[0] // k * k, image.shape[1] // k * k
+    x = image[:h, :w].reshape(h // k, k, w // k, k, -1).astype(np.float32).mean(axis=(1, 3))
+    return np.rint(x).astype(np.uint8).reshape((h // k, w // k) + image.shape[2:])
+
+
+def write_pyramid(path: str | os.PathLike, rendered: np.ndarray, mpp: float | None = LEVEL0_MPP,
+                  aperio: bool = True) -> None:
+    """Writes ``rendered`` (level 1 = level 0 / 4) as a tiled pyramidal TIFF (atomically): an
+    Aperio SVS with ``MPP = mpp`` (``mpp=None``: none recorded), or a generic TIFF (masks)."""
+    import tifffile
+
+    path = pathlib.Path(path)
+    h0, w0 = rendered.shape[0] * RENDER_DOWNSAMPLE, rendered.shape[1] * RENDER_DOWNSAMPLE
+    levels = [(1, None), (RENDER_DOWNSAMPLE, rendered)]
+    d, image = RENDER_DOWNSAMPLE, rendered
+    while min(image.shape[:2]) >= 4 * TIFF_TILE or len(levels) < 3:
+        image, d = _shrink(image, 4), d * 4
+        levels.append((d, image))
+    photometric = "rgb" if rendered.ndim == 3 else "minisblack"
+    shape_extra = rendered.shape[2:]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tifffile.TiffWriter(tmp, bigtiff=h0 * w0 * 3 > 2**31) as tif:
+        for n, (d, image) in enumerate(levels):
+            if image is None:
+                shape, tiles = (h0, w0) + shape_extra, _padded_tiles(rendered, RENDER_DOWNSAMPLE)
+            else:
+                shape, tiles = image.shape, _padded_tiles(image)
+            desc = None
+            if aperio:
+                desc = (f"Aperio Image Library v12.0.15 \r\n{w0}x{h0} [0,0 {w0}x{h0}] ({TIFF_TILE}x{TIFF_TILE}) "
+                        f"-> {shape[1]}x{shape[0]}|AppMag = 40|hcdtf synthetic slide")
+                if n == 0 and mpp is not None:
+                    desc += f"|MPP = {mpp}"
+            tif.write(tiles, shape=shape, dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE), photometric=photometric,
+                      compression="zlib", compressionargs={"level": 1}, description=desc, metadata=None,
+                      subfiletype=0 if n == 0 or aperio else 1)
+    os.replace(tmp, path)
+
+
+def write_slide(path: pathlib.Path, spec: SlideSpec, annotations_dir: pathlib.Path | None,
+                bank: int | None = None, mpp: float | None = LEVEL0_MPP) -> int:
+    """Renders and writes one slide (and its XML if it has tumour); returns its lesion count."""
+    from hcdtf.slide.annotations import write_asap
+
+    rendered, tumour = render(spec, bank)
+    polygons = lesion_polygons(spec, tumour) if spec.tumour else []
+    if annotations_dir is not None and polygons:
+        annotations_dir.mkdir(parents=True, exist_ok=True)
+        write_asap(annotations_dir / f"{spec.name}.xml", polygons)
+    write_pyramid(path, rendered, mpp)
+    return len(polygons)
+
+
+def write_slides(out_dir: str | os.PathLike, n: int = 4, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
+                 log: Callable[[str], None] = print, bank: int | None = None) -> dict:
+    """``out_dir/slide_XXX.svs``, ``out_dir/annotations/slide_XXX.xml`` (tumour slides) and
+    ``out_dir/reference.csv`` (``name,class``). Slides already written are kept (same seed, same
+    files), so an interrupted run continues; ``reference.csv`` is written last."""
+    from hcdtf.atomic import write_text
+
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    specs = plan_slides(n, seed, size)
+    written = 0
+    for spec in specs:
+        path = out / f"{spec.name}.svs"
+        if path.is_file() and (not spec.tumour or (out / "annotations" / f"{spec.name}.xml").is_file()):
+            continue
+        k = write_slide(path, spec, out / "annotations", bank)
+        written += 1
+        log(f"  {path.name}: {'tumour, %d lesions' % k if spec.tumour else 'normal'}")
+    lines = ["name,class\n"] + [f"{s.name},{'Tumor' if s.tumour else 'Normal'}\n" for s in specs]
+    write_text(out / "reference.csv", "".join(lines))
+    seconds = time.perf_counter() - t0
+    log(f"{out}: {n} slides ({sum(s.tumour for s in specs)} with tumour), {written} written now in {seconds:.1f} s")
+    return {"out_dir": str(out), "slides": [s.name for s in specs], "tumour": [s.name for s in specs if s.tumour],
+            "seconds": round(seconds, 2)}
