@@ -24,7 +24,7 @@ def _user_errors() -> tuple[type, ...]:
     from tfds_builder.hcd.hcd_dataset_builder import BadInputError
 
     return (ConfigError, RunDirError, DatasetNotBuiltError, RunNotFoundError, BadInputError,
-            WeightsUnavailableError, FileNotFoundError, FileExistsError, ValueError)
+            WeightsUnavailableError, FileNotFoundError, FileExistsError, PermissionError, ValueError)
 
 
 def friendly(fn):
@@ -267,16 +267,28 @@ def evaluate_cmd(run_dir, split, tta, threshold, data_dir):
 
 @main.command("compare", context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--output-dir", default="outputs/comparison", show_default=True)
-@click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=0))
+@click.option("--output-dir", default="outputs/comparison", show_default=True,
+              help="Where report.md, comparison.json and the figures go.")
+@click.option("--names", default=None, metavar="A,B,...",
+              help="Comma-separated run names for the tables, one per input [default: directory names].")
+@click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap resamples per AUC CI (0: DeLong intervals).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resamples.")
 @friendly
-def compare_cmd(inputs, output_dir, n_bootstrap):
-    """Compare run directories or predictions.csv files: table, DeLong tests, figures."""
+def compare_cmd(inputs, output_dir, names, n_bootstrap, seed):
+    """Compare runs scored on the same test examples: per-run table and DeLong tests; for runs
+    repeated over seeds/folds, mean/sd per model and paired t-tests over repeats; a verdict on
+    depth, the leak audit, figures. INPUTS are run directories or predictions.csv files.
+    """
     from hcdtf import report
 
     if len(inputs) < 2:
         raise click.UsageError("compare needs at least two run directories or predictions.csv files")
-    report.compare(list(inputs), output_dir, n_bootstrap=n_bootstrap)
+    name_list = [n.strip() for n in names.split(",")] if names is not None else None
+    if name_list is not None and len(name_list) != len(inputs):
+        raise click.UsageError(f"--names gives {len(name_list)} names for {len(inputs)} inputs; give one per input")
+    result = report.compare(list(inputs), output_dir, names=name_list, n_bootstrap=n_bootstrap, seed=seed)
+    click.echo(result["verdict"].replace("**", ""))
     click.echo(f"wrote {pathlib.Path(output_dir) / 'report.md'}")
 
 

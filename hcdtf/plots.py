@@ -202,9 +202,9 @@ def plot_auc_by_arch(
     paper_points: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Test AUC per architecture: every repeat as a dot, each model's mean as a marker with
-    +- sd over repeats (a single run shows its 95% CI instead), one line per setting (group).
+    +- sd over repeats (a single run shows its 95% CI instead) and its runs as circles, one line per setting (``family``).
 
-    ``models``: dicts with ``name``, ``group``, ``depth`` (None for a baseline), ``aucs`` (one
+    ``models``: dicts with ``name``, ``family``, ``depth`` (None for a baseline), ``aucs`` (one
     per repeat), ``n_repeats``, ``auc_mean``, ``auc_sd`` and ``auc_ci95``. ``paper_points``:
     dicts with ``display``, ``auc`` and ``depth`` (None: drawn as a horizontal line).
     """
@@ -213,21 +213,21 @@ def plot_auc_by_arch(
     fig, ax = _new_figure(6.0, 4.6)
     deep = [m for m in models if m["depth"] is not None]
     flat = [m for m in models if m["depth"] is None]
-    groups = list(dict.fromkeys(m["group"] for m in deep))
+    groups = list(dict.fromkeys(m["family"] for m in deep))
     markers = itertools.cycle("osD^v<>")
     for k, group in enumerate(groups):
-        members = sorted((m for m in deep if m["group"] == group), key=lambda m: m["depth"])
+        members = sorted((m for m in deep if m["family"] == group), key=lambda m: m["depth"])
         # Groups side by side at each depth (a few percent apart on the log axis).
-        shift = 1.0 + 0.04 * (k - (len(groups) - 1) / 2)
+        shift = 1.0 + 0.1 * (k - (len(groups) - 1) / 2)
         xs = [m["depth"] * shift for m in members]
         n = max(m["n_repeats"] for m in members)
         ax.errorbar(xs, [m["auc_mean"] for m in members],
                     yerr=np.array([_spread(m) for m in members]).T, marker=next(markers),
                     capsize=3, lw=1.2, color=f"C{k}",
                     label=f"{group}: mean ± sd of {n}" if n > 1 else f"{group}: 1 run, 95% CI")
-        for x, m in zip(xs, members):
-            ax.plot([x] * len(m["aucs"]), m["aucs"], ls="none", marker=".", ms=5, alpha=0.55,
-                    color=f"C{k}")
+        for x, m in zip(xs, members):  # the runs, hollow, just right of their mean
+            ax.plot([x * 1.04] * len(m["aucs"]), m["aucs"], ls="none", marker="o", ms=4,
+                    mfc="none", alpha=0.8, color=f"C{k}", zorder=3)
     for k, m in enumerate(flat):
         color = f"C{len(groups) + k}"
         lo, hi = _spread(m)
@@ -246,7 +246,7 @@ def plot_auc_by_arch(
         ax.set_xticks(depths)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="ResNet depth (layers, log scale)", ylabel="Test ROC AUC (dots: runs)",
+    ax.set(xlabel="ResNet depth (layers, log scale)", ylabel="Test ROC AUC (circles: runs)",
            title="The deeper, the better?")
     if not models:
         ax.text(0.5, 0.5, "no model with a recorded depth", transform=ax.transAxes, ha="center")

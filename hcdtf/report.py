@@ -1,49 +1,49 @@
-"""Compare trained models on the same test examples: tables, paired DeLong tests and figures.
+"""The comparison report (``hcdtf compare``): models scored on the same test examples, per run and
+across repeats, with the verdict on depth, what was compared, the leak audit and figures.
 
-:func:`compare` takes run directories (or bare ``predictions.csv`` files), checks that every model
+:func:`compare` takes run directories (or bare ``predictions.csv`` files), checks that every run
 was scored on exactly the same examples with the same labels, and writes ``comparison.json``,
-``report.md`` and three figures (ROC overlay, AUC vs depth, AUC vs training cost).
+``report.md`` and three figures (ROC overlay, AUC per architecture, AUC vs training cost).
 
 Statistics:
-  - AUC confidence intervals: stratified percentile bootstrap
-    (:func:`hcdtf.metrics.bootstrap_auc_ci`), same resample count and seed for every model.
-  - Pairwise differences: DeLong's test for correlated ROC AUCs (DeLong, DeLong & Clarke-Pearson
-    1988, Biometrics 44:837-845), fast midrank algorithm of Sun & Xu (2014), IEEE Signal
-    Processing Letters 21(11):1389-1393. The models are paired on the same examples, so the
-    covariance term matters: an unpaired comparison of two CIs would be far too conservative.
-    Holm's step-down adjustment (S. Holm 1979, Scand. J. Statist. 6:65-70) is reported next to
-    the raw p-values because a report over k models makes k(k-1)/2 comparisons.
+  - AUC confidence intervals of each run: stratified percentile bootstrap
+    (:func:`hcdtf.metrics.bootstrap_auc_ci`), the same resample count and seed for every run.
+  - Single runs: DeLong's test for correlated ROC AUCs (DeLong, DeLong & Clarke-Pearson 1988;
+    fast algorithm of Sun & Xu 2014) for each pair of runs of one repeat (same seed and fold),
+    Holm-adjusted within the repeat. It treats the two trained networks as fixed.
+  - Across repeats (runs of one model over seeds/folds, see :mod:`hcdtf.runinfo`): mean, sd,
+    min and max of the test AUC per model, and the paired t-test over repeats with Holm families
+    (:mod:`hcdtf.repeats`, which explains the choice); the verdict on depth is written from
+    these numbers.
 
-Published reference figures (Wang et al. 2023, "ResNet for Histopathologic Cancer Detection, the
-Deeper, the Better?") are listed beside ours in the report. The paper does not publish its
-split, preprocessing or number of epochs, so they are context, not a like-for-like comparison.
-
-Usable from the command line: ``python -m hcdtf.report RUN_DIR [RUN_DIR ...] --output-dir DIR``.
+Published reference figures (Wang et al., "ResNet for Histopathologic Cancer Detection, the
+Deeper, the Better?") are listed beside ours. The paper does not publish its split,
+preprocessing or number of epochs, so they are context, not a like-for-like comparison; rows
+whose setting differs from the paper's (e.g. a frozen *random* base) are flagged.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import math
-import re
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hcdtf import plots, repeats, runinfo
 from hcdtf.artifacts import read_predictions
-from hcdtf.atomic import write_json
+from hcdtf.atomic import write_json, write_text
 from hcdtf.metrics import (
     bootstrap_auc_ci,
     delong_auc_ci,
     delong_roc_variance,
     delong_test,
+    holm_adjust,
 )
 
-__all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "compare", "main"]
+__all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "compare"]
 
 PAPER_REFERENCE = (
     'Wang et al. (2023), "ResNet for Histopathologic Cancer Detection, the Deeper, the Better?"'
@@ -61,24 +61,22 @@ PAPER_NOTE = (
     "epochs, so its figures are not directly comparable with ours; they are listed for context."
 )
 
-MISSING = "–"  # shown in the Markdown tables for fields a run did not record
+#: The paper's grid: these depths, ImageNet weights, all layers fine-tuned or all but the last
+#: frozen, and logistic regression on raw pixels.
+PAPER_DEPTHS = (18, 34, 50, 152)
 
-_SUMMARY_FIELDS = (
-    "arch",
-    "strategy",
-    "depth",
-    "params_total",
-    "params_trainable",
-    "wall_time_s",
-    "images_per_s",
-    "flops_per_image",
-)
+MISSING = "–"  # shown in the Markdown tables for fields a run did not record
+ALPHA = 0.05
 
 _FIGURES = {
     "roc_overlay": "roc_overlay.png",
     "auc_vs_depth": "auc_vs_depth.png",
     "auc_vs_cost": "auc_vs_cost.png",
 }
+_MAX_ROC_CURVES = 12
+
+_WEIGHTS_LABEL = {"imagenet": "ImageNet weights", "none": "random init",
+                  "file": "weights from a file", None: "weights not recorded"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,20 +84,8 @@ _FIGURES = {
 # --------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _resolve_input(item: str | Path) -> dict[str, Any]:
-    """Locate the predictions file and the optional metadata of one input."""
+    """Locate the predictions file of one input and the run directory that describes it."""
     path = Path(item)
     if path.is_dir():
         pred = path / "predictions.csv"
@@ -118,14 +104,13 @@ def _resolve_input(item: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"input not found: {path} (expected a run directory or a predictions.csv)"
         )
-    metrics = _read_json(run_dir / f"{prefix}metrics.json") if prefix is not None else None
-    summary = _read_json(run_dir / "train_summary.json")
+    metrics = runinfo.read_json(run_dir / f"{prefix}metrics.json") if prefix is not None else None
     return {
         "input": str(path),
         "predictions_path": pred,
         "default_name": run_dir.resolve().name,
         "metrics_json": metrics,
-        "train_summary": summary,
+        "info": runinfo.read_run_info(run_dir),
     }
 
 
@@ -144,47 +129,39 @@ def _examples(values: Sequence[Any], k: int = 5) -> str:
     return f"{shown}, ..." if len(values) > k else shown
 
 
-def _align(models: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Sort every model's predictions by id; check that ids and labels agree across models.
+def _id_problems(ref: dict[str, Any], mdl: dict[str, Any], ref_ids: np.ndarray) -> str | None:
+    if mdl["ids"].size == ref_ids.size and np.array_equal(np.sort(mdl["ids"]), ref_ids):
+        return None
+    missing = np.setdiff1d(ref_ids, mdl["ids"], assume_unique=True)
+    extra = np.setdiff1d(mdl["ids"], ref_ids, assume_unique=True)
+    parts = []
+    if missing.size:
+        parts.append(f"{missing.size} ids missing (e.g. {_examples(missing)})")
+    if extra.size:
+        parts.append(f"{extra.size} extra ids (e.g. {_examples(extra)})")
+    return (f"  '{mdl['name']}' ({mdl['predictions_path']}, {mdl['ids'].size} ids) vs "
+            f"'{ref['name']}' ({ref['predictions_path']}, {ref_ids.size} ids): " + "; ".join(parts))
 
-    Returns the common (sorted) ids and labels; each model gets ``scores`` in that order.
+
+def _align(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sort every run's predictions by id; check that ids and labels agree across runs (ids are
+    unique within each file: :func:`read_predictions` checks that).
+
+    Returns the common (sorted) ids and labels; each run gets ``scores`` in that order.
     """
-    for mdl in models:
-        ids = mdl["ids"]
-        uniq, counts = np.unique(ids, return_counts=True)
-        if uniq.size != ids.size:
-            dup = uniq[counts > 1]
-            raise ValueError(
-                f"input '{mdl['name']}' ({mdl['predictions_path']}) has {dup.size} duplicated ids "
-                f"(e.g. {_examples(dup)}); ids must be unique to pair the models"
-            )
-    ref = models[0]
+    ref = runs[0]
     ref_ids = np.sort(ref["ids"])
-    problems = []
-    for mdl in models[1:]:
-        if mdl["ids"].size == ref_ids.size and np.array_equal(np.sort(mdl["ids"]), ref_ids):
-            continue
-        missing = np.setdiff1d(ref_ids, mdl["ids"], assume_unique=True)
-        extra = np.setdiff1d(mdl["ids"], ref_ids, assume_unique=True)
-        parts = []
-        if missing.size:
-            parts.append(f"{missing.size} ids missing (e.g. {_examples(missing)})")
-        if extra.size:
-            parts.append(f"{extra.size} extra ids (e.g. {_examples(extra)})")
-        problems.append(
-            f"  '{mdl['name']}' ({mdl['predictions_path']}, {mdl['ids'].size} ids) vs "
-            f"'{ref['name']}' ({ref['predictions_path']}, {ref_ids.size} ids): " + "; ".join(parts)
-        )
+    problems = [p for p in (_id_problems(ref, r, ref_ids) for r in runs[1:]) if p]
     if problems:
         raise ValueError(
             "all inputs must be scored on the same example ids; these differ from the first input:\n"
             + "\n".join(problems)
         )
     labels = None
-    for mdl in models:
-        order = np.argsort(mdl["ids"], kind="stable")
-        mdl["scores"] = mdl["scores"][order]
-        lab = mdl["labels"][order]
+    for run in runs:
+        order = np.argsort(run["ids"], kind="stable")
+        run["scores"] = run["scores"][order]
+        lab = run["labels"][order]
         if labels is None:
             labels = lab
             continue
@@ -192,7 +169,7 @@ def _align(models: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         if bad.any():
             raise ValueError(
                 f"labels disagree between '{ref['name']}' ({ref['predictions_path']}) and "
-                f"'{mdl['name']}' ({mdl['predictions_path']}) for {int(bad.sum())} of {lab.size} "
+                f"'{run['name']}' ({run['predictions_path']}) for {int(bad.sum())} of {lab.size} "
                 f"ids (e.g. {_examples(ref_ids[bad])}); were they built from different label files?"
             )
     assert labels is not None
@@ -200,40 +177,234 @@ def _align(models: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# Formatting helpers
+# What was compared: settings against the paper's
 # --------------------------------------------------------------------------------------------
 
 
-def _number(value: Any, key: str, mdl: dict[str, Any]) -> float | int | None:
-    """A numeric train_summary field, or None (shown as –) with a warning if it is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            warnings.warn(
-                f"{mdl['name']}: train_summary.json field {key}={value!r} is not a number; ignored",
-                stacklevel=3,
-            )
-            return None
-    return value if math.isfinite(value) else None
+def _setting_flags(info: runinfo.RunInfo) -> list[str] | None:
+    """How a run's setting differs from the paper's ([] if it matches, None if unknown)."""
+    if info.kind == "baseline":
+        features = info.features or "pixels"
+        return [] if features == "pixels" else [
+            f"logistic regression on {features}; the paper's uses raw pixels"]
+    if info.kind != "cnn":
+        return None
+    flags = []
+    if info.weights_kind == "none" and info.transfer == "freeze_base":
+        flags.append("frozen *random* base: says nothing about the paper's frozen-ImageNet strategy")
+    elif info.weights_kind == "none":
+        flags.append("trained from random init; the paper starts from ImageNet")
+    elif info.weights_kind == "file":
+        flags.append("initial weights from a file; the paper starts from ImageNet")
+    elif info.weights_kind is None:
+        flags.append("initial weights not recorded")
+    if info.trainable_from:
+        flags.append(f"fine-tuned from {info.trainable_from} on; the paper trains all layers or "
+                     "only the last")
+    if info.depth is not None and info.depth not in PAPER_DEPTHS:
+        flags.append(f"depth {info.depth} is not in the paper's grid")
+    return flags
 
 
-def _arch_key(arch: Any) -> str:
-    """'ResNet-34', 'resnet34', 'ResNet34' -> 'resnet34': lets our arch names meet the paper's."""
-    return re.sub(r"[^a-z0-9]", "", str(arch).lower())
+# --------------------------------------------------------------------------------------------
+# Runs, models and repeats
+# --------------------------------------------------------------------------------------------
 
 
-def _depth_from_arch(arch: Any) -> int | None:
-    match = re.fullmatch(r"resnet(\d+)(v\d)?", _arch_key(arch)) if arch else None
-    return int(match.group(1)) if match else None
+def _run_row(run: dict[str, Any], labels: np.ndarray, n_bootstrap: int, seed: int) -> dict:
+    """The per-run row: identity (:class:`runinfo.RunInfo`), AUC with CI, accuracy at 0.5."""
+    s = run["scores"]
+    auc, var = delong_roc_variance(labels, s)
+    if n_bootstrap > 0:
+        ci = bootstrap_auc_ci(labels, s, n_bootstrap=n_bootstrap, seed=seed)
+    else:
+        ci = delong_auc_ci(labels, s)
+    metrics_json = run["metrics_json"] or {}
+    recorded = metrics_json.get("auc")
+    if isinstance(recorded, (int, float)) and abs(recorded - auc) > 1e-6:
+        # Most likely metrics.json belongs to another split or an older evaluation.
+        warnings.warn(
+            f"{run['name']}: metrics.json records AUC {recorded:.6f} but its predictions give "
+            f"{auc:.6f}; the report uses the predictions",
+            stacklevel=3,
+        )
+    info: runinfo.RunInfo = run["info"]
+    return {
+        "name": run["name"],
+        "input": run["input"],
+        "info": info,  # dropped from comparison.json; its fields are copied next
+        **info.to_dict(),
+        "setting_flags": _setting_flags(info),
+        "split": metrics_json.get("split"),
+        "n": int(labels.size),
+        "auc": auc,
+        "auc_se_delong": math.sqrt(max(var, 0.0)),
+        "auc_ci95": [ci[0], ci[1]],
+        "accuracy": float(np.mean((s >= 0.5) == (labels == 1))),
+    }
 
 
-def _is_baseline(row: dict[str, Any]) -> bool:
-    return row.get("strategy") == "baseline" or "logistic" in _arch_key(row.get("arch") or "")
+def _family(info: runinfo.RunInfo, fallback: str) -> str:
+    """The setting a model belongs to: its Holm family and its line in the depth figure."""
+    if info.kind == "baseline":
+        return "baseline"
+    if info.kind != "cnn":
+        return fallback
+    transfer = info.transfer or "transfer not recorded"
+    if info.trainable_from:
+        transfer += f" from {info.trainable_from}"
+    return f"{transfer}, {_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)}"
+
+
+def _model_label(info: runinfo.RunInfo, show_weights: bool) -> str:
+    if info.kind == "baseline":
+        return info.arch + (f" {info.features}" if info.features not in (None, "pixels") else "")
+    label = f"{info.arch} {info.transfer or ''}".strip()
+    if info.trainable_from:
+        label += f" from {info.trainable_from}"
+    if show_weights:
+        label += f" ({_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)})"
+    return label
+
+
+def _group_runs(rows: list[dict[str, Any]]) -> tuple[list[tuple[list[dict], bool]], list[str]]:
+    """Runs grouped into models (repeats of one model key), in input order, and notes.
+
+    Each group comes with whether it is named after its run: runs that do not say what they are
+    form a model each, and so do runs whose model and repeat (seed, fold) coincide with another
+    run's, since they cannot be repeats of each other.
+    """
+    notes: list[str] = []
+    groups: dict[Any, list[dict]] = {}
+    for row in rows:
+        key = runinfo.model_key(row["info"])
+        groups.setdefault(key if key is not None else ("run", row["name"]), []).append(row)
+    out: list[tuple[list[dict], bool]] = []
+    for key, members in groups.items():
+        repeat_keys = [runinfo.repeat_key(r["info"]) for r in members]
+        if len(set(repeat_keys)) == len(repeat_keys):
+            out.append((members, key[0] == "run"))
+            continue
+        out.extend(([r], True) for r in members)
+        notes.append(
+            f"{', '.join(r['name'] for r in members)} share arch, transfer strategy and weights "
+            "but not distinct seeds/folds, so they are compared as separate models, not repeats."
+        )
+    return out, notes
+
+
+def _model_entry(members: list[dict], name: str, family: str) -> dict[str, Any]:
+    info: runinfo.RunInfo = members[0]["info"]
+    aucs = [r["auc"] for r in members]
+    stats = repeats.summarize(aucs)
+    times = [r["wall_time_s"] for r in members if r["wall_time_s"]]
+    return {
+        "name": name,
+        "family": family,
+        "arch": info.arch or name,
+        "kind": info.kind,
+        "transfer": info.transfer,
+        "weights_kind": info.weights_kind,
+        "depth": info.depth,
+        "runs": [r["name"] for r in members],
+        "repeats": [list(runinfo.repeat_key(r["info"])) for r in members],
+        "aucs": {runinfo.repeat_key(r["info"]): r["auc"] for r in members},
+        "n_repeats": stats["n"],
+        "auc_mean": stats["mean"],
+        "auc_sd": stats["sd"],
+        "auc_min": stats["min"],
+        "auc_max": stats["max"],
+        "auc_ci95": members[0]["auc_ci95"] if len(members) == 1 else None,
+        "wall_time_s_mean": float(np.mean(times)) if times else None,
+        "flops_per_image": members[0]["flops_per_image"],
+    }
+
+
+def _models(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One entry per model with its repeats' AUC summary; sets each row's ``model``."""
+    groups, notes = _group_runs(rows)
+    cnn_weights = {g[0]["info"].weights_kind for g, _ in groups if g[0]["info"].kind == "cnn"}
+    labels = [g[0]["name"] if by_run else _model_label(g[0]["info"], len(cnn_weights) > 1)
+              for g, by_run in groups]
+    models = []
+    for (members, _), name in zip(groups, _unique_names(labels)):
+        for r in members:
+            r["model"] = name
+        models.append(_model_entry(members, name, _family(members[0]["info"], fallback=name)))
+    return models, notes
+
+
+def _delong_pairs(runs: list[dict], rows: list[dict], labels: np.ndarray, by_repeat: bool) -> list:
+    """DeLong tests of pairs of runs: all pairs when every model has one run, otherwise the
+    pairs within each repeat (same seed and fold); Holm-adjusted within each repeat."""
+    groups: dict[Any, list[int]] = {}
+    for i, row in enumerate(rows):
+        key = runinfo.repeat_key(row["info"]) if by_repeat else None
+        groups.setdefault(key, []).append(i)
+    pairs = []
+    for key, idx in groups.items():
+        these = []
+        for i, j in itertools.combinations(idx, 2):
+            t = delong_test(labels, runs[i]["scores"], runs[j]["scores"])
+            these.append({"repeat": list(key) if key else None, "a": rows[i]["name"],
+                          "b": rows[j]["name"], **t})
+        for p, adj in zip(these, holm_adjust([p["p_value"] for p in these])):
+            p["p_value_holm"] = adj
+        pairs.extend(these)
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# The leak audit of the data the runs were evaluated on
+# --------------------------------------------------------------------------------------------
+
+
+def _audit_text(summary: Any) -> str:
+    """One line from an audit summary: its own headline if it has one, else its scalar fields."""
+    if isinstance(summary, str):
+        return summary
+    if isinstance(summary, Mapping):
+        for key in ("headline", "summary", "text", "message"):
+            if isinstance(summary.get(key), str):
+                return summary[key]
+        fields = [f"{k}: {v}" for k, v in summary.items()
+                  if isinstance(v, (int, float, str, bool)) or v is None]
+        return "; ".join(fields) or "audit recorded (no scalar fields to show)"
+    return str(summary)
+
+
+def _audit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leak-audit summary of each data set the runs name (data_dir, dataset_config), from
+    ``hcdtf.audit.load_summary`` when this hcdtf has it; "no audit" otherwise."""
+    sources = list(dict.fromkeys((r["data_dir"], r["dataset_config"]) for r in rows if r["data_dir"]))
+    try:
+        from hcdtf import audit
+    except ModuleNotFoundError as e:  # only the module itself may be missing, nothing it imports
+        if e.name != "hcdtf.audit":
+            raise
+        audit = None
+    load = getattr(audit, "load_summary", None)
+    out = []
+    for data_dir, config in sources:
+        summary, text = None, "no audit"
+        if load is not None and config:
+            try:
+                summary = load(data_dir, config)
+            except (OSError, ValueError) as e:
+                text = f"no audit (could not read it: {e})"
+            if summary:
+                text = _audit_text(summary)
+        out.append({"data_dir": data_dir, "dataset_config": config, "summary": summary, "text": text})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
 
 
 def _fmt(value: Any, kind: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value) and kind != "z"):
         return MISSING
     if kind == "auc":
         return f"{value:.4f}"
@@ -256,7 +427,7 @@ def _fmt(value: Any, kind: str = "") -> str:
         )
     if kind == "signed":
         return f"{value:+.4f}"
-    if kind == "z":
+    if kind in ("z", "t"):
         return f"{value:.3f}" if math.isfinite(value) else ("+inf" if value > 0 else "-inf")
     return str(value)
 
@@ -267,270 +438,241 @@ def _fmt_ci(ci: Sequence[float] | None, kind: str = "auc") -> str:
     return f"[{_fmt(ci[0], kind)}, {_fmt(ci[1], kind)}]"
 
 
-def _holm(p_values: list[float]) -> list[float]:
-    """Holm-adjusted p-values (step-down, monotone, capped at 1)."""
-    k = len(p_values)
-    order = sorted(range(k), key=lambda i: p_values[i])
-    adjusted = [0.0] * k
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (k - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+def _fmt_repeat(key: Sequence[Any] | None) -> str:
+    if not key or all(k is None for k in key):
+        return MISSING
+    seed, fold = key
+    parts = ([f"seed {seed}"] if seed is not None else []) + ([f"fold {fold}"] if fold is not None else [])
+    return ", ".join(parts)
 
 
-# --------------------------------------------------------------------------------------------
-# Figures (matplotlib Figure objects on Agg, no pyplot global state)
-# --------------------------------------------------------------------------------------------
+def _fmt_weights(row: Mapping[str, Any]) -> str:
+    kind = row["weights_kind"]
+    if kind == "file":
+        return f"file `{Path(row['weights']).name}`"
+    return kind or MISSING
 
 
-def _new_figure(width: float = 5.5, height: float = 4.2):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _plot_roc_overlay(
-    path: Path, labels: np.ndarray, models: list[dict[str, Any]], rows: list[dict]
-) -> None:
-    from sklearn.metrics import roc_curve
-
-    fig, ax = _new_figure(5.2, 5.0)
-    for mdl, row in zip(models, rows):
-        fpr, tpr, _ = roc_curve(labels, mdl["scores"])
-        ax.plot(
-            fpr,
-            tpr,
-            lw=1.3,
-            label=f"{row['name']}: AUC {row['auc']:.4f} {_fmt_ci(row['auc_ci95'])}",
-        )
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
-    ax.set(
-        xlabel="False positive rate",
-        ylabel="True positive rate",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="ROC curves on the common test examples",
-    )
-    ax.legend(loc="lower right", fontsize="small")
-    fig.savefig(path)
+def _fmt_setting(flags: list[str] | None) -> str:
+    if flags is None:
+        return MISSING
+    return "differs (below)" if flags else "paper"
 
 
-def _yerr(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Asymmetric error bars from the CIs (0 where a CI is missing)."""
-    lo = [r["auc"] - r["auc_ci95"][0] if r["auc_ci95"] else 0.0 for r in rows]
-    hi = [r["auc_ci95"][1] - r["auc"] if r["auc_ci95"] else 0.0 for r in rows]
-    return np.clip(np.array([lo, hi], dtype=float), 0.0, None)
+def _table(header: Sequence[str], align: str, rows: list[Sequence[str]]) -> list[str]:
+    """A Markdown table; ``align`` has one letter per column: l(eft) or r(ight)."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
-def _plot_auc_vs_depth(path: Path, rows: list[dict[str, Any]]) -> list[str]:
-    """AUC vs ResNet depth, one line per strategy; baselines as horizontal lines.
-
-    Returns the names of models that could not be placed (no depth and not a baseline).
-    """
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    fig, ax = _new_figure()
-    deep = [r for r in rows if r["depth"] is not None]
-    baselines = [r for r in rows if r["depth"] is None and _is_baseline(r)]
-    skipped = [r["name"] for r in rows if r["depth"] is None and not _is_baseline(r)]
-    markers = itertools.cycle("osD^v<>")
-    strategies = sorted({str(r["strategy"] or "unknown") for r in deep})
-    for k, strategy in enumerate(strategies):
-        group = sorted(
-            (r for r in deep if str(r["strategy"] or "unknown") == strategy),
-            key=lambda r: r["depth"],
-        )
-        ax.errorbar(
-            [r["depth"] for r in group],
-            [r["auc"] for r in group],
-            yerr=_yerr(group),
-            marker=next(markers),
-            capsize=3,
-            lw=1.2,
-            color=f"C{k}",
-            label=strategy,
-        )
-    for k, r in enumerate(baselines):
-        color = f"C{len(strategies) + k}"
-        ax.axhline(r["auc"], ls="--", lw=1.0, color=color, label=f"{r['name']} (baseline)")
-        if r["auc_ci95"]:
-            ax.axhspan(r["auc_ci95"][0], r["auc_ci95"][1], color=color, alpha=0.12)
-    # The paper's ResNet points, hollow, for orientation (not a like-for-like comparison).
-    paper = [v for v in PAPER_RESULTS.values() if v["depth"] is not None]
-    ax.plot(
-        [v["depth"] for v in paper],
-        [v["auc"] for v in paper],
-        ls="none",
-        marker="*",
-        ms=9,
-        mfc="none",
-        color="black",
-        label="Wang et al. 2023 (paper)",
-    )
-    for v in PAPER_RESULTS.values():
-        if v["depth"] is None:
-            ax.axhline(v["auc"], ls=":", lw=1.0, color="black", label=f"{v['display']} (paper)")
-    depths = sorted({r["depth"] for r in deep} | {v["depth"] for v in paper})
-    ax.set_xscale("log")
-    ax.set_xticks(depths)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(
-        xlabel="ResNet depth (layers, log scale)",
-        ylabel="Test ROC AUC (95% CI)",
-        title="The deeper, the better?",
-    )
-    if not deep and not baselines:
-        ax.text(0.5, 0.5, "no model with a recorded depth", transform=ax.transAxes, ha="center")
-    ax.legend(loc="best", fontsize="small")
-    fig.savefig(path)
-    return skipped
+def _md_intro(result: dict[str, Any]) -> list[str]:
+    rows, models = result["models"], result["across_repeats"]["models"]
+    n, pos = result["n_examples"], result["n_positive"]
+    ci = (f"stratified percentile bootstrap, {result['n_bootstrap']} resamples, seed {result['seed']}"
+          if result["n_bootstrap"] else "DeLong normal intervals (n_bootstrap = 0)")
+    return [
+        "# Model comparison", "",
+        f"{len(rows)} runs of {len(models)} models scored on the same {n:,} test examples "
+        f"({pos:,} positive, {n - pos:,} negative). AUC 95% CIs: {ci}. "
+        "Accuracy at threshold 0.5 (predict positive when score >= 0.5).", "",
+        "## Verdict", "", result["verdict"], "",
+    ]
 
 
-def _plot_auc_vs_cost(path: Path, rows: list[dict[str, Any]]) -> list[str]:
-    """AUC vs training wall time. Returns the names of models without a recorded time."""
-    fig, ax = _new_figure()
-    timed = [r for r in rows if r["wall_time_s"] is not None and r["wall_time_s"] > 0]
-    skipped = [r["name"] for r in rows if r not in timed]
-    for k, r in enumerate(timed):
-        ax.errorbar(
-            [r["wall_time_s"]],
-            [r["auc"]],
-            yerr=_yerr([r]),
-            marker="o",
-            capsize=3,
-            color=f"C{k}",
-            label=r["name"],
-        )
-    if timed:
-        times = [r["wall_time_s"] for r in timed]
-        # A log axis only when the times span more than a decade (freeze_base vs fine_tune).
-        if max(times) / min(times) > 10:
-            ax.set_xscale("log")
-        ax.legend(loc="best", fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no training time recorded", transform=ax.transAxes, ha="center")
-    ax.set(
-        xlabel="Training wall time (s)",
-        ylabel="Test ROC AUC (95% CI)",
-        title="Accuracy vs training cost",
-    )
-    fig.savefig(path)
-    return skipped
+def _md_runs(result: dict[str, Any]) -> list[str]:
+    rows = result["models"]
+    header = ["Run", "Arch", "Transfer", "Weights", "Repeat", "Depth", "Params (total)",
+              "Params (trainable)", "Train time", "Images/s", "GFLOPs/image", "AUC", "AUC 95% CI",
+              "Accuracy", "Setting"]
+    cells = [[r["name"], _fmt(r["arch"]), _fmt(r["transfer"]), _fmt_weights(r),
+              _fmt_repeat([r["seed"], r["fold"]]), _fmt(r["depth"]), _fmt(r["params_total"], "params"),
+              _fmt(r["params_trainable"], "params"), _fmt(r["wall_time_s"], "time"),
+              _fmt(r["images_per_s"], "rate"), _fmt(r["flops_per_image"], "flops"),
+              _fmt(r["auc"], "auc"), _fmt_ci(r["auc_ci95"]), _fmt(r["accuracy"], "auc"),
+              _fmt_setting(r["setting_flags"])] for r in rows]
+    lines = ["## Models", "", "One row per run. *Setting* compares the run with the paper's: "
+             "ImageNet weights, the whole network fine-tuned or all but the last layer frozen, "
+             "ResNet-18/34/50/152, logistic regression on raw pixels.", "",
+             *_table(header, "lllllrrrrrrrlrl", cells), ""]
+    flagged = [r for r in rows if r["setting_flags"]]
+    if flagged:
+        lines += ["Settings that differ from the paper's:", ""]
+        lines += [f"- {r['name']}: {'; '.join(r['setting_flags'])}." for r in flagged]
+        lines.append("")
+    return lines
 
 
-# --------------------------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------------------------
+def _md_delong(result: dict[str, Any]) -> list[str]:
+    by_repeat = result["across_repeats"]["has_repeats"]
+    scope = ("pairs of runs of the same repeat (seed, fold); p (Holm) is adjusted within each repeat"
+             if by_repeat else "every pair of runs; p (Holm) is adjusted for the number of pairs")
+    lines = ["## Pairwise DeLong tests (single runs)", "",
+             "Two-sided DeLong test of equal AUCs on the paired examples (DeLong et al. 1988; fast "
+             "algorithm of Sun & Xu 2014), treating each trained network as fixed: it says whether "
+             "these two networks differ on these examples, not whether their architectures would "
+             f"differ if trained again (see *Across repeats*). ΔAUC = AUC(A) − AUC(B). Tested: {scope}.", ""]
+    if not result["pairwise"]:
+        return lines + ["(no two runs to compare)", ""]
+    header = (["Repeat"] if by_repeat else []) + ["A", "B", "AUC A", "AUC B", "ΔAUC", "ΔAUC 95% CI",
+                                                  "z", "p", "p (Holm)"]
+    cells = [([_fmt_repeat(p["repeat"])] if by_repeat else []) + [
+        p["a"], p["b"], _fmt(p["auc_a"], "auc"), _fmt(p["auc_b"], "auc"), _fmt(p["diff"], "signed"),
+        _fmt_ci(p["diff_ci95"], "signed"), _fmt(p["z"], "z"), _fmt(p["p_value"], "p"),
+        _fmt(p["p_value_holm"], "p")] for p in result["pairwise"]]
+    align = ("l" if by_repeat else "") + "llrrrlrrr"
+    return lines + _table(header, align, cells) + [""]
+
+
+def _md_repeats(result: dict[str, Any]) -> list[str]:
+    across = result["across_repeats"]
+    lines = ["## Across repeats", ""]
+    if not across["has_repeats"]:
+        return lines + [
+            "Every model was trained once, so run-to-run variation cannot be estimated and no "
+            "across-repeat test is possible. Train each model with several seeds (or folds) to "
+            "ask whether a difference survives retraining.", ""]
+    models = across["models"]
+    cells = [[m["name"], m["family"], str(m["n_repeats"]), _fmt(m["auc_mean"], "auc"),
+              _fmt(m["auc_sd"], "auc"), _fmt(m["auc_min"], "auc"), _fmt(m["auc_max"], "auc"),
+              _fmt(m["wall_time_s_mean"], "time"), _fmt(m["flops_per_image"], "flops")]
+             for m in models]
+    lines += _table(["Model", "Setting", "Runs", "Mean AUC", "SD", "Min", "Max", "Mean train time",
+                     "GFLOPs/image"], "llrrrrrrr", cells)
+    lines += ["", across["test"], ""]
+    tested = [p for p in across["pairs"] if p["p_value"] is not None]
+    if tested:
+        cells = [[p["family"], p["a"], p["b"], str(p["n"]), _fmt(p["mean_diff"], "signed"),
+                  _fmt_ci(p["diff_ci"], "signed"), _fmt(p["t"], "t"), str(p["df"]),
+                  _fmt(p["p_value"], "p"), _fmt(p["p_value_holm"], "p")] for p in tested]
+        lines += _table(["Holm family", "A", "B", "Paired runs", "Mean ΔAUC", "ΔAUC 95% CI", "t",
+                         "df", "p", "p (Holm)"], "lllrrlrrrr", cells)
+    untested = len(across["pairs"]) - len(tested)
+    if untested:
+        lines += ["", f"{untested} pairs of models share fewer than two repeats and are not tested."]
+    return lines + [""]
+
+
+def _md_data(result: dict[str, Any]) -> list[str]:
+    lines = ["## Data and leak audit", ""]
+    if not result["audit"]:
+        return lines + ["no audit: the inputs do not name the data set they were evaluated on.", ""]
+    for a in result["audit"]:
+        lines.append(f"- `{a['data_dir']}` ({a['dataset_config'] or 'config not recorded'}): {a['text']}")
+    return lines + [""]
+
+
+def _md_paper(result: dict[str, Any]) -> list[str]:
+    def ours(arch: str) -> str:
+        cells = []
+        for m in result["across_repeats"]["models"]:
+            if runinfo.arch_key(m["arch"]) != runinfo.arch_key(arch):
+                continue
+            if m["n_repeats"] > 1:
+                cells.append(f"{m['name']}: {_fmt(m['auc_mean'], 'auc')} ± {_fmt(m['auc_sd'], 'auc')} "
+                             f"over {m['n_repeats']} runs")
+            else:
+                cells.append(f"{m['name']}: {_fmt(m['auc_mean'], 'auc')} {_fmt_ci(m['auc_ci95'])}")
+        return "; ".join(cells) or MISSING
+
+    cells = [[ref["display"], f"{ref['auc']:.3f}", ours(arch)] for arch, ref in PAPER_RESULTS.items()]
+    return ["## Published results", "",
+            f"Test AUCs reported by {PAPER_REFERENCE}, beside ours for the same architecture. {PAPER_NOTE}",
+            "", *_table(["Model", "Paper AUC", "Our AUC (model: AUC [95% CI], or mean ± sd)"], "lrl",
+                        cells), ""]
+
+
+def _md_figures(result: dict[str, Any]) -> list[str]:
+    titles = {"roc_overlay": "ROC curves", "auc_vs_depth": "AUC per architecture",
+              "auc_vs_cost": "AUC vs training time"}
+    lines = ["## Figures", ""]
+    for key, fname in result["figures"].items():
+        lines += [f"![{titles[key]}]({fname})", ""]
+    lines += ["*AUC per architecture*: circles are runs; each model's marker is its mean with ± sd over "
+              "repeats (a single run shows its 95% CI); stars are the paper's figures.", ""]
+    for key, label in (("not_in_depth_plot", "AUC per architecture"),
+                       ("not_in_cost_plot", "AUC vs training time")):
+        if result[key]:
+            lines += [f"Not shown in *{label}* (field not recorded): {', '.join(result[key])}.", ""]
+    return lines
 
 
 def _markdown(result: dict[str, Any]) -> str:
-    rows = result["models"]
-    lines = [
-        "# Model comparison",
-        "",
-        f"{len(rows)} models scored on the same {result['n_examples']:,} test examples "
-        f"({result['n_positive']:,} positive, {result['n_examples'] - result['n_positive']:,} negative). "
-        f"AUC 95% CIs: stratified percentile bootstrap, {result['n_bootstrap']} resamples, seed {result['seed']}"
-        + (
-            " (DeLong normal intervals because n_bootstrap = 0)."
-            if result["n_bootstrap"] == 0
-            else "."
-        ),
-        "Accuracy at threshold 0.5 (predict positive when score >= 0.5).",
-        "",
-        "## Models",
-        "",
-        "| Model | Arch | Strategy | Depth | Params (total) | Params (trainable) | Train time "
-        "| Images/s | GFLOPs/image | AUC | AUC 95% CI | Accuracy |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["name"],
-                    _fmt(r["arch"]),
-                    _fmt(r["strategy"]),
-                    _fmt(r["depth"]),
-                    _fmt(r["params_total"], "params"),
-                    _fmt(r["params_trainable"], "params"),
-                    _fmt(r["wall_time_s"], "time"),
-                    _fmt(r["images_per_s"], "rate"),
-                    _fmt(r["flops_per_image"], "flops"),
-                    _fmt(r["auc"], "auc"),
-                    _fmt_ci(r["auc_ci95"]),
-                    _fmt(r["accuracy"], "auc"),
-                ]
-            )
-            + " |"
-        )
-    lines += [
-        "",
-        "## Pairwise DeLong tests",
-        "",
-        "Two-sided DeLong test of equal AUCs on the paired examples (DeLong et al. 1988; fast "
-        "algorithm of Sun & Xu 2014). ΔAUC = AUC(A) − AUC(B) with its 95% normal CI; "
-        "p (Holm) is adjusted for the number of comparisons.",
-        "",
-    ]
-    if result["pairwise"]:
-        lines += [
-            "| A | B | AUC A | AUC B | ΔAUC | ΔAUC 95% CI | z | p | p (Holm) |",
-            "|---|---|---:|---:|---:|---|---:|---:|---:|",
-        ]
-        for p in result["pairwise"]:
-            lines.append(
-                f"| {p['a']} | {p['b']} | {_fmt(p['auc_a'], 'auc')} | {_fmt(p['auc_b'], 'auc')} | "
-                f"{_fmt(p['diff'], 'signed')} | {_fmt_ci(p['diff_ci95'], 'signed')} | {_fmt(p['z'], 'z')} | "
-                f"{_fmt(p['p_value'], 'p')} | {_fmt(p['p_value_holm'], 'p')} |"
-            )
-    else:
-        lines.append("(only one model: nothing to compare)")
-    lines += [
-        "",
-        "## Published results",
-        "",
-        f"Test AUCs reported by {PAPER_REFERENCE}, beside ours for the same architecture. {PAPER_NOTE}",
-        "",
-        "| Model | Paper AUC | Our AUC (model: AUC [95% CI]) |",
-        "|---|---:|---|",
-    ]
-    for arch, ref in PAPER_RESULTS.items():
-        ours = [r for r in rows if r["arch"] and _arch_key(r["arch"]) == _arch_key(arch)]
-        cell = "; ".join(
-            f"{r['name']}: {_fmt(r['auc'], 'auc')} {_fmt_ci(r['auc_ci95'])}" for r in ours
-        )
-        lines.append(f"| {ref['display']} | {ref['auc']:.3f} | {cell or MISSING} |")
-    lines += ["", "## Figures", ""]
-    titles = {
-        "roc_overlay": "ROC curves",
-        "auc_vs_depth": "AUC vs depth",
-        "auc_vs_cost": "AUC vs training time",
-    }
-    for key, fname in result["figures"].items():
-        lines += [f"![{titles[key]}]({fname})", ""]
-    for key, label in (
-        ("not_in_depth_plot", "AUC vs depth"),
-        ("not_in_cost_plot", "AUC vs training time"),
-    ):
-        if result[key]:
-            lines += [f"Not shown in *{label}* (field not recorded): {', '.join(result[key])}.", ""]
-    lines += [
-        "## Inputs",
-        "",
-        *[
-            f"- {r['name']}: `{r['input']}`" + (f" (split: {r['split']})" if r.get("split") else "")
-            for r in rows
-        ],
-        "",
-        "Fields marked – were not recorded by the run (no train_summary.json, or key missing).",
-        "",
-    ]
+    lines = [*_md_intro(result), *_md_runs(result), *_md_delong(result), *_md_repeats(result),
+             *_md_data(result), *_md_paper(result), *_md_figures(result)]
+    if result["notes"]:
+        lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]
+    lines += ["## Inputs", ""]
+    lines += [f"- {r['name']}: `{r['input']}`" + (f" (split: {r['split']})" if r["split"] else "")
+              for r in result["models"]]
+    lines += ["", "Fields marked – were not recorded by the run (no train_summary.json, or key missing).", ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures and the entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _figures(out: Path, labels: np.ndarray, runs, rows, models) -> tuple[list[str], list[str]]:
+    """Writes the three figures; returns the models left out of the depth and cost figures."""
+    if len(runs) <= _MAX_ROC_CURVES:
+        curves = [(f"{r['name']}: AUC {r['auc']:.4f} {_fmt_ci(r['auc_ci95'])}", run["scores"])
+                  for run, r in zip(runs, rows)]
+        title = "ROC curves on the common test examples"
+    else:  # one curve per model (its first run), or the legend would hide the plot
+        first = {}
+        for run, r in zip(runs, rows):
+            first.setdefault(r["model"], (f"{r['model']} ({r['name']}): AUC {r['auc']:.4f}", run["scores"]))
+        curves, title = list(first.values()), "ROC curves (first run of each model)"
+    plots.plot_roc_overlay(out / _FIGURES["roc_overlay"], labels, curves, title)
+    for_plot = [{**m, "aucs": list(m["aucs"].values())} for m in models]
+    placed = [m for m in for_plot if m["depth"] is not None or m["kind"] == "baseline"]
+    paper = [dict(v) for v in PAPER_RESULTS.values()]
+    plots.plot_auc_by_arch(out / _FIGURES["auc_vs_depth"], placed, paper)
+    timed = [m for m in for_plot if m["wall_time_s_mean"]]
+    plots.plot_auc_vs_cost(out / _FIGURES["auc_vs_cost"], timed)
+    return ([m["name"] for m in for_plot if m not in placed],
+            [m["name"] for m in for_plot if m not in timed])
+
+
+def _output_dir(output_dir: str | Path) -> Path:
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output-dir {out} exists and is not a directory; choose another")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise type(e)(f"cannot create --output-dir {out}: {e.strerror}; choose a writable one") from None
+    return out
+
+
+def _read_inputs(inputs: Sequence[str | Path], names: Sequence[str] | None) -> list[dict[str, Any]]:
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("compare() needs at least one input")
+    if names is not None and len(names) != len(inputs):
+        raise ValueError(f"got {len(names)} names for {len(inputs)} inputs; give one name per input")
+    runs = [_resolve_input(item) for item in inputs]
+    raw = [str(names[i]) if names is not None else r["default_name"] for i, r in enumerate(runs)]
+    for run, name in zip(runs, _unique_names(raw)):
+        run["name"] = name
+        run["ids"], run["labels"], run["scores"] = read_predictions(run["predictions_path"])
+    return runs
+
+
+def _repeat_statistics(models: list[dict], rows: list[dict]) -> dict[str, Any]:
+    pairs = repeats.compare_repeats(models, ALPHA)
+    return {
+        "has_repeats": any(m["n_repeats"] > 1 for m in models),
+        "models": models,
+        "pairs": pairs,
+        "test": ("Pairs of models: paired t-test over the repeats they share (same seed and fold; "
+                 "difference A − B with its 95% t interval), Holm-adjusted within each family: the "
+                 "models of one setting (transfer strategy and weights), and the pairs across "
+                 "settings. It uses the variation between runs, which a single-run DeLong test "
+                 "cannot see; why this test, with few repeats: see `hcdtf/repeats.py`."),
+    }
 
 
 def compare(
@@ -540,134 +682,52 @@ def compare(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Compare models scored on the same test examples; write and return the comparison.
+    """Compare runs scored on the same test examples; write and return the comparison.
 
-    ``inputs``: run directories (holding ``predictions.csv``, and optionally ``metrics.json`` and
-    ``train_summary.json``) or predictions CSV files (a ``<prefix>predictions.csv`` picks up the
-    sibling ``<prefix>metrics.json`` and ``train_summary.json`` when present). Model names are
-    ``names[i]``, else the run directory's name, else the CSV's parent directory's name.
+    ``inputs``: run directories (holding ``predictions.csv``, and optionally ``metrics.json``,
+    ``train_summary.json`` and ``config.yaml``) or predictions CSV files (a
+    ``<prefix>predictions.csv`` picks up the sibling ``<prefix>metrics.json`` and the directory's
+    summary and config). Run names are ``names[i]``, else the run directory's name, else the
+    CSV's parent directory's name. Runs of one model (arch, transfer, kind of weights) over
+    seeds/folds are its repeats (:mod:`hcdtf.runinfo`).
 
-    The predictions are aligned by ``id`` (row order may differ). A ValueError is raised when
-    the id sets differ (naming the inputs and counting missing/extra ids), when ids repeat within
-    an input, or when two inputs give different labels to the same id.
+    The predictions are aligned by ``id`` (row order may differ). A ValueError is raised when the
+    id sets differ (naming the inputs and counting missing/extra ids), when a predictions file
+    breaks the rules of :func:`hcdtf.artifacts.read_predictions`, or when two inputs give
+    different labels to the same id.
 
     Writes ``comparison.json``, ``report.md``, ``roc_overlay.png``, ``auc_vs_depth.png`` and
-    ``auc_vs_cost.png`` into ``output_dir`` (created if needed) and returns the comparison dict:
-    ``models`` (one row per input), ``pairwise`` (DeLong test for every pair), ``n_examples``,
-    ``n_positive``, ``n_bootstrap``, ``seed``, ``paper_results``, ``figures``, ...
+    ``auc_vs_cost.png`` into ``output_dir`` (created if needed), each atomically, and returns the
+    comparison dict: ``models`` (one row per input run), ``pairwise`` (DeLong tests),
+    ``across_repeats`` (per-model summaries and paired tests), ``verdict``, ``audit``, ...
     """
-    inputs = list(inputs)
-    if not inputs:
-        raise ValueError("compare() needs at least one input")
-    if names is not None and len(names) != len(inputs):
-        raise ValueError(f"got {len(names)} names for {len(inputs)} inputs")
-    models = [_resolve_input(item) for item in inputs]
-    raw_names = [
-        str(names[i]) if names is not None else m["default_name"] for i, m in enumerate(models)
-    ]
-    for mdl, name in zip(models, _unique_names(raw_names)):
-        mdl["name"] = name
-        mdl["ids"], mdl["labels"], mdl["scores"] = read_predictions(mdl["predictions_path"])
-    ids, labels = _align(models)
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be a non-negative integer, got {n_bootstrap}")
+    runs = _read_inputs(inputs, names)
+    _, labels = _align(runs)
     n_pos = int(labels.sum())
     if n_pos in (0, labels.size):
-        raise ValueError(
-            f"the {labels.size} common test examples all have label {int(labels[0])}; "
-            "AUCs need both classes"
-        )
-
-    rows: list[dict[str, Any]] = []
-    for mdl in models:
-        s = mdl["scores"]
-        summary = mdl["train_summary"] or {}
-        metrics_json = mdl["metrics_json"] or {}
-        auc, var = delong_roc_variance(labels, s)
-        if n_bootstrap > 0:
-            ci = bootstrap_auc_ci(labels, s, n_bootstrap=n_bootstrap, seed=seed)
-        else:
-            ci = delong_auc_ci(labels, s)
-        recorded = metrics_json.get("auc")
-        if isinstance(recorded, (int, float)) and abs(recorded - auc) > 1e-6:
-            # Most likely metrics.json belongs to another split or an older evaluation.
-            warnings.warn(
-                f"{mdl['name']}: metrics.json records AUC {recorded:.6f} but its predictions give "
-                f"{auc:.6f}; the report uses the predictions",
-                stacklevel=2,
-            )
-        row: dict[str, Any] = {"name": mdl["name"], "input": mdl["input"]}
-        for key in _SUMMARY_FIELDS:
-            value = summary.get(key)
-            row[key] = (
-                value if key in ("arch", "strategy") or value is None else _number(value, key, mdl)
-            )
-        if row["depth"] is not None:
-            row["depth"] = int(row["depth"])
-        elif "depth" not in summary:  # explicit null (e.g. logistic regression) stays null
-            row["depth"] = _depth_from_arch(row["arch"])
-        row.update(
-            {
-                "split": metrics_json.get("split"),
-                "n": int(labels.size),
-                "auc": auc,
-                "auc_se_delong": math.sqrt(max(var, 0.0)),
-                "auc_ci95": [ci[0], ci[1]],
-                "accuracy": float(np.mean((s >= 0.5) == (labels == 1))),
-            }
-        )
-        rows.append(row)
-
-    pairwise = []
-    for (i, a), (j, b) in itertools.combinations(enumerate(models), 2):
-        t = delong_test(labels, a["scores"], b["scores"])
-        pairwise.append({"a": a["name"], "b": b["name"], **t})
-    for p, adj in zip(pairwise, _holm([p["p_value"] for p in pairwise])):
-        p["p_value_holm"] = adj
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _plot_roc_overlay(out / _FIGURES["roc_overlay"], labels, models, rows)
-    not_in_depth = _plot_auc_vs_depth(out / _FIGURES["auc_vs_depth"], rows)
-    not_in_cost = _plot_auc_vs_cost(out / _FIGURES["auc_vs_cost"], rows)
-
+        raise ValueError(f"the {labels.size} common test examples all have label {int(labels[0])}; "
+                         "AUCs need both classes")
+    out = _output_dir(output_dir)
+    rows = [_run_row(run, labels, int(n_bootstrap), seed) for run in runs]
+    models, notes = _models(rows)
+    across = _repeat_statistics(models, rows)
+    delong = _delong_pairs(runs, rows, labels, by_repeat=across["has_repeats"])
+    not_in_depth, not_in_cost = _figures(out, labels, runs, rows, models)
     result: dict[str, Any] = {
-        "n_examples": int(labels.size),
-        "n_positive": n_pos,
-        "n_bootstrap": int(n_bootstrap),
-        "seed": int(seed),
-        "threshold": 0.5,
-        "models": rows,
-        "pairwise": pairwise,
-        "paper_results": PAPER_RESULTS,
-        "paper_reference": PAPER_REFERENCE,
-        "paper_note": PAPER_NOTE,
-        "figures": dict(_FIGURES),
-        "not_in_depth_plot": not_in_depth,
-        "not_in_cost_plot": not_in_cost,
+        "n_examples": int(labels.size), "n_positive": n_pos, "n_bootstrap": int(n_bootstrap),
+        "seed": int(seed), "threshold": 0.5,
+        "models": [{k: v for k, v in r.items() if k != "info"} for r in rows],
+        "pairwise": delong,
+        "across_repeats": {**across, "models": [
+            {k: v for k, v in m.items() if k != "aucs"} for m in models]},
+        "verdict": repeats.depth_verdict(models, across["pairs"], ALPHA),
+        "audit": _audit(rows),
+        "notes": notes,
+        "paper_results": PAPER_RESULTS, "paper_reference": PAPER_REFERENCE, "paper_note": PAPER_NOTE,
+        "figures": dict(_FIGURES), "not_in_depth_plot": not_in_depth, "not_in_cost_plot": not_in_cost,
     }
     write_json(out / "comparison.json", result)
-    (out / "report.md").write_text(_markdown(result), encoding="utf-8")
+    write_text(out / "report.md", _markdown(result))
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hcdtf.report",
-        description="Compare models scored on the same test examples (tables, DeLong tests, figures).",
-    )
-    parser.add_argument("inputs", nargs="+", help="run directories or predictions.csv files")
-    parser.add_argument("--output-dir", "-o", required=True, help="where to write report.md etc.")
-    parser.add_argument("--names", nargs="+", help="model names, one per input")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    result = compare(
-        args.inputs, args.output_dir, names=args.names, n_bootstrap=args.n_bootstrap, seed=args.seed
-    )
-    for r in result["models"]:
-        print(f"{r['name']}: AUC {r['auc']:.4f} {_fmt_ci(r['auc_ci95'])}")
-    print(f"report: {Path(args.output_dir) / 'report.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["RunInfo", "model_key", "read_run_info", "repeat_key", "weights_kind"]
+__all__ = ["RunInfo", "arch_key", "model_key", "read_json", "read_run_info", "repeat_key", "weights_kind"]
 
 TRANSFERS = ("freeze_base", "fine_tune")
 
@@ -55,7 +55,9 @@ class RunInfo:
         return dataclasses.asdict(self)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, None if there is no such file; a ValueError naming the file
+    if it is not a JSON object."""
     if not path.is_file():
         return None
     try:
@@ -115,19 +117,20 @@ def weights_kind(weights: Any) -> str | None:
     return "file"
 
 
-def _arch_key(arch: Any) -> str:
+def arch_key(arch: Any) -> str:
+    """'ResNet-34', 'resnet34', 'ResNet34' -> 'resnet34': our arch names meet the paper's."""
     return re.sub(r"[^a-z0-9]", "", str(arch).lower())
 
 
 def _depth_from_arch(arch: Any) -> int | None:
-    match = re.fullmatch(r"resnet(\d+)(v\d)?", _arch_key(arch)) if arch else None
+    match = re.fullmatch(r"resnet(\d+)(v\d)?", arch_key(arch)) if arch else None
     return int(match.group(1)) if match else None
 
 
 def _kind(summary: dict[str, Any], arch: Any) -> str | None:
     if summary.get("kind") in ("cnn", "baseline"):
         return summary["kind"]
-    if summary.get("strategy") == "baseline" or "logistic" in _arch_key(arch or ""):
+    if summary.get("strategy") == "baseline" or "logistic" in arch_key(arch or ""):
         return "baseline"
     if summary.get("model") == "model.npz":
         return "baseline"
@@ -143,7 +146,7 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
     if run_dir is None:
         return RunInfo()
     run = Path(run_dir)
-    summary = _read_json(run / "train_summary.json") or {}
+    summary = read_json(run / "train_summary.json") or {}
     config = _read_config(run / "config.yaml")
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
