@@ -229,7 +229,10 @@ def main(argv=None) -> int:
     print(text)
     if args.out != "-":
         out = pathlib.Path(args.out) if args.out else common.RESULTS_DIR / f"{mach['name']}{'.quick' if quick else ''}.json"
-        common.write_json(out, result)
+        from hcdtf import atomic
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(out, result, sort_keys=False)  # the package's writer: strict JSON, atomic
         common.eprint(f"written to {out}")
     return 1 if result["errors"] else 0
 

@@ -373,13 +373,7 @@ def vm_hwm_mb() -> float | None:
 
 
 # ----------------------------------------------------------------------------- output
-def write_json(path: pathlib.Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
+# Result files are written with the package's writer (hcdtf.atomic.write_json).
 def last_json(text: str):
     """The last JSON object printed in ``text`` (a child's stdout may have log lines first)."""
     text = text.strip()
