@@ -76,17 +76,27 @@ def _lesions(rng: np.random.Generator, spec_wo: SlideSpec) -> tuple:
     inside = [(i, j) for i in range(rows) for j in range(cols)
               if _tissue(spec_wo, i * PATCH, j * PATCH).all()]
     inside_set = set(inside)
-    radii = [float(rng.uniform(2.2, 3.2)), float(rng.uniform(1.2, 1.8)), 0.0]
+    cap = max(1.0, min(rows, cols) / 5.0)  # small slides get smaller metastases
+    radii = [min(cap, float(rng.uniform(2.2, 3.2))), min(cap, float(rng.uniform(1.2, 1.8))), 0.0]
     chosen: list = []
-    for r in radii:
-        for _ in range(200):
-            i, j = inside[int(rng.integers(len(inside)))]
-            if all(math.hypot(i - a, j - b) > r + rb + 3 for a, b, rb in chosen) and \
-                    all((int(round(i + di)), int(round(j + dj))) in inside_set
-                        for di, dj in ((r, 0), (-r, 0), (0, r), (0, -r))):
-                chosen.append((i, j, r))
+    for want in radii:
+        for r in ([want, 0.75 * want, 0.5 * want, 1.0] if want else [0.0]):
+            place = _place(rng, inside, inside_set, chosen, max(r, 1.0 if want else 0.0))
+            if place is not None:
+                chosen.append(place)
                 break
     return tuple(chosen)
+
+
+def _place(rng, inside, inside_set, chosen, r):
+    """(row, col, r) of a tile whose disc of radius r is inside tissue and apart from ``chosen``."""
+    for _ in range(200):
+        i, j = inside[int(rng.integers(len(inside)))]
+        apart = all(math.hypot(i - a, j - b) > r + rb + 2.5 for a, b, rb in chosen)
+        ends = ((int(round(i + di)), int(round(j + dj))) for di, dj in ((r, 0), (-r, 0), (0, r), (0, -r)))
+        if apart and all(e in inside_set for e in ends):
+            return i, j, r
+    return None
 
 
 def plan_slides(n: int, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE) -> list[SlideSpec]:
@@ -271,7 +281,7 @@ def write_slides(out_dir: str | os.PathLike, n: int = 4, seed: int = 0, size: tu
             continue
         k = write_slide(path, spec, out / "annotations", bank)
         written += 1
-        log(f"  {path.name}: {'tumour, %d lesions' % k if spec.tumour else 'normal'}")
+        log(f"  {path.name}: " + (f"tumour, {k} annotated region(s)" if spec.tumour else "normal"))
     lines = ["name,class\n"] + [f"{s.name},{'Tumor' if s.tumour else 'Normal'}\n" for s in specs]
     write_text(out / "reference.csv", "".join(lines))
     seconds = time.perf_counter() - t0
