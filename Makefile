@@ -3,10 +3,10 @@
 # On a GPU machine: `make quickstart EXTRAS=gpu,test` (tensorflow[and-cuda] instead of tensorflow-cpu).
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= cpu,test
+EXTRAS ?= cpu,test,export
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup quickstart test bench gpu-check clean
 
 setup: $(VENV)/.installed-$(EXTRAS)
 
@@ -14,6 +14,7 @@ $(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q --no-deps 'tensorflow-serving-api==2.21.0'  # its protos only (see setup.cfg)
 	touch $@
 
 quickstart: setup
@@ -24,6 +25,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# A few minutes on one GPU: ResNet-50 training (float32 / mixed_float16, fused BN on/off), export,
+# SavedModel at batch 1/64/256; prints JSON (README "GPU check"): make gpu-check EXTRAS=gpu,test,export
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu_check
 
 clean:
 	rm -rf outputs/quickstart .pytest_cache

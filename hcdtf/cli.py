@@ -10,17 +10,22 @@ import sys
 import click
 
 from hcdtf import __version__
-from hcdtf.config import ARCHS, ConfigError, load_config
+from hcdtf import export as export_lib  # vocabularies only; imports no TensorFlow
+from hcdtf.backends import BACKENDS
+from hcdtf.beam_predict import RUNNERS
+from hcdtf.config import (ARCHS, BASELINE_FEATURES, BASELINE_SOLVERS, DISTRIBUTIONS, PRECISIONS, STAGES, TRANSFERS,
+                          ConfigError, load_config)
+from tfds_builder.hcd import names  # the data set config grammar; imports no TensorFlow
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DATASET_CONFIG_HELP = f"kaggle, pcam or a custom build, {names.GRAMMAR.replace(' or pcam', '')}"
 
 
 def _user_errors() -> tuple[type, ...]:
     """Exception types whose message is meant for the user (imported lazily: no TF at start)."""
     from hcdtf.data import DatasetNotBuiltError
-    from hcdtf.evaluate import RunNotFoundError
     from hcdtf.models.weights import WeightsUnavailableError
-    from hcdtf.train import RunDirError
+    from hcdtf.rundir import RunDirError, RunNotFoundError
     from tfds_builder.hcd.hcd_dataset_builder import BadInputError
 
     return (ConfigError, RunDirError, DatasetNotBuiltError, RunNotFoundError, BadInputError,
@@ -71,7 +76,32 @@ def _extra(**sections) -> dict:
     return out
 
 
-@click.group(context_settings=CONTEXT)
+class _Group(click.Group):
+    """Ctrl-C ends any command with one line and exit code 130, as shells expect."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted (rerun the same command to continue where it stopped)", err=True)
+            ctx.exit(130)
+
+
+def _comma_ints(ctx, param, value):
+    """``--seeds 0,1,2`` -> [0, 1, 2] (also repeatable: --seeds 0 --seeds 1)."""
+    out = []
+    for item in value or ():
+        for part in str(item).split(","):
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise click.BadParameter(f"expected integers separated by commas, got {item!r}") from None
+    if len(set(out)) != len(out):
+        raise click.BadParameter(f"lists a value twice: {','.join(map(str, out))}")
+    return out or None
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="hcdtf")
 def main():
     """hcdtf: ResNets for histopathologic cancer detection (Kaggle HCD / PatchCamelyon).
@@ -112,31 +142,69 @@ def sample_data(out_dir, n, n_test, seed, positive_fraction):
 @click.option("--manual-dir", required=True, type=click.Path(),
               help="Directory with the raw files: Kaggle train/ + train_labels.csv, or PCam .h5(.gz).")
 @click.option("--data-dir", default=None, help="TFDS data_dir to write to [default: data.data_dir].")
-@click.option("--dataset-config", type=click.Choice(["kaggle", "pcam"]), default=None,
-              help="Builder config [default: data.dataset_config].")
+@click.option("--dataset-config", default=None, metavar="NAME",
+              help=f"Builder config: {DATASET_CONFIG_HELP} [default: data.dataset_config]. The flags below "
+                   "are applied on top of it.")
 @click.option("--skip-bad", is_flag=True, help="Leave out bad files/rows (counted in the metadata) instead of failing.")
 @click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="kaggle: share of patches (or slides) for validation [default: 0.1].")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="kaggle: share of patches (or slides) for test [default: 0.1].")
+@click.option("--folds", type=int, default=None,
+              help="kaggle: K-fold cross-validation: splits fold0..fold{K-1} (by slide with patch_id_wsi.csv) "
+                   "instead of train/validation; test stays the same.")
+@click.option("--drop-duplicates", is_flag=True,
+              help="kaggle: leave out copies of patches whose pixels are already in another split.")
+@click.option("--overwrite", is_flag=True,
+              help="Rebuild a data set built from other inputs (the new one replaces it once complete).")
 @config_options
 @friendly
-def build_dataset(manual_dir, data_dir, dataset_config, skip_bad, validation_fraction, test_fraction,
-                  config_files, overrides):
+def build_dataset(manual_dir, data_dir, dataset_config, skip_bad, validation_fraction, test_fraction, folds,
+                  drop_duplicates, overwrite, config_files, overrides):
     """Build the TFDS data set from raw files (what `tfds build tfds_builder/hcd` does).
 
-    Reads only; nothing in --manual-dir is changed. Prints the split sizes when done.
+    Reads only; nothing in --manual-dir is changed. Building again reuses the data set if its
+    inputs are the same, and refuses other inputs unless --overwrite. Prints the split sizes and
+    the leak audit (duplicates across splits) when done; `hcdtf audit` tells more.
     """
     _quiet()
     from hcdtf import data
 
     cfg = load_config(config_files, overrides, _extra(data={"data_dir": data_dir, "dataset_config": dataset_config}))
-    builder = data.build_dataset(manual_dir, cfg.data.data_dir, cfg.data.dataset_config, skip_bad_examples=skip_bad,
-                                 validation_fraction=validation_fraction, test_fraction=test_fraction)
+    builder = data.build_dataset(
+        manual_dir, cfg.data.data_dir, cfg.data.dataset_config, skip_bad_examples=skip_bad,
+        validation_fraction=validation_fraction, test_fraction=test_fraction, folds=folds,
+        drop_duplicates=drop_duplicates, overwrite=overwrite, log=click.echo)
     splits = ", ".join(f"{k}: {v.num_examples}" for k, v in builder.info.splits.items())
-    click.echo(f"built {builder.info.full_name} in {builder.data_dir} ({splits})")
-    if builder.builder_config.name not in ("kaggle", "pcam"):
-        click.echo(f"train on it with --dataset-config {builder.builder_config.name}")
+    click.echo(f"{builder.info.full_name} in {builder.data_dir} ({splits})")
+    name, k = builder.builder_config.name, data.num_folds(builder.info)
+    if k:
+        click.echo(f"train on fold K with --dataset-config {name} --set data.fold=K (K in 0..{k - 1})")
+    elif name not in ("kaggle", "pcam"):
+        click.echo(f"train on it with --dataset-config {name}")
+
+
+@main.command("audit", context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--dataset-config", default=None, metavar="NAME",
+              help="Which build to audit [default: the only one in DATA_DIR].")
+@click.option("--slide-map", type=click.Path(dir_okay=False), default=None,
+              help="id,wsi CSV: also count slides in several splits [default: the one the build used].")
+@click.option("--threshold", type=int, default=None,
+              help="Near duplicates: most dHash bits that may differ [default: 4].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the full result here.")
+@friendly
+def audit_cmd(data_dir, dataset_config, slide_map, threshold, json_out):
+    """Leak audit of a built data set: duplicate patches within and across splits.
+
+    Exact duplicates (the same pixels), near duplicates (64-bit dHash within a few bits) and, with
+    a slide map, slides in several splits, recomputed from the stored patches and checked against
+    the summary the build recorded.
+    """
+    _quiet()
+    from hcdtf import audit
+
+    audit.run(data_dir, dataset_config, slide_map=slide_map, threshold=threshold, json_out=json_out, log=click.echo)
 
 
 # ----------------------------------------------------------------------------- models
@@ -187,19 +255,22 @@ def weights_fetch(arch):
               help="Train only the last layer on a frozen ImageNet base (the paper's strategy 1).")
 @click.option("--fine-tune", "fine", flag_value="fine_tune", default=None,
               help="Fine-tune all layers (the paper's strategy 2; the default).")
-@click.option("--trainable-from", type=click.Choice(["conv2", "conv3", "conv4", "conv5"]), default=None,
+@click.option("--trainable-from", type=click.Choice(STAGES), default=None,
               help="Fine-tune only from this stage on (freeze 'most' layers).")
 @click.option("--weights", default=None, help="imagenet, none, or a path to a weights file.")
 @click.option("--data-dir", default=None, help="TFDS data_dir with the built data set.")
-@click.option("--dataset-config", type=click.Choice(["kaggle", "pcam"]), default=None)
+@click.option("--dataset-config", default=None, metavar="NAME", help=f"Built data set config: {DATASET_CONFIG_HELP}.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="auto: mixed_float16 on a GPU, float32 on a CPU.")
-@click.option("--strategy", "dist", type=click.Choice(["auto", "one", "mirrored", "multiworker"]), default=None,
+@click.option("--distribution", "dist", type=click.Choice(DISTRIBUTIONS), default=None,
               help="tf.distribute strategy (multiworker reads TF_CONFIG).")
+@click.option("--strategy", "dist", type=click.Choice(DISTRIBUTIONS), hidden=True)  # the old name
 @click.option("--output-dir", default=None, help="Run directory [default: output_dir].")
-@click.option("--overwrite", is_flag=True, help="Replace a run of another config in --output-dir.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run in --output-dir (finished, or of another config); the old one stays until "
+                   "the new one has a finished epoch.")
 @click.option("--seed", type=int, default=None)
 @config_options
 @friendly
@@ -210,7 +281,7 @@ def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_con
     Example: hcdtf train --arch ResNet152 --freeze-base --data-dir D --output-dir outputs/r152_frozen
     """
     if freeze and fine:
-        raise click.UsageError("--freeze-base and --fine-tune are exclusive: choose one strategy")
+        raise click.UsageError("--freeze-base and --fine-tune are exclusive: choose one transfer strategy")
     if trainable_from and freeze:
         raise click.UsageError("--trainable-from applies to fine-tuning; drop --freeze-base")
     _quiet()
@@ -219,34 +290,35 @@ def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_con
     cfg = load_config(config_files, overrides, _extra(
         seed=seed, output_dir=output_dir,
         data={"data_dir": data_dir, "dataset_config": dataset_config},
-        model={"arch": arch, "strategy": freeze or fine or ("fine_tune" if trainable_from else None),
+        model={"arch": arch, "transfer": freeze or fine or ("fine_tune" if trainable_from else None),
                "trainable_from": trainable_from, "weights": weights},
-        train={"epochs": epochs, "batch_size": batch_size, "precision": precision, "strategy": dist},
+        train={"epochs": epochs, "batch_size": batch_size, "precision": precision, "distribution": dist},
     ))
     train.train(cfg, overwrite=overwrite, log=click.echo)
 
 
 @main.command("baseline", context_settings=CONTEXT)
-@click.option("--features", type=click.Choice(["pixels", "center32", "gray"]), default=None,
+@click.option("--features", type=click.Choice(list(BASELINE_FEATURES)), default=None,
               help="pixels: 96x96x3; center32: the centre 32x32x3 crop; gray: 96x96 grayscale.")
-@click.option("--solver", type=click.Choice(["sgd", "lbfgs"]), default=None,
+@click.option("--solver", type=click.Choice(BASELINE_SOLVERS), default=None,
               help="sgd: streamed SGDClassifier(log_loss), memory independent of data size; "
                    "lbfgs: exact LogisticRegression, the whole split must fit in RAM.")
 @click.option("--data-dir", default=None)
 @click.option("--output-dir", default=None)
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace a finished run or a run of another config in --output-dir.")
 @click.option("--seed", type=int, default=None)
 @config_options
 @friendly
 def baseline_cmd(features, solver, data_dir, output_dir, overwrite, seed, config_files, overrides):
     """Logistic regression on raw pixels (the paper's baseline), evaluated on the test split."""
     _quiet()
-    from hcdtf import baseline
+    from hcdtf import baseline, evaluate
 
     cfg = load_config(config_files, overrides, _extra(
         seed=seed, output_dir=output_dir, data={"data_dir": data_dir},
         baseline={"features": features, "solver": solver}))
     baseline.run(cfg, overwrite=overwrite, log=click.echo)
+    evaluate.evaluate_run(cfg.output_dir, split=cfg.eval.split, log=click.echo)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -256,13 +328,17 @@ def baseline_cmd(features, solver, data_dir, output_dir, overwrite, seed, config
 @click.option("--tta", is_flag=True, default=None, help="Average the 8 dihedral transforms of each patch.")
 @click.option("--threshold", default=None, help="Decision threshold: a number in (0,1) or 'youden'.")
 @click.option("--data-dir", default=None, help="Where the data set is, if moved since training.")
+@click.option("--calibrate", is_flag=True,
+              help="Temperature scaling fitted on the validation split; metrics on the calibrated scores and "
+                   "a reliability plot before/after.")
 @friendly
-def evaluate_cmd(run_dir, split, tta, threshold, data_dir):
+def evaluate_cmd(run_dir, split, tta, threshold, data_dir, calibrate):
     """AUC with bootstrap CI, accuracy, sensitivity, ..., plots and predictions.csv for RUN_DIR."""
     _quiet()
     from hcdtf import evaluate
 
-    evaluate.evaluate_run(run_dir, split=split, tta=tta, threshold=threshold, data_dir=data_dir, log=click.echo)
+    evaluate.evaluate_run(run_dir, split=split, tta=tta, threshold=threshold, data_dir=data_dir,
+                          calibrate=calibrate, log=click.echo)
 
 
 @main.command("compare", context_settings=CONTEXT)
@@ -297,15 +373,31 @@ def compare_cmd(inputs, output_dir, names, n_bootstrap, seed):
 @click.option("--export-dir", default=None, help="TF Serving model base path [default: export.export_dir].")
 @click.option("--version", "version", type=click.IntRange(min=1), default=None,
               help="Version number [default: next free integer].")
+@click.option("--format", "formats", multiple=True, type=click.Choice(export_lib.FORMATS),
+              help="Also write this runtime's model beside the SavedModel (repeatable): onnx (ONNX Runtime), "
+                   "openvino, litert. The SavedModel is always written.")
+@click.option("--quantize", type=click.Choice(export_lib.QUANTIZATIONS), default=None,
+              help="Also write an int8 OpenVINO model (NNCF), kept only if the accuracy guard passes.")
+@click.option("--int8-max-auc-drop", default=export_lib.DEFAULT_MARGIN, show_default=True,
+              type=click.FloatRange(min=0), help="Accuracy guard: largest test-AUC drop int8 may have.")
+@click.option("--calibration-size", default=export_lib.DEFAULT_CALIBRATION_SIZE, show_default=True,
+              type=click.IntRange(min=1), help="int8 calibration patches, from the validation split.")
+@click.option("--data-dir", default=None, help="Where the data set is, if moved since training (int8 only).")
 @config_options
 @friendly
-def export_cmd(run_dir, export_dir, version, config_files, overrides):
-    """Export RUN_DIR's best model as a float32 SavedModel for TF Serving (+ a .keras file)."""
-    _quiet()
-    from hcdtf import export
+def export_cmd(run_dir, export_dir, version, formats, quantize, int8_max_auc_drop, calibration_size, data_dir,
+               config_files, overrides):
+    """Export RUN_DIR's model for serving: a float32 SavedModel version for TF Serving (with warm-up
+    requests, models.config and batching_parameters.txt), a .keras file, and optionally ONNX,
+    OpenVINO, LiteRT and an accuracy-guarded int8 model (pip install 'hcdtf[export]').
 
+    Example: hcdtf export outputs/r34_ft --export-dir models/hcd --format onnx --format openvino --quantize int8
+    """
+    _quiet()
     cfg = load_config(config_files, overrides, _extra(export={"export_dir": export_dir, "version": version}))
-    export.export_run(run_dir, cfg.export.export_dir, cfg.export.version, log=click.echo)
+    export_lib.export_run(run_dir, cfg.export.export_dir, cfg.export.version, formats=("saved_model", *formats),
+                          quantize=quantize, margin=int8_max_auc_drop, calibration_size=calibration_size,
+                          data_dir=data_dir, log=click.echo)
 
 
 @main.command("quickstart", context_settings=CONTEXT)
@@ -336,14 +428,19 @@ def quickstart_cmd(output_dir, n, overwrite, config_files, overrides):
 @click.option("--output-dir", default=None, help="Where the runs and the report go [default: the file's output_dir].")
 @click.option("--arch", "archs", multiple=True, type=click.Choice(ARCHS),
               help="Run only these architectures of the grid (repeatable) [default: the file's archs].")
-@click.option("--strategy", "strategies", multiple=True, type=click.Choice(["freeze_base", "fine_tune"]),
-              help="Run only these strategies (repeatable) [default: the file's strategies].")
+@click.option("--transfer", "transfers", multiple=True, type=click.Choice(TRANSFERS),
+              help="Run only these transfer strategies (repeatable) [default: the file's transfers].")
+@click.option("--strategy", "transfers", multiple=True, type=click.Choice(TRANSFERS), hidden=True)  # the old name
 @click.option("--baseline/--no-baseline", default=None,
               help="Include the logistic-regression baseline [default: the file's baseline].")
+@click.option("--seeds", multiple=True, callback=_comma_ints, metavar="S,S,...",
+              help="Repeat every run with each seed, e.g. --seeds 0,1,2 [default: the file's seeds].")
+@click.option("--folds", multiple=True, callback=_comma_ints, metavar="K,K,...",
+              help="With a fold build: repeat every run with each fold as validation [default: the file's folds].")
 @click.option("--overwrite", is_flag=True,
               help="Retrain runs whose config changed since they were trained (unchanged finished runs are kept).")
 @friendly
-def experiment_cmd(experiment_file, overrides, output_dir, archs, strategies, baseline, overwrite):
+def experiment_cmd(experiment_file, overrides, output_dir, archs, transfers, baseline, seeds, folds, overwrite):
     """Run a grid of runs from an experiment file, evaluate them, write one comparison report.
 
     EXPERIMENT is a YAML file (see configs/experiments/) or the name of a shipped one: `paper`
@@ -356,28 +453,47 @@ def experiment_cmd(experiment_file, overrides, output_dir, archs, strategies, ba
     from hcdtf import experiment
 
     experiment.run(experiment_file, overrides=overrides, output_dir=output_dir, archs=archs or None,
-                   strategies=strategies or None, baseline=baseline, overwrite=overwrite, log=click.echo)
+                   transfers=transfers or None, baseline=baseline, seeds=seeds, folds=folds, overwrite=overwrite,
+                   log=click.echo)
 
 
 @main.command("predict", context_settings=CONTEXT)
 @click.argument("model", type=click.Path())
 @click.option("--images", "images_dir", required=True, type=click.Path(),
-              help="Directory of 96x96 RGB .tif/.png patches (e.g. Kaggle's test/); only read.")
+              help="Directory of 96x96 RGB .tif/.png patches (e.g. Kaggle's test/); only read. With --runner, "
+                   "any tf.io.gfile path (gs://, s3://).")
 @click.option("--out", required=True, type=click.Path(), help="Submission CSV to write (id,label).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Runtime to use [default: detected from MODEL]; picks a format inside an export directory.")
+@click.option("--runner", type=click.Choice(RUNNERS), default=None,
+              help="Run as an Apache Beam pipeline (RunInference) on this runner instead of in this process.")
+@click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
+              help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P.")
 @friendly
-def predict_cmd(model, images_dir, out, batch_size):
+def predict_cmd(model, images_dir, out, batch_size, backend, runner, pipeline_options):
     """Score a directory of patches and write a Kaggle submission CSV (id,label = probability).
 
-    MODEL is a run directory (model.keras), a .keras file, or an exported SavedModel version
-    directory (saved_model.pb, e.g. outputs/models/hcd/1). Example:
+    MODEL is a run directory, a .keras file, an export directory (its latest SavedModel version, or
+    the format --backend names), a SavedModel version directory, or an exported .onnx, OpenVINO
+    .xml or .tflite model (or its directory). Examples:
 
     hcdtf predict outputs/models/hcd/1 --images kaggle/test --out submission.csv
+
+    hcdtf predict outputs/models/hcd --backend openvino-int8 --images kaggle/test --out submission.csv
     """
     _quiet()
+    if runner:
+        from hcdtf import beam_predict
+
+        beam_predict.predict_beam(model, images_dir, out, runner, pipeline_options, batch_size=batch_size,
+                                  backend=backend, log=click.echo)
+        return
+    if pipeline_options:
+        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
     from hcdtf import predict
 
-    predict.predict(model, images_dir, out, batch_size=batch_size, log=click.echo)
+    predict.predict(model, images_dir, out, batch_size=batch_size, log=click.echo, backend=backend)
 
 
 @main.command("explain", context_settings=CONTEXT)

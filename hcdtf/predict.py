@@ -1,8 +1,10 @@
 """`hcdtf predict`: score a directory of patches and write a Kaggle submission (``id,label``).
 
-The model is a run directory (``model.keras``), a ``.keras`` file, or an exported SavedModel
-version directory (``saved_model.pb``, called through its ``serving_default`` signature exactly
-as TF Serving would; an export base directory with numbered versions means its latest version).
+The model is anything :mod:`hcdtf.backends` reads: a run directory, a ``.keras`` file, an exported
+SavedModel (called through its ``serving_default`` signature exactly as TF Serving would; an export
+base directory means its latest version), or an ONNX, OpenVINO (float32 or int8) or LiteRT export;
+``backend`` picks the runtime when the path alone does not say. :mod:`hcdtf.beam_predict` runs the
+same scoring as an Apache Beam pipeline.
 Patches are ``.tif``/``.tiff``/``.png`` files, each a 96x96 RGB uint8 image; the id is the file
 name without its extension, rows are sorted by id, ``label`` is the tumour probability (what the
 competition's ROC AUC wants, not a 0/1 decision).
@@ -23,16 +25,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from hcdtf.backends import ModelPathError  # noqa: F401  (re-exported: explain and the CLI use it)
+
 IMAGE_SIZE = 96
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 
 class ImageError(ValueError):
     """An input image is missing, unreadable or not a 96x96 RGB uint8 patch."""
-
-
-class ModelPathError(FileNotFoundError):
-    """MODEL is not a run directory, a .keras file or a SavedModel."""
 
 
 # --------------------------------------------------------------------------- images
@@ -64,12 +64,15 @@ def list_images(paths: Iterable[str | os.PathLike], what: str = "--images") -> l
     return files
 
 
-def read_patch(path: str | os.PathLike) -> np.ndarray:
-    """One patch as uint8 [96, 96, 3]; an :class:`ImageError` naming the file otherwise."""
+def read_patch(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
+    """One patch as uint8 [96, 96, 3] (from ``data``, the file's bytes, when given); an
+    :class:`ImageError` naming the file otherwise."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             mode = im.mode
             array = np.asarray(im)
     except (OSError, UnidentifiedImageError, ValueError) as e:
@@ -99,65 +102,13 @@ def read_batches(files: list[pathlib.Path], batch_size: int, threads: int = 4) -
 
 
 # --------------------------------------------------------------------------- models
-def _latest_version(base: pathlib.Path) -> pathlib.Path | None:
-    versions = sorted((int(p.name), p) for p in base.iterdir()
-                      if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file())
-    return versions[-1][1] if versions else None
+def load_scorer(model_path: str | os.PathLike, log: Callable[[str], None] = print, backend: str | None = None):
+    """(score, description): ``score(uint8 [B,96,96,3]) -> float64 [B]`` tumour probabilities, for
+    any model ``hcdtf.backends`` reads (``backend=None``: detected from the path)."""
+    from hcdtf import backends
 
-
-def load_scorer(model_path: str | os.PathLike, log: Callable[[str], None] = print):
-    """(score, description): ``score(uint8 [B,96,96,3]) -> float64 [B]`` tumour probabilities."""
-    p = pathlib.Path(model_path)
-    if p.is_dir() and not (p / "saved_model.pb").is_file() and not (p / "config.yaml").is_file():
-        latest = _latest_version(p)
-        if latest is not None:
-            log(f"{p} holds exported versions; using the latest, {latest} (as TF Serving does)")
-            p = latest
-    if p.is_dir() and (p / "saved_model.pb").is_file():
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(p))
-        if "serving_default" not in loaded.signatures:
-            raise ModelPathError(f"{p}: the SavedModel has no serving_default signature")
-        fn = loaded.signatures["serving_default"]
-
-        def score(images: np.ndarray) -> np.ndarray:
-            return np.asarray(fn(images=tf.constant(images))["probability"], np.float64).reshape(-1)
-
-        score._keepalive = loaded  # the signature needs its object alive
-        return score, f"SavedModel {p}"
-    if p.is_dir() and (p / "model.npz").is_file():
-        raise ModelPathError(
-            f"{p} is a logistic-regression baseline run (model.npz); predict scores patches with a "
-            "CNN: pass a ResNet run directory (model.keras) or an exported SavedModel"
-        )
-    if p.is_dir() and (p / "config.yaml").is_file():
-        from hcdtf.evaluate import load_keras_model
-
-        return _keras_scorer(load_keras_model(p)), f"run {p}"  # says so if training has not finished
-    if p.is_file() and p.suffix == ".keras":
-        import keras
-
-        import hcdtf.models.layers  # noqa: F401  registers the preprocessing layer
-
-        return _keras_scorer(keras.saving.load_model(str(p), compile=False)), f"Keras model {p}"
-    raise ModelPathError(
-        f"MODEL {str(p)!r} is not a model: pass an hcdtf run directory (with model.keras), an exported "
-        "SavedModel version directory (with saved_model.pb, e.g. outputs/models/hcd/1) or a .keras file"
-    )
-
-
-def _keras_scorer(model):
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8)])
-    def forward(x):
-        return tf.cast(model(x, training=False), tf.float32)
-
-    def score(images: np.ndarray) -> np.ndarray:
-        return np.asarray(forward(tf.constant(images)), np.float64).reshape(-1)
-
-    return score
+    scorer = backends.load(model_path, backend, log)
+    return scorer, scorer.description
 
 
 # --------------------------------------------------------------------------- entry point
@@ -169,12 +120,34 @@ def is_inside(path: pathlib.Path, directory: pathlib.Path) -> bool:
         return False
 
 
+def format_row(patch_id: str, probability: float) -> str:
+    """One submission line (``id,label``), as both the local and the Beam path write it."""
+    return f"{patch_id},{probability:.8g}\n"
+
+
+def check_out(out: pathlib.Path, images_dir: pathlib.Path) -> None:
+    """``--out`` is a writable file path outside the image directory, or one clear error."""
+    if is_inside(out, images_dir):
+        raise ValueError(f"--out {str(out)!r} is inside the image directory {str(images_dir)!r}; "
+                         "predict never writes there: choose a path outside it")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a file name, e.g. submission.csv")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {str(out)!r}: cannot create {str(parent)!r}: {e.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {str(out)!r}: the directory {str(parent)!r} is not writable; choose another path")
+
+
 def predict(
     model_path: str | os.PathLike,
     images_dir: str | os.PathLike,
     out: str | os.PathLike,
     batch_size: int = 256,
     log: Callable[[str], None] = print,
+    backend: str | None = None,
 ) -> dict:
     """Scores every patch in ``images_dir`` and writes ``out`` (``id,label``); returns a summary."""
     images_dir = pathlib.Path(images_dir)
@@ -183,15 +156,10 @@ def predict(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if not images_dir.is_dir():
         raise ImageError(f"--images {str(images_dir)!r} is not a directory")
-    if is_inside(out, images_dir):
-        raise ValueError(f"--out {str(out)!r} is inside the image directory {str(images_dir)!r}; "
-                         "predict never writes there: choose a path outside it")
-    if out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a directory; give a file name, e.g. submission.csv")
+    check_out(out, images_dir)
     files = list_images([images_dir])
-    score, description = load_scorer(model_path, log)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    score, description = load_scorer(model_path, log, backend=backend)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     t0 = time.time()
     n = 0
     log(f"scoring {len(files)} patches from {images_dir} with {description}")
@@ -200,14 +168,13 @@ def predict(
             f.write("id,label\n")
             for batch_no, (chunk, images) in enumerate(read_batches(files, batch_size)):
                 probs = score(images)
-                f.writelines(f"{p.stem},{s:.8g}\n" for p, s in zip(chunk, probs))
+                f.writelines(format_row(p.stem, s) for p, s in zip(chunk, probs))
                 n += len(chunk)
                 if (batch_no + 1) % 20 == 0:
                     log(f"  {n}/{len(files)} ({n / (time.time() - t0):.0f} patches/s)")
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     seconds = time.time() - t0
     log(f"wrote {n} predictions to {out} in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} patches/s)")
     return {"out": str(out), "n": n, "model": description, "seconds": round(seconds, 3)}

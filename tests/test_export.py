@@ -68,8 +68,8 @@ for version in ("1", "2"):
         "default": {k: v.numpy().tolist() for k, v in d.items()},
         "encoded": {k: v.numpy().tolist() for k, v in e.items()},
         "output_dtypes": sorted({v.dtype.name for v in [*d.values(), *e.values()]}),
-        "variable_dtypes": sorted({v.dtype.name for v in m.variables}),
-        "n_variables": len(m.variables),
+        "variable_dtypes": sorted({v.dtype.name for v in m.model_variables}),
+        "n_variables": len(m.model_variables),
         "metadata": open(m.hcdtf_metadata.asset_path.numpy().decode()).read(),
     }
     if version == "1":
@@ -87,6 +87,20 @@ for version in ("1", "2"):
             "truncated PNG": error(lambda: encoded(image_bytes=tf.constant([pngs[0][:100]]))),
             "64x64 PNG": error(lambda: encoded(image_bytes=tf.constant([png64]))),
         }
+from tensorflow_serving.apis import prediction_log_pb2
+
+m = tf.saved_model.load(f"{export_dir}/1")
+replayed = []
+for raw in tf.data.TFRecordDataset(f"{export_dir}/1/assets.extra/tf_serving_warmup_requests"):
+    request = prediction_log_pb2.PredictionLog.FromString(raw.numpy()).predict_log.request
+    fn = m.signatures[request.model_spec.signature_name]
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+    replayed.append({"model": request.model_spec.name, "signature": request.model_spec.signature_name,
+                     "inputs": sorted(inputs), "batch": len(next(iter(inputs.values()))),
+                     "shape": list(result["probability"].shape),
+                     "finite": bool(np.all(np.isfinite(result["probability"].numpy())))})
+out["warmup"] = replayed
 out["hcdtf_imported"] = sorted(k for k in sys.modules if k.split(".")[0] == "hcdtf")
 print(json.dumps(out))
 """
@@ -154,7 +168,11 @@ def exported(trained_run, tmp_path_factory):
 
     mixed_run = _make_mixed_run(trained_run, base / "mixed_run")
     logs = []
-    v1 = export.export_run(trained_run, export_dir, log=logs.append)
+    # The suite's one heavy conversion: every format and int8. The sample's test split has 10
+    # patches, where one swapped pair moves the AUC by 0.04: the guard's margin is wide here (its
+    # refusal is tested on its own below).
+    v1 = export.export_run(trained_run, export_dir, formats=export.FORMATS, quantize="int8", margin=0.5,
+                           log=logs.append)
     v2 = export.export_run(mixed_run, export_dir, log=logs.append)
 
     # oneDNN kernels on, as TensorFlow (and TF Serving) default to on AVX-512 servers: they
@@ -265,7 +283,9 @@ def test_mixed_precision_run_exports_float32(exported):
 
 def test_two_exports_are_versions_1_and_2(exported):
     export_dir = exported["export_dir"]
-    assert sorted(p.name for p in export_dir.iterdir()) == ["1", "1.keras", "2", "2.keras"]
+    assert sorted(p.name for p in export_dir.iterdir()) == [
+        "1", "1-litert", "1-onnx", "1-openvino", "1-openvino-int8", "1.keras", "2", "2.keras",
+        "batching_parameters.txt", "models.config"]
     assert exported["v1"] == export_dir / "1" and exported["v2"] == export_dir / "2"
     assert "SavedModel" in exported["logs"][0] and "serving_encoded" in exported["logs"][0]
     for v in ("1", "2"):
@@ -277,7 +297,9 @@ def test_metadata_asset(exported, trained_run):
     path = exported["v1"] / "assets" / "hcdtf_metadata.json"
     meta = json.loads(path.read_text())
     assert exported["client"]["1"]["metadata"] == path.read_text()  # the tracked asset is this file
-    assert meta["arch"] == "ResNet18" and meta["strategy"] == "fine_tune"
+    assert meta["arch"] == "ResNet18" and meta["transfer"] == "fine_tune"
+    assert meta["input_mpp"] == export.DEFAULT_INPUT_MPP  # the run's summary has no input_mpp
+    assert meta["int8_guard"]["n_test"] == 10 and "1-openvino-int8" in meta["artifacts"]
     assert meta["dataset"] == "hcd/kaggle"
     assert meta["hcdtf_version"] == hcdtf.__version__
     assert meta["trained_precision"] == "float32" and meta["export_precision"] == "float32"
@@ -301,23 +323,30 @@ def test_keras_export_loads_as_float32(exported, trained_run):
     assert "float32" in config and "mixed_float16" not in config and "float16" not in config
 
 
-def test_version_directory_appears_only_when_complete(trained_run, tmp_path, monkeypatch):
-    from hcdtf.evaluate import load_run_config
+KILL_EXPORT = r"""
+import sys
+from hcdtf import export
+export.export_run(sys.argv[1], sys.argv[2], log=print)
+"""
 
-    seen = []
 
-    def fake_write(model, path, metadata):
-        seen.append(path)
-        assert path.parent.name.startswith(".tmp-1-") and not (tmp_path / "1").exists()
-        path.mkdir()
-        (path / "saved_model.pb").write_bytes(b"half written")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(export, "float32_model", lambda run: (None, load_run_config(run)))
-    monkeypatch.setattr(export, "write_saved_model", fake_write)
-    with pytest.raises(OSError, match="disk full"):
-        export.export_run(trained_run, tmp_path, log=lambda _: None)
-    assert seen and list(tmp_path.iterdir()) == []  # no version, no .keras, no staging left
+def test_export_killed_while_publishing_leaves_nothing_loadable_and_resumes(trained_run, tmp_path):
+    """SIGKILL after the first artifact is renamed into place (the worst instant: the version's
+    .keras is visible, its SavedModel is not); the next export finishes version 1 as if nothing
+    had happened."""
+    export_dir = tmp_path / "models"
+    env = {**os.environ, "HCDTF_KILL_AT": "export.rename:2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", KILL_EXPORT, str(trained_run), str(export_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    visible = sorted(p.name for p in export_dir.iterdir() if not p.name.startswith("."))
+    assert visible == ["1.keras"]  # complete (renamed whole), and no version TF Serving would load
+    assert [p.name.split("-")[:2] for p in export_dir.glob(".tmp-*")] == [[".tmp", "1"]]
+    logs = []
+    target = export.export_run(trained_run, export_dir, log=logs.append)
+    assert target == export_dir / "1" and (target / "saved_model.pb").is_file()
+    assert sorted(p.name for p in export_dir.iterdir()) == ["1", "1.keras", "batching_parameters.txt", "models.config"]
+    assert any("interrupted" in line for line in logs)
 
 
 def test_existing_version_is_refused(trained_run, tmp_path):
@@ -333,3 +362,137 @@ def test_baseline_run_is_refused(tmp_path):
     with pytest.raises(export.BaselineRunError, match="logistic-regression baseline"):
         export.export_run(tmp_path, tmp_path / "models", log=lambda _: None)
     assert not (tmp_path / "models").exists()
+
+
+# ----------------------------------------------------------------------------- TF Serving bundle
+def test_warmup_records_replay_against_the_saved_model(exported):
+    replayed = exported["client"]["warmup"]
+    from hcdtf.export import serving
+
+    expected = [(s, b) for b in serving.WARMUP_BATCH_SIZES for s in ("serving_default", "serving_encoded")]
+    assert [(r["signature"], r["batch"]) for r in replayed] == expected
+    for r in replayed:
+        assert r["model"] == "hcd" and r["shape"] == [r["batch"], 1] and r["finite"]
+        assert r["inputs"] == (["images"] if r["signature"] == "serving_default" else ["image_bytes"])
+
+
+def test_models_config_and_batching_parameters_parse(exported):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from hcdtf.export import serving
+
+    config = text_format.Parse((exported["export_dir"] / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == ("hcd", "/models/hcd", "tensorflow")
+    assert model.model_version_policy.latest.num_versions == 1
+    params = text_format.Parse((exported["export_dir"] / "batching_parameters.txt").read_text(),
+                               serving.batching_parameters_class()())
+    assert params.max_batch_size.value == max(params.allowed_batch_sizes) == serving.BATCHING["max_batch_size"]
+    assert params.batch_timeout_micros.value > 0 and params.num_batch_threads.value >= 1
+    assert list(params.allowed_batch_sizes) == sorted(params.allowed_batch_sizes)
+
+
+# ----------------------------------------------------------------------------- other runtimes
+def _runtime_probabilities(kind, path, x):
+    if kind == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+        assert [(i.name, i.type) for i in session.get_inputs()] == [("images", "tensor(uint8)")]
+        return session.run(None, {"images": x})[0]
+    if kind.startswith("openvino"):
+        import openvino as ov
+
+        return ov.Core().compile_model(str(path / "model.xml"), "CPU")(x)[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path / "model.tflite"))
+    inp = interpreter.get_input_details()[0]
+    assert inp["dtype"] == np.uint8 and list(inp["shape_signature"]) == [-1, 96, 96, 3]
+    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino", "litert"])
+def test_each_runtime_agrees_with_keras(exported, trained_run, kind):
+    x = exported["x"]
+    expected = _load_keras(trained_run / "model.keras").predict(x, verbose=0)
+    got = _runtime_probabilities(kind, exported["export_dir"] / f"1-{kind}", x)
+    assert got.shape == (len(x), 1) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    meta = json.loads((exported["export_dir"] / f"1-{kind}" / "hcdtf_metadata.json").read_text())
+    assert meta["format"] == kind and meta["precision"] == "float32" and meta["input_mpp"] == 0.972
+
+
+def test_int8_model_is_quantized_and_guarded(exported, trained_run):
+    path = exported["export_dir"] / "1-openvino-int8"
+    meta = json.loads((path / "hcdtf_metadata.json").read_text())
+    guard = meta["int8_guard"]
+    assert meta["precision"] == "int8" and guard["n_test"] == 10 and guard["calibration_size"] == 10
+    assert guard["auc_float32"] - guard["auc_int8"] <= guard["margin"] == 0.5
+    assert 0 <= guard["delong_p"] <= 1
+    import openvino as ov
+
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(path / "model.xml")).get_ops()}
+    assert "FakeQuantize" in ops  # int8 quantisation points, executed as int8 by the CPU plugin
+    x = exported["x"]
+    expected = _load_keras(trained_run / "model.keras").predict(x, verbose=0)
+    assert np.max(np.abs(_runtime_probabilities("openvino-int8", path, x) - expected)) < 0.1
+
+
+def test_int8_guard_refuses_a_bad_calibration_and_writes_nothing(exported, trained_run, tmp_path):
+    """Calibrated on black patches only, the int8 model cannot rank real ones: refused, for real."""
+    from hcdtf.rundir import RunDir
+
+    model, _ = export.float32_model(RunDir(trained_run))
+    x = np.concatenate([exported["x"], np.flip(exported["x"], axis=1)])
+    p = model.predict(x, verbose=0).reshape(-1)
+    labels = (p > np.median(p)).astype(int)  # float32 AUC = 1 by construction
+    data = export.Int8Data(np.zeros((4, 96, 96, 3), np.uint8), lambda: [(x, labels)], margin=0.002)
+    with pytest.raises(export.Int8Refused, match="refused by the accuracy guard") as info:
+        export.export_model(model, {"arch": "ResNet18"}, tmp_path / "models", quantize="int8", int8=data,
+                            log=lambda _: None)
+    assert info.value.figures["auc_float32"] == 1.0 and info.value.figures["auc_drop"] > 0.002
+    assert list((tmp_path / "models").iterdir()) == []  # no version, no staging, no server files
+
+
+def test_int8_guard_pure_figures():
+    from hcdtf.export import int8
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    assert int8.guard(y, s, s + 0.01)["auc_drop"] == 0.0
+    with pytest.raises(export.Int8Refused, match="AUC is 0.1111 lower"):
+        int8.guard(y, s, np.array([0.1, 0.2, 0.75, 0.7, 0.8, 0.9]))
+    with pytest.raises(ValueError, match="both classes"):
+        int8.guard(np.zeros(6), s, s)
+
+
+# ----------------------------------------------------------------------------- bad input, one line each
+def test_export_bad_input_is_one_clear_line(trained_run, tmp_path, monkeypatch):
+    from conftest import cli_fails
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cli_fails(["export", str(trained_run), "--export-dir", str(a_file)], str(a_file), "is a file")
+    cli_fails(["export", str(trained_run), "--export-dir", str(tmp_path / "m"), "--format", "pytorch"],
+              "--format", "pytorch")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if not os.access(read_only, os.W_OK):  # root ignores the mode bits
+            cli_fails(["export", str(trained_run), "--export-dir", str(read_only / "hcd")], str(read_only / "hcd"))
+            cli_fails(["export", str(trained_run), "--export-dir", str(read_only)], "not writable", str(read_only))
+    finally:
+        read_only.chmod(0o755)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    out = tmp_path / "none"
+    cli_fails(["export", str(trained_run), "--export-dir", str(out), "--format", "onnx"],
+              "--format onnx needs onnxruntime", "pip install 'hcdtf[export]'", "onnxruntime==")
+    assert not out.exists() or list(out.iterdir()) == []

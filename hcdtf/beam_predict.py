@@ -1,0 +1,165 @@
+"""Cohort-scale batch inference on Apache Beam: `hcdtf predict ... --runner RUNNER`.
+
+``run_pipeline(source, score, sink, runner, options)`` is the reusable part: any element source,
+a per-element scoring step and a sink, run on DirectRunner, DataflowRunner, FlinkRunner or
+SparkRunner. ``predict_beam`` builds it for a folder of patches: file paths (listed and read
+through ``tf.io.gfile``, so ``gs://`` and ``s3://`` work) -> ``(id, uint8 patch)`` -> Beam's
+``RunInference`` -> a submission CSV identical to the local path's (rows sorted by id, written to
+a temporary name and renamed).
+
+RunInference gets :class:`ScorerModelHandler`, a Beam ``ModelHandler`` over
+:mod:`hcdtf.backends`, so every exported format runs on Beam. Beam's own TensorFlow handler
+(``apache_beam.ml.inference.tensorflow_inference``) is not used: it imports ``tensorflow_hub``,
+which needs ``pkg_resources`` (gone from current setuptools) and ``tf-keras`` (a second
+TensorFlow), and loads models with ``tf.keras.models.load_model``, which in Keras 3 reads
+``.keras`` files only, not SavedModels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Callable, Iterable
+
+
+RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
+_ENDPOINTS = {"FlinkRunner": ("--flink_master", "--job_endpoint"), "SparkRunner": ("--spark_master_url", "--job_endpoint")}
+
+
+def check_runner(runner: str, options: Iterable[str] = ()) -> None:
+    """One clear error when ``runner`` cannot run from this installation."""
+    if runner not in RUNNERS:
+        raise ValueError(f"--runner {runner!r} is not supported; choose from {', '.join(RUNNERS)}")
+    if importlib.util.find_spec("apache_beam") is None:
+        raise ValueError("--runner needs Apache Beam: pip install apache-beam")
+    if runner == "DataflowRunner" and importlib.util.find_spec("apitools") is None:
+        raise ValueError("--runner DataflowRunner needs Beam's Google Cloud extra: pip install 'apache-beam[gcp]'")
+    if runner in _ENDPOINTS and shutil.which("java") is None and \
+            not any(o.split("=")[0] in _ENDPOINTS[runner] for o in options):
+        raise ValueError(f"--runner {runner} needs Java for Beam's job server (not found on PATH) or "
+                         f"--pipeline-option {_ENDPOINTS[runner][0]}=HOST:PORT of a running cluster")
+
+
+def run_pipeline(source, score, sink, runner: str = "DirectRunner", options: Iterable[str] = ()):
+    """Runs ``source | score | sink`` (three Beam PTransforms) on ``runner`` and waits for it."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = list(options)
+    check_runner(runner, options)
+    with beam.Pipeline(options=PipelineOptions([f"--runner={runner}", *options])) as pipeline:
+        pipeline | "Read" >> source | "Score" >> score | "Write" >> sink  # noqa: B018
+    return pipeline
+
+
+def _local_copy(path: str) -> str:
+    """A remote model (``gs://``, ``s3://``) copied to a local temporary directory; local as is."""
+    if "://" not in path:
+        return path
+    import tensorflow as tf
+
+    local = tempfile.mkdtemp(prefix="hcdtf-model-")
+    root = path.rstrip("/")
+    if not tf.io.gfile.isdir(root):
+        target = os.path.join(local, os.path.basename(root))
+        tf.io.gfile.copy(root, target)
+        return target
+    for folder, _, files in tf.io.gfile.walk(root):
+        rel = folder[len(root):].lstrip("/")
+        os.makedirs(os.path.join(local, rel), exist_ok=True)
+        for f in files:
+            tf.io.gfile.copy(f"{folder}/{f}", os.path.join(local, rel, f))
+    return local
+
+
+def scorer_model_handler(model_path: str, backend: str | None, batch_size: int):
+    """A Beam ``ModelHandler`` whose model is an :mod:`hcdtf.backends` scorer (built lazily, on
+    the worker, so the pipeline pickles a path, not a model)."""
+    from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+    class ScorerModelHandler(ModelHandler):
+        def __init__(self):
+            super().__init__(min_batch_size=1, max_batch_size=batch_size)
+
+        def load_model(self):
+            from hcdtf import backends
+
+            return backends.load(_local_copy(model_path), backend, log=lambda *_: None)
+
+        def run_inference(self, batch, model, inference_args=None):
+            import numpy as np
+
+            probs = model(np.stack(batch))
+            return [PredictionResult(x, float(p)) for x, p in zip(batch, probs)]
+
+    return ScorerModelHandler()
+
+
+def list_patch_files(images: str) -> list[str]:
+    """The patch files of a folder (local, or any ``tf.io.gfile`` file system), sorted by id."""
+    from hcdtf import predict
+
+    if "://" not in images:
+        return [str(p) for p in predict.list_images([images])]
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(images):
+        raise predict.ImageError(f"--images {images!r} is not a directory")
+    names = sorted(n for n in tf.io.gfile.listdir(images) if n.lower().endswith(predict.IMAGE_SUFFIXES))
+    if not names:
+        raise predict.ImageError(f"--images {images!r}: no .tif, .tiff or .png files in this directory")
+    return [f"{images.rstrip('/')}/{n}" for n in names]
+
+
+def read_patch_file(path: str) -> tuple[str, np.ndarray]:
+    """(id, uint8 [96, 96, 3]) of one patch file, read through ``tf.io.gfile``."""
+    import tensorflow as tf
+
+    from hcdtf import predict
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    return pathlib.PurePosixPath(path).stem, predict.read_patch(path, data)
+
+
+def write_submission(out: str, rows: list) -> str:
+    """``id,label`` rows sorted by id, written to a temporary name and renamed."""
+    import tensorflow as tf
+
+    from hcdtf import predict
+
+    tmp = f"{out}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("id,label\n")
+        f.write("".join(predict.format_row(i, p) for i, p in sorted(rows)))
+    tf.io.gfile.rename(tmp, out, overwrite=True)
+    return out
+
+
+def predict_beam(model_path, images: str, out: str, runner: str, options: Iterable[str] = (),
+                 batch_size: int = 256, backend: str | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """`hcdtf predict --runner`: the patches of ``images`` scored by RunInference into ``out``."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    from hcdtf import backends, predict
+
+    options = list(options)
+    check_runner(runner, options)
+    if "://" not in str(out):
+        predict.check_out(pathlib.Path(out), pathlib.Path(images))
+    if "://" not in str(model_path):
+        backends.resolve(model_path, backend, log)  # a wrong path fails here, not on a worker
+    files = list_patch_files(str(images))
+    log(f"scoring {len(files)} patches from {images} with Apache Beam ({runner}), model {model_path}")
+    handler = KeyedModelHandler(scorer_model_handler(str(model_path), backend, batch_size))
+    score = ("ReadPatch" >> beam.Map(read_patch_file) | "RunInference" >> RunInference(handler)
+             | "Probability" >> beam.MapTuple(lambda i, result: (i, result.inference)))
+    sink = "Collect" >> beam.combiners.ToList() | "WriteCsv" >> beam.Map(lambda rows: write_submission(str(out), rows))
+    run_pipeline(beam.Create(files) | "Spread" >> beam.Reshuffle(), score, sink, runner, options)
+    log(f"wrote {len(files)} predictions to {out}")
+    return {"out": str(out), "n": len(files), "runner": runner}
