@@ -170,15 +170,17 @@ def plot_confusion(path: Path, y: np.ndarray, s: np.ndarray, threshold: float, t
 
 
 def plot_roc_overlay(
-    path: Path, labels: np.ndarray, curves: Sequence[tuple[str, np.ndarray]], title: str
+    path: Path, labels: np.ndarray, curves: Sequence[Mapping[str, Any]], title: str
 ) -> Path:
-    """One ROC curve per ``(legend label, scores)`` on the same examples."""
+    """One ROC curve per dict of ``curves`` on the same examples: ``label``, ``scores`` and,
+    optionally, ``color`` and ``linestyle`` (e.g. one colour per model, one style per repeat)."""
     from sklearn.metrics import roc_curve
 
     fig, ax = _new_figure(5.2, 5.0)
-    for label, scores in curves:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, lw=1.3, label=label)
+    for c in curves:
+        fpr, tpr, _ = roc_curve(labels, c["scores"])
+        ax.plot(fpr, tpr, lw=1.3, label=c["label"], color=c.get("color"),
+                ls=c.get("linestyle", "-"))
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
     ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.01),
            title=title)
@@ -196,28 +198,14 @@ def _spread(model: Mapping[str, Any]) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def plot_auc_by_arch(
-    path: Path,
-    models: Sequence[Mapping[str, Any]],
-    paper_points: Sequence[Mapping[str, Any]] = (),
-) -> Path:
-    """Test AUC per architecture: every repeat as a dot, each model's mean as a marker with
-    +- sd over repeats (a single run shows its 95% CI instead) and its runs as circles, one line per setting (``family``).
-
-    ``models``: dicts with ``name``, ``family``, ``depth`` (None for a baseline), ``aucs`` (one
-    per repeat), ``n_repeats``, ``auc_mean``, ``auc_sd`` and ``auc_ci95``. ``paper_points``:
-    dicts with ``display``, ``auc`` and ``depth`` (None: drawn as a horizontal line).
-    """
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    fig, ax = _new_figure(6.0, 4.6)
-    deep = [m for m in models if m["depth"] is not None]
-    flat = [m for m in models if m["depth"] is None]
+def _draw_settings(ax, deep: Sequence[Mapping[str, Any]]) -> int:
+    """One line per setting through its models' means (+- sd or CI), runs as hollow circles.
+    Returns the number of settings drawn (the colours used)."""
     groups = list(dict.fromkeys(m["family"] for m in deep))
     markers = itertools.cycle("osD^v<>")
     for k, group in enumerate(groups):
         members = sorted((m for m in deep if m["family"] == group), key=lambda m: m["depth"])
-        # Groups side by side at each depth (a few percent apart on the log axis).
+        # Settings side by side at each depth (a few percent apart on the log axis).
         shift = 1.0 + 0.1 * (k - (len(groups) - 1) / 2)
         xs = [m["depth"] * shift for m in members]
         n = max(m["n_repeats"] for m in members)
@@ -225,11 +213,17 @@ def plot_auc_by_arch(
                     yerr=np.array([_spread(m) for m in members]).T, marker=next(markers),
                     capsize=3, lw=1.2, color=f"C{k}",
                     label=f"{group}: mean ± sd of {n}" if n > 1 else f"{group}: 1 run, 95% CI")
-        for x, m in zip(xs, members):  # the runs, hollow, just right of their mean
+        for x, m in zip(xs, members):  # the runs, just right of their mean
             ax.plot([x * 1.04] * len(m["aucs"]), m["aucs"], ls="none", marker="o", ms=4,
                     mfc="none", alpha=0.8, color=f"C{k}", zorder=3)
+    return len(groups)
+
+
+def _draw_references(ax, flat, paper_points, first_colour: int) -> list[int]:
+    """Baselines as dashed lines with a band, the paper's figures as stars / dotted lines.
+    Returns the paper's depths (for the ticks)."""
     for k, m in enumerate(flat):
-        color = f"C{len(groups) + k}"
+        color = f"C{first_colour + k}"
         lo, hi = _spread(m)
         ax.axhline(m["auc_mean"], ls="--", lw=1.0, color=color, label=f"{m['name']} (baseline)")
         ax.axhspan(m["auc_mean"] - lo, m["auc_mean"] + hi, color=color, alpha=0.12)
@@ -240,7 +234,30 @@ def plot_auc_by_arch(
     for p in paper_points:
         if p["depth"] is None:
             ax.axhline(p["auc"], ls=":", lw=1.0, color="black", label=f"{p['display']} (paper)")
-    depths = sorted({m["depth"] for m in deep} | {p["depth"] for p in paper_deep})
+    return [p["depth"] for p in paper_deep]
+
+
+def plot_auc_by_arch(
+    path: Path,
+    models: Sequence[Mapping[str, Any]],
+    paper_points: Sequence[Mapping[str, Any]] = (),
+) -> Path:
+    """Test AUC per architecture: each model's mean with +- sd over repeats (a single run shows
+    its 95% CI instead) and its runs as circles, one line per setting (``family``); baselines
+    and the paper's figures for reference.
+
+    ``models``: dicts with ``name``, ``family``, ``depth`` (None for a baseline), ``aucs`` (one
+    per repeat), ``n_repeats``, ``auc_mean``, ``auc_sd`` and ``auc_ci95``. ``paper_points``:
+    dicts with ``display``, ``auc`` and ``depth`` (None: drawn as a horizontal line).
+    """
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = _new_figure(6.0, 4.6)
+    deep = [m for m in models if m["depth"] is not None]
+    n_settings = _draw_settings(ax, deep)
+    paper_depths = _draw_references(ax, [m for m in models if m["depth"] is None], paper_points,
+                                    n_settings)
+    depths = sorted({m["depth"] for m in deep} | set(paper_depths))
     ax.set_xscale("log")
     if depths:
         ax.set_xticks(depths)

@@ -614,17 +614,29 @@ def _markdown(result: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _roc_curves(runs, rows, models) -> tuple[list[dict[str, Any]], str]:
+    """The ROC overlay's curves: one colour per model, one line style per repeat of it; only
+    each model's first run when there are too many runs for a legible legend."""
+    colour = {m["name"]: f"C{k % 10}" for k, m in enumerate(models)}
+    styles = ("-", "--", ":", "-.")
+    drawn: dict[str, int] = {}
+    curves = []
+    for run, r in zip(runs, rows):
+        k = drawn.get(r["model"], 0)
+        if len(runs) > _MAX_ROC_CURVES and k:
+            continue
+        drawn[r["model"]] = k + 1
+        curves.append({"label": f"{r['name']}: AUC {r['auc']:.4f} {_fmt_ci(r['auc_ci95'])}",
+                       "scores": run["scores"], "color": colour[r["model"]],
+                       "linestyle": styles[k % len(styles)]})
+    title = ("ROC curves on the common test examples" if len(runs) <= _MAX_ROC_CURVES
+             else "ROC curves (first run of each model)")
+    return curves, title
+
+
 def _figures(out: Path, labels: np.ndarray, runs, rows, models) -> tuple[list[str], list[str]]:
     """Writes the three figures; returns the models left out of the depth and cost figures."""
-    if len(runs) <= _MAX_ROC_CURVES:
-        curves = [(f"{r['name']}: AUC {r['auc']:.4f} {_fmt_ci(r['auc_ci95'])}", run["scores"])
-                  for run, r in zip(runs, rows)]
-        title = "ROC curves on the common test examples"
-    else:  # one curve per model (its first run), or the legend would hide the plot
-        first = {}
-        for run, r in zip(runs, rows):
-            first.setdefault(r["model"], (f"{r['model']} ({r['name']}): AUC {r['auc']:.4f}", run["scores"]))
-        curves, title = list(first.values()), "ROC curves (first run of each model)"
+    curves, title = _roc_curves(runs, rows, models)
     plots.plot_roc_overlay(out / _FIGURES["roc_overlay"], labels, curves, title)
     for_plot = [{**m, "aucs": list(m["aucs"].values())} for m in models]
     placed = [m for m in for_plot if m["depth"] is not None or m["kind"] == "baseline"]
