@@ -16,6 +16,7 @@ the file and the valid choices. The resolved config is written into every run di
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 import re
 import typing
@@ -23,8 +24,19 @@ from typing import Any, Optional
 
 import yaml
 
-ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
-STRATEGIES = ("fine_tune", "freeze_base")
+# Each vocabulary is defined once, by the module that owns the concept (all TF-free); the CLI
+# builds its choices from these names.
+from hcdtf.models.logistic import FEATURES as BASELINE_FEATURES
+from hcdtf.models.logistic import SOLVERS as BASELINE_SOLVERS
+from hcdtf.models.registry import ARCHS, STAGES, TRANSFERS
+from hcdtf.runtime import DISTRIBUTIONS, PRECISIONS
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "plateau")
+JIT_COMPILE = ("auto", "True", "False")
+# Fields renamed since hcdtf 0.1: old YAML files and the config.yaml of old runs keep loading.
+RENAMED = {"model.strategy": "model.transfer", "train.strategy": "train.distribution"}
+_LOG = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -46,8 +58,11 @@ class DataConfig:
     shuffle_buffer: int = 10000
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None
+    fold: Optional[int] = None
 
     def validate(self) -> None:
+        if self.fold is not None and self.fold < 0:
+            raise ConfigError(f"data.fold must be a fold number >= 0 (or null), got {self.fold!r}")
         if not re.fullmatch(r"[a-z0-9_.]+", self.dataset_config or ""):
             raise ConfigError(
                 f"data.dataset_config must be kaggle, pcam or the name of a custom config you built "
@@ -62,18 +77,26 @@ class DataConfig:
 class ModelConfig:
     arch: str = "ResNet18"
     weights: Optional[str] = "imagenet"
-    strategy: str = "fine_tune"
+    transfer: str = "fine_tune"
     trainable_from: Optional[str] = None
     dropout: float = 0.2
     fallback_to_scratch: bool = False
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
-        _choice("model.strategy", self.strategy, STRATEGIES)
+        _choice("model.transfer", self.transfer, TRANSFERS)
         if self.trainable_from is not None:
-            _choice("model.trainable_from", self.trainable_from, ("conv2", "conv3", "conv4", "conv5"))
+            _choice("model.trainable_from", self.trainable_from, STAGES)
+            if self.transfer != "fine_tune":
+                raise ConfigError("model.trainable_from selects what to fine-tune: it needs "
+                                  f"model.transfer=fine_tune, got {self.transfer!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def strategy(self) -> str:
+        """Deprecated name of ``transfer`` (hcdtf 0.1)."""
+        return self.transfer
 
 
 @dataclasses.dataclass
@@ -88,7 +111,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     class_weight: bool = False
     precision: str = "auto"
-    strategy: str = "auto"
+    distribution: str = "auto"
     early_stopping_patience: int = 5
     steps_per_epoch: Optional[int] = None
     feature_cache: bool = True
@@ -97,11 +120,11 @@ class TrainConfig:
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_size", self.batch_size)
-        _choice("train.optimizer", self.optimizer, ("adam", "sgd"))
-        _choice("train.schedule", self.schedule, ("constant", "cosine", "plateau"))
-        _choice("train.precision", self.precision, ("auto", "float32", "mixed_float16", "mixed_bfloat16"))
-        _choice("train.strategy", self.strategy, ("auto", "one", "mirrored", "multiworker"))
-        _choice("train.jit_compile", str(self.jit_compile), ("auto", "True", "False"))
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _choice("train.precision", self.precision, PRECISIONS)
+        _choice("train.distribution", self.distribution, DISTRIBUTIONS)
+        _choice("train.jit_compile", str(self.jit_compile), JIT_COMPILE)
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate!r}")
         if self.steps_per_epoch is not None:
@@ -118,8 +141,8 @@ class BaselineConfig:
     batch_size: int = 512
 
     def validate(self) -> None:
-        _choice("baseline.features", self.features, ("pixels", "center32", "gray"))
-        _choice("baseline.solver", self.solver, ("sgd", "lbfgs"))
+        _choice("baseline.features", self.features, tuple(BASELINE_FEATURES))
+        _choice("baseline.solver", self.solver, BASELINE_SOLVERS)
         _positive("baseline.epochs", self.epochs)
         _positive("baseline.batch_size", self.batch_size)
 
@@ -178,8 +201,11 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def dump_text(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def dump(self, path: str | pathlib.Path) -> None:
-        pathlib.Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        pathlib.Path(path).write_text(self.dump_text())
 
 
 def configs_dir() -> pathlib.Path:
@@ -212,13 +238,28 @@ _BOOL_OR_AUTO = ("train.jit_compile",)
 
 
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    """Checks ``value`` against the dataclass field type ``hint`` (int/float/str/bool, Optional)."""
+    """Checks ``value`` against the dataclass field type ``hint``: int/float/str/bool, Optional,
+    ``list[T]``, ``dict[str, T]`` and nested dataclasses."""
     origin = typing.get_origin(hint)
     if origin is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         return _coerce(key, value, args[0], source)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item, source) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return {str(k): _coerce(f"{key}.{k}", v, item, source) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        obj = hint()
+        merge(obj, {} if value is None else value, source, key + ".")
+        return obj
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -244,18 +285,36 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     )
 
 
-def _merge(obj: Any, updates: dict, source: str, prefix: str = "") -> None:
+def _renamed(full: str, source: str, renamed: dict) -> str:
+    """The current name of a renamed field (with a one-line notice), else ``full``."""
+    new = renamed.get(full)
+    if new is None:
+        return full
+    if (full, source) not in _NOTICES:
+        _NOTICES.add((full, source))
+        _LOG.warning("hcdtf: %s: %s is now called %s (the old name still works)", source, full, new)
+    return new
+
+
+_NOTICES: set[tuple[str, str]] = set()
+
+
+def merge(obj: Any, updates: dict, source: str, prefix: str = "", renamed: dict = RENAMED) -> None:
+    """Merges a nested mapping into the dataclass ``obj``, checking every key and type; errors
+    name the key, the ``source`` and the valid keys or choices. ``renamed`` maps old dotted
+    names to new ones (accepted with a one-line notice)."""
     if not isinstance(updates, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {updates!r}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in updates.items():
-        full = prefix + str(key)
+        full = _renamed(prefix + str(key), source, renamed)
+        key = full[len(prefix):]
         if key not in names:
             raise ConfigError(f"{source}: unknown config key {full!r}; valid keys here: {', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, source, full + ".")
+            merge(current, value, source, full + ".", renamed)
         else:
             setattr(obj, key, _coerce(full, value, hints[key], source))
 
@@ -303,15 +362,15 @@ def load_config(
     ``extra`` (a nested dict from dedicated CLI flags, applied last)."""
     cfg = Config()
     for f in files:
-        _merge(cfg, load_yaml(f), f"config file {str(f)!r}")
+        merge(cfg, load_yaml(f), f"config file {str(f)!r}")
     for o in overrides:
-        _merge(cfg, parse_override(o), f"--set {o!r}")
+        merge(cfg, parse_override(o), f"--set {o!r}")
     if extra:
-        _merge(cfg, extra, "command-line flag")
+        merge(cfg, extra, "command-line flag")
     return cfg.validate()
 
 
 def from_dict(data: dict, source: str = "config") -> Config:
     cfg = Config()
-    _merge(cfg, data, source)
+    merge(cfg, data, source)
     return cfg.validate()

@@ -1,26 +1,23 @@
-"""A custom training loop for MultiWorkerMirroredStrategy.
+"""One training epoch under MultiWorkerMirroredStrategy, through a custom loop.
 
 Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` ("Attempt to convert a value
-(PerReplica:{...}) to a Tensor", keras-team/keras#20585), so multi-worker runs use this loop: a
-``tf.function`` step that calls ``strategy.run`` over ``experimental_distribute_dataset``, with
-the loss averaged over the *global* batch so that gradients summed across replicas equal
+(PerReplica:{...}) to a Tensor", keras-team/keras#20585), so multi-worker runs train with this
+loop: a ``tf.function`` step that calls ``strategy.run`` over ``experimental_distribute_dataset``,
+with the loss averaged over the *global* batch so that gradients summed across replicas equal
 one-device training's.
 
-It keeps the run-directory contract of ``train.train``: ``history.csv``, the best checkpoint by
-validation AUC and a backup after each epoch from which a killed run resumes. Only the chief
-(worker 0) writes; every worker reads the backup on restart (a shared file system, as with
-Keras' BackupAndRestore). Every worker computes the same validation AUC on the whole validation
-split with identical weights, so all of them take the same early-stopping decision and no worker
-waits on a collective that the others skipped.
+Everything else (the epoch loop, resume state, history, best checkpoint, early stopping) is
+``train.py``'s, the same for every distribution. Only the chief (worker 0) writes the run
+directory; every worker restores the chief's resume state on restart (a shared file system).
+Every worker computes the same validation AUC on the whole validation split with identical
+weights, so all of them take the same early-stopping decision and no worker waits on a
+collective that the others skipped.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-import time
-from typing import Callable
 
 
 def is_chief() -> bool:
@@ -32,7 +29,7 @@ def is_chief() -> bool:
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
-def _validation_auc(model, val_ds) -> tuple[float, float]:
+def _validation_metrics(model, val_ds) -> tuple[float, float]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
@@ -47,78 +44,42 @@ def _validation_auc(model, val_ds) -> tuple[float, float]:
     return auc, loss
 
 
-def fit_multiworker(
-    model,
-    optimizer,
-    strategy,
-    train_ds,
-    val_ds,
-    run: pathlib.Path,
-    epochs: int,
-    global_batch: int,
-    on_epoch_end: Callable[[int, dict], None],
-    patience: int = 0,
-    log: Callable[[str], None] = print,
-) -> int:
-    """Trains ``model`` (built and compiled in ``strategy.scope()``, ``optimizer`` being its
-    compiled optimizer, so that save/load_weights carry the optimizer state) and returns the
-    number of epochs run."""
-    import keras
-    import tensorflow as tf
+class MultiWorkerEpoch:
+    """Runs one epoch at a time: ``epoch(train_ds, val_ds) -> logs`` (loss, val_auc, val_loss).
+    ``model`` was built and compiled in ``strategy.scope()``; its compiled optimizer trains it."""
 
-    chief = is_chief()
-    backup = run / "backup"
-    weights_path = backup / "latest.weights.h5"
-    meta_path = backup / "training_metadata.json"
-    with strategy.scope():
-        optimizer.build(model.trainable_variables)  # its slots must exist before a restore
-    start = 0
-    if meta_path.is_file() and weights_path.is_file():
-        model.load_weights(str(weights_path))
-        start = int(json.loads(meta_path.read_text())["epoch"])
-        log(f"multiworker: resuming after epoch {start}")
+    def __init__(self, model, strategy, global_batch: int, mid_epoch=None):
+        import keras
+        import tensorflow as tf
 
-    dist_ds = strategy.experimental_distribute_dataset(train_ds)
-    scale = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self.model, self.strategy = model, strategy
+        self.mid_epoch = mid_epoch
+        optimizer = model.optimizer
+        scale = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            p = tf.cast(tf.reshape(model(x, training=True), [-1]), tf.float32)
-            per_example = keras.losses.binary_crossentropy(tf.reshape(y, [-1, 1]), tf.reshape(p, [-1, 1]))
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            scaled = optimizer.scale_loss(loss) if scale else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                p = tf.cast(tf.reshape(model(x, training=True), [-1]), tf.float32)
+                per_example = keras.losses.binary_crossentropy(tf.reshape(y, [-1, 1]), tf.reshape(p, [-1, 1]))
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                scaled = optimizer.scale_loss(loss) if scale else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
 
-    @tf.function
-    def train_step(x, y):
-        per_replica = strategy.run(step, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        @tf.function
+        def train_step(x, y):
+            per_replica = strategy.run(step, args=(x, y))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    best = float("-inf")
-    waited = 0
-    ran = 0
-    for epoch in range(start, epochs):
-        t0 = time.time()
+        self._train_step = train_step
+
+    def __call__(self, train_ds, val_ds) -> dict:
         total, steps = 0.0, 0
-        for x, y in dist_ds:
-            total += float(train_step(x, y))
+        for x, y in self.strategy.experimental_distribute_dataset(train_ds):
+            total += float(self._train_step(x, y))
             steps += 1
-        val_auc, val_loss = _validation_auc(model, val_ds)
-        logs = {"loss": total / max(steps, 1), "val_auc": val_auc, "val_loss": val_loss}
-        log(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} val_auc {val_auc:.4f} ({time.time() - t0:.1f} s)")
-        ran += 1
-        if chief:
-            on_epoch_end(epoch, logs)
-            backup.mkdir(parents=True, exist_ok=True)
-            model.save_weights(str(weights_path), overwrite=True)
-            meta_path.write_text(json.dumps({"epoch": epoch + 1}))
-        if val_auc > best:
-            best, waited = val_auc, 0
-        else:
-            waited += 1
-            if patience and waited >= patience:
-                log(f"early stopping after epoch {epoch + 1}: no validation-AUC gain in {patience} epochs")
-                break
-    return ran
+            if self.mid_epoch:
+                self.mid_epoch()
+        val_auc, val_loss = _validation_metrics(self.model, val_ds)
+        return {"loss": total / max(steps, 1), "val_auc": val_auc, "val_loss": val_loss}

@@ -1,17 +1,19 @@
-"""`hcdtf experiment`: the paper's grid of runs in one command, resumable, ending in one report.
+"""`hcdtf experiment`: a grid of runs from one file, resumable, evaluated, ending in one report.
 
 An experiment file (``configs/experiments/*.yaml``) names a grid: architectures x transfer
-strategies (+ the logistic-regression baseline), the run config shared by every run, and a few
-per-strategy changes. :func:`run` trains every run of the grid into ``<output_dir>/runs/<name>/``,
-evaluates each on the test split and compares them all (DeLong tests, the paper's figures beside
-ours) in ``<output_dir>/comparison/report.md``.
+strategies (+ the logistic-regression baseline), repeated over seeds (and folds), the run config
+shared by every run, and a few per-transfer changes. :func:`run` trains every run of the grid into
+``<output_dir>/runs/<name>/``, evaluates each on the test split and compares them all (DeLong tests,
+statistics across repeats, the paper's figures beside ours) in ``<output_dir>/comparison/``.
+The file is read through the same typed merge as run configs (:func:`hcdtf.config.merge`), so an
+unknown key or a value of the wrong type is an error that names the file, the key and the choices.
 
-Nothing is done twice: a finished run with the same config is skipped ("already complete"), a
-killed run resumes at its last finished epoch (``train.train``), an evaluation is redone only
-when its ``metrics.json`` is older than the model. Rerunning the command after an interruption
+Nothing is done twice: a finished run with the same config is skipped, a killed run continues
+exactly where it stopped (``train.train``), an evaluation is redone only when the model it scored
+has changed (``RunDir.evaluation_current``). Rerunning the command after an interruption
 therefore continues the grid where it stopped.
 
-Experiment file schema (every key optional; unknown keys are errors that name the file)::
+Schema (every key optional)::
 
     description: free text
     output_dir: outputs/paper      # default: outputs/<file name without .yaml>
@@ -19,80 +21,110 @@ Experiment file schema (every key optional; unknown keys are errors that name th
                                    # file's directory, else to configs/
     set: [KEY=VALUE, ...]          # overrides for every run, like `hcdtf train --set`
     archs: [ResNet18, ResNet34, ResNet50, ResNet152]    # the default: the paper's four
-    strategies: [freeze_base, fine_tune]                # the default: both
-    per_strategy:                  # extra configs/set for the runs of one strategy
+    transfers: [freeze_base, fine_tune]                 # the default: both
+    per_transfer:                  # extra configs/set for the runs of one transfer strategy
       freeze_base: {configs: [freeze_base.yaml], set: [...]}
     baseline: true                 # also the logistic regression on pixels (default true)
+    seeds: [0, 1, 2]               # repeat every run with each seed (default: the config's seed)
+    folds: [0, 1, 2, 3, 4]         # with a fold build (data.dataset_config kaggle_folds5): repeat
+                                   # every run with each fold as validation
     sample: {n: 400, seed: 0}      # optional: if the data set is not built, generate a synthetic
                                    # Kaggle-layout sample in <output_dir>/sample and build it
     compare: {n_bootstrap: 1000, seed: 0}   # default: the runs' eval.n_bootstrap and seed
+    export: false                  # export the best CNN (validation AUC) as a SavedModel
 
 ``{output_dir}`` in a ``set`` value or a ``configs`` path is replaced by the experiment's output
-directory. ``model.arch``, ``model.strategy`` and ``output_dir`` belong to the grid and cannot be
-set per run. If the data set is not built and ``data.manual_dir`` is set, it is built from there.
+directory. ``model.arch``, ``model.transfer``, ``seed``, ``data.fold`` and ``output_dir`` belong
+to the grid and cannot be set per run. ``strategies``/``per_strategy`` are accepted as the old
+names of ``transfers``/``per_transfer``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import pathlib
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import yaml
 
 from hcdtf import config as config_lib
-from hcdtf.config import ARCHS, STRATEGIES, Config, ConfigError
+from hcdtf.config import ARCHS, TRANSFERS, Config, ConfigError
 
 PAPER_ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet152")
 BASELINE_NAME = "logistic_regression"
 # Keys that the grid sets for each run, and where to change them (in the file, on the command line).
 GRID_KEYS = {
     "model.arch": ("archs: in the experiment file", "--arch"),
-    "model.strategy": ("strategies: in the experiment file", "--strategy"),
+    "model.transfer": ("transfers: in the experiment file", "--transfer"),
+    "model.strategy": ("transfers: in the experiment file", "--transfer"),
+    "seed": ("seeds: in the experiment file", "--seeds"),
+    "data.fold": ("folds: in the experiment file", "--folds"),
     "output_dir": ("output_dir: in the experiment file", "--output-dir"),
 }
-_TOP_KEYS = ("description", "output_dir", "configs", "set", "archs", "strategies", "per_strategy",
-             "baseline", "sample", "compare")
-_STRATEGY_KEYS = ("configs", "set")
-_SAMPLE_KEYS = ("n", "seed")
-_COMPARE_KEYS = ("n_bootstrap", "seed")
+RENAMED = {"strategies": "transfers", "per_strategy": "per_transfer"}
 
 
 class ExperimentError(ConfigError):
     """The experiment file (or a command-line change to it) is invalid."""
 
 
-@dataclass
-class Experiment:
-    """A parsed, validated experiment file."""
+@dataclasses.dataclass
+class PerTransfer:
+    configs: list[str] = dataclasses.field(default_factory=list)
+    set: list[str] = dataclasses.field(default_factory=list)
 
-    path: pathlib.Path
-    output_dir: str
+
+@dataclasses.dataclass
+class SampleSpec:
+    n: int = 400
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class CompareSpec:
+    n_bootstrap: Optional[int] = None
+    seed: Optional[int] = None
+
+
+@dataclasses.dataclass
+class ExperimentSpec:
+    """A parsed experiment file (see the module docstring for each key)."""
+
     description: str = ""
-    configs: list[str] = field(default_factory=list)
-    set: list[str] = field(default_factory=list)
-    archs: list[str] = field(default_factory=lambda: list(PAPER_ARCHS))
-    strategies: list[str] = field(default_factory=lambda: ["freeze_base", "fine_tune"])
-    per_strategy: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    output_dir: Optional[str] = None
+    configs: list[str] = dataclasses.field(default_factory=list)
+    set: list[str] = dataclasses.field(default_factory=list)
+    archs: list[str] = dataclasses.field(default_factory=lambda: list(PAPER_ARCHS))
+    transfers: list[str] = dataclasses.field(default_factory=lambda: ["freeze_base", "fine_tune"])
+    per_transfer: dict[str, PerTransfer] = dataclasses.field(default_factory=dict)
     baseline: bool = True
-    sample: Optional[dict[str, int]] = None
-    compare: dict[str, int] = field(default_factory=dict)
+    seeds: Optional[list[int]] = None
+    folds: Optional[list[int]] = None
+    sample: Optional[SampleSpec] = None
+    compare: CompareSpec = dataclasses.field(default_factory=CompareSpec)
+    export: bool = False
 
     def to_dict(self) -> dict:
-        return {
-            "description": self.description, "output_dir": self.output_dir, "configs": self.configs,
-            "set": self.set, "archs": self.archs, "strategies": self.strategies,
-            "per_strategy": self.per_strategy, "baseline": self.baseline, "sample": self.sample,
-            "compare": self.compare,
-        }
+        return dataclasses.asdict(self)
 
 
-@dataclass
+@dataclasses.dataclass
+class Experiment:
+    path: pathlib.Path
+    spec: ExperimentSpec
+
+    @property
+    def output_dir(self) -> str:
+        return self.spec.output_dir or f"outputs/{self.path.stem}"
+
+
+@dataclasses.dataclass
 class PlannedRun:
     name: str
-    kind: str  # "train" or "baseline"
+    kind: str  # "cnn" or "baseline"
     cfg: Config
 
     @property
@@ -101,9 +133,8 @@ class PlannedRun:
 
     @property
     def label(self) -> str:
-        if self.kind == "baseline":
-            return "logistic regression"
-        return f"{self.cfg.model.arch} {self.cfg.model.strategy}"
+        what = "logistic regression" if self.kind == "baseline" else f"{self.cfg.model.arch} {self.cfg.model.transfer}"
+        return f"{what} (seed {self.cfg.seed}" + (f", fold {self.cfg.data.fold})" if self.cfg.data.fold is not None else ")")
 
 
 # --------------------------------------------------------------------------- the file
@@ -133,38 +164,16 @@ def shipped_experiments() -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
-def _err(path: pathlib.Path, msg: str) -> ExperimentError:
-    return ExperimentError(f"experiment file {str(path)!r}: {msg}")
-
-
-def _str_list(path: pathlib.Path, key: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _err(path, f"{key} must be a list of strings, got {value!r}")
-    return list(value)
-
-
-def _check_keys(path: pathlib.Path, where: str, data: dict, valid: tuple) -> None:
-    for key in data:
-        if key not in valid:
-            raise _err(path, f"unknown key {where + str(key)!r}; valid keys"
-                             f"{' in ' + where.rstrip('.') if where else ''}: {', '.join(valid)}")
-
-
-def _check_sets(path: pathlib.Path, key: str, items: list[str]) -> None:
-    """Each KEY=VALUE must be a valid run-config override and must not touch the grid's keys."""
-    for i, item in enumerate(items):
-        source = f"experiment file {str(path)!r}, {key}[{i}] {item!r}"
-        if "=" not in item:
-            raise ExperimentError(f"{source}: expected KEY=VALUE, e.g. train.epochs=3")
-        _check_grid_key(item, source, in_file=True)
-        concrete = item.replace("{output_dir}", "outputs/experiment")
-        try:
-            config_lib.from_dict(config_lib.parse_override(concrete), source)
-        except ConfigError as e:
-            msg = str(e).removeprefix(f"--set {concrete!r}: ")
-            raise ExperimentError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+def _choices(source: str, key: str, items: list, valid, what: str) -> None:
+    if not items:
+        raise ExperimentError(f"{source}: {key} must be a non-empty list")
+    for item in items:
+        if valid is not None and item not in valid:
+            raise ExperimentError(f"{source}: {key}: unknown {what} {item!r}; valid: {', '.join(map(str, valid))}")
+        if valid is None and (not isinstance(item, int) or item < 0):
+            raise ExperimentError(f"{source}: {key}: {what}s are integers >= 0, got {item!r}")
+    if len(set(items)) != len(items):
+        raise ExperimentError(f"{source}: {key} lists an entry twice: {items!r}")
 
 
 def _check_grid_key(item: str, source: str, in_file: bool) -> None:
@@ -174,83 +183,57 @@ def _check_grid_key(item: str, source: str, in_file: bool) -> None:
         raise ExperimentError(f"{source}: {key} is chosen by the experiment grid; use {instead} instead")
 
 
-def _choices(path: pathlib.Path, key: str, value: Any, valid: tuple, default: list[str]) -> list[str]:
-    if value is None:
-        return list(default)
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise _err(path, f"{key} must be a non-empty list, got {value!r}")
-    for item in items:
-        if item not in valid:
-            raise _err(path, f"{key}: unknown {key[:-1]} {item!r}; valid: {', '.join(valid)}")
-    if len(set(items)) != len(items):
-        raise _err(path, f"{key} lists an entry twice: {items!r}")
-    return list(items)
+def _check_sets(source: str, key: str, items: list[str]) -> None:
+    """Each KEY=VALUE must be a valid run-config override and must not touch the grid's keys."""
+    for i, item in enumerate(items):
+        where = f"{source}, {key}[{i}] {item!r}"
+        if "=" not in item:
+            raise ExperimentError(f"{where}: expected KEY=VALUE, e.g. train.epochs=3")
+        _check_grid_key(item, where, in_file=True)
+        try:
+            config_lib.from_dict(config_lib.parse_override(item.replace("{output_dir}", "outputs/x")), where)
+        except ConfigError as e:
+            msg = str(e).split(": ", 1)[-1] if str(e).startswith(where) else str(e)
+            raise ExperimentError(f"{where}: {msg}") from None
 
 
-def _int(path: pathlib.Path, key: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _err(path, f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
+def validate(spec: ExperimentSpec, source: str) -> None:
+    _choices(source, "archs", spec.archs, ARCHS, "architecture")
+    _choices(source, "transfers", spec.transfers, TRANSFERS, "transfer")
+    for name, per in spec.per_transfer.items():
+        if name not in TRANSFERS:
+            raise ExperimentError(f"{source}: per_transfer: unknown transfer {name!r}; valid: {', '.join(TRANSFERS)}")
+        _check_sets(source, f"per_transfer.{name}.set", per.set)
+    _check_sets(source, "set", spec.set)
+    for key in ("seeds", "folds"):
+        if getattr(spec, key) is not None:
+            _choices(source, key, getattr(spec, key), None, key[:-1])
+    if spec.sample is not None and (spec.sample.n < 40 or spec.sample.seed < 0):
+        raise ExperimentError(f"{source}: sample.n must be >= 40 and sample.seed >= 0, got {spec.sample}")
+    if spec.compare.n_bootstrap is not None and spec.compare.n_bootstrap < 0:
+        raise ExperimentError(f"{source}: compare.n_bootstrap must be >= 0, got {spec.compare.n_bootstrap}")
 
 
 def load_experiment(path: str | pathlib.Path) -> Experiment:
     """Reads and validates an experiment file; errors name the file and the key."""
     p = resolve_path(path)
+    source = f"experiment file {str(p)!r}"
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise _err(p, f"not valid YAML: {e}") from None
+        raise ExperimentError(f"{source}: not valid YAML: {e}") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise _err(p, "top level must be a mapping of keys (output_dir, archs, strategies, ...)")
-    _check_keys(p, "", raw, _TOP_KEYS)
-
-    exp = Experiment(path=p, output_dir=str(raw.get("output_dir") or f"outputs/{p.stem}"))
-    if not isinstance(exp.output_dir, str):
-        raise _err(p, f"output_dir must be a path, got {raw['output_dir']!r}")
-    exp.description = str(raw.get("description") or "").strip()
-    exp.configs = _str_list(p, "configs", raw.get("configs"))
-    exp.set = _str_list(p, "set", raw.get("set"))
-    _check_sets(p, "set", exp.set)
-    exp.archs = _choices(p, "archs", raw.get("archs"), ARCHS, list(PAPER_ARCHS))
-    exp.strategies = _choices(p, "strategies", raw.get("strategies"), STRATEGIES, ["freeze_base", "fine_tune"])
-
-    per = raw.get("per_strategy") or {}
-    if not isinstance(per, dict):
-        raise _err(p, f"per_strategy must be a mapping strategy -> {{configs, set}}, got {per!r}")
-    for strategy, spec in per.items():
-        if strategy not in STRATEGIES:
-            raise _err(p, f"per_strategy: unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-        spec = spec or {}
-        if not isinstance(spec, dict):
-            raise _err(p, f"per_strategy.{strategy} must be a mapping with configs/set, got {spec!r}")
-        _check_keys(p, f"per_strategy.{strategy}.", spec, _STRATEGY_KEYS)
-        exp.per_strategy[strategy] = {
-            "configs": _str_list(p, f"per_strategy.{strategy}.configs", spec.get("configs")),
-            "set": _str_list(p, f"per_strategy.{strategy}.set", spec.get("set")),
-        }
-        _check_sets(p, f"per_strategy.{strategy}.set", exp.per_strategy[strategy]["set"])
-
-    baseline = raw.get("baseline", True)
-    if not isinstance(baseline, bool):
-        raise _err(p, f"baseline must be true or false, got {baseline!r}")
-    exp.baseline = baseline
-
-    sample = raw.get("sample")
-    if sample is not None:
-        if not isinstance(sample, dict):
-            raise _err(p, f"sample must be a mapping like {{n: 400, seed: 0}} or null, got {sample!r}")
-        _check_keys(p, "sample.", sample, _SAMPLE_KEYS)
-        exp.sample = {"n": _int(p, "sample.n", sample.get("n", 400), 40),
-                      "seed": _int(p, "sample.seed", sample.get("seed", 0), 0)}
-
-    compare = raw.get("compare") or {}
-    if not isinstance(compare, dict):
-        raise _err(p, f"compare must be a mapping like {{n_bootstrap: 1000}}, got {compare!r}")
-    _check_keys(p, "compare.", compare, _COMPARE_KEYS)
-    exp.compare = {k: _int(p, f"compare.{k}", v, 0) for k, v in compare.items()}
-    return exp
+        raise ExperimentError(f"{source}: top level must be a mapping of keys (output_dir, archs, transfers, ...)")
+    spec = ExperimentSpec()
+    try:
+        config_lib.merge(spec, raw, source, renamed=RENAMED)
+    except ExperimentError:
+        raise
+    except ConfigError as e:
+        raise ExperimentError(str(e)) from None
+    validate(spec, source)
+    return Experiment(p, spec)
 
 
 # --------------------------------------------------------------------------- the grid
@@ -259,50 +242,70 @@ def _config_file(exp: Experiment, name: str, key: str) -> pathlib.Path:
     p = pathlib.Path(name).expanduser()
     candidates = [p] if p.is_absolute() else [exp.path.parent / p, config_lib.configs_dir() / p]
     for c in candidates:
-        if c.is_file():
+        # An experiment file is never a run config (configs/experiments/quickstart.yaml vs
+        # configs/quickstart.yaml).
+        if c.is_file() and c.resolve() != exp.path.resolve():
             return c
-    raise _err(exp.path, f"{key}: config file {name!r} not found (looked in "
-                         f"{', '.join(str(c.parent) for c in candidates)})")
+    raise ExperimentError(f"experiment file {str(exp.path)!r}: {key}: config file {name!r} not found (looked in "
+                          f"{', '.join(str(c.parent) for c in candidates)})")
 
 
-def plan(exp: Experiment, overrides=(), archs=None, strategies=None, baseline=None) -> list[PlannedRun]:
-    """Every run of the grid with its resolved, validated config. ``archs``, ``strategies`` and
-    ``baseline`` (from the command line) narrow or change the file's grid; ``overrides`` (--set)
-    apply to every run, after the file's own."""
+def narrow(exp: Experiment, archs=None, transfers=None, baseline=None, seeds=None, folds=None) -> None:
+    """Applies the command line's changes to the grid (validated like the file's)."""
+    source = "command line"
+    for key, value in (("archs", archs), ("transfers", transfers), ("seeds", seeds), ("folds", folds)):
+        if value:
+            setattr(exp.spec, key, list(value))
+    if baseline is not None:
+        exp.spec.baseline = baseline
+    validate(exp.spec, source)
+
+
+def _repeats(spec: ExperimentSpec, base: Config) -> list[tuple[int, Optional[int], str]]:
+    """(seed, fold, suffix of the run name) of every repeat; one repeat keeps the plain name."""
+    seeds = spec.seeds or [base.seed]
+    folds = spec.folds or [base.data.fold]
+    many = len(seeds) * len(folds) > 1
+    out = []
+    for seed, fold in itertools.product(seeds, folds):
+        suffix = (f"_seed{seed}" + (f"_fold{fold}" if fold is not None else "")) if many else ""
+        out.append((seed, fold, suffix))
+    return out
+
+
+def plan(exp: Experiment, overrides=()) -> list[PlannedRun]:
+    """Every run of the grid with its resolved, validated config; ``overrides`` (--set) apply to
+    every run, after the file's own."""
+    spec, out = exp.spec, pathlib.Path(exp.output_dir)
     for o in overrides:
         _check_grid_key(o, f"--set {o!r}", in_file=False)
-    if archs:
-        archs = _choices(exp.path, "archs", list(archs), ARCHS, [])
-    if strategies:
-        strategies = _choices(exp.path, "strategies", list(strategies), STRATEGIES, [])
-    archs = archs or exp.archs
-    strategies = strategies or exp.strategies
-    baseline = exp.baseline if baseline is None else baseline
-    out = pathlib.Path(exp.output_dir)
-    common_files = [_config_file(exp, f, "configs") for f in exp.configs]
-    common_set = [s.replace("{output_dir}", exp.output_dir) for s in exp.set]
-    overrides = [s.replace("{output_dir}", exp.output_dir) for s in overrides]
 
+    def subst(items):
+        return [s.replace("{output_dir}", exp.output_dir) for s in items]
+
+    common_files = [_config_file(exp, f, "configs") for f in spec.configs]
+    common = [*subst(spec.set), *subst(overrides)]
+    base = config_lib.load_config(common_files, common)
     runs = []
-    for arch in archs:
-        for strategy in strategies:
-            per = exp.per_strategy.get(strategy, {})
-            files = common_files + [_config_file(exp, f, f"per_strategy.{strategy}.configs")
-                                    for f in per.get("configs", [])]
-            name = f"{arch.lower()}_{strategy}"
-            sets = [*common_set, *[s.replace("{output_dir}", exp.output_dir) for s in per.get("set", [])],
-                    *overrides, f"model.arch={arch}", f"model.strategy={strategy}",
-                    f"output_dir={out / 'runs' / name}"]
-            runs.append(PlannedRun(name, "train", config_lib.load_config(files, sets)))
-    if baseline:
-        sets = [*common_set, *overrides, f"output_dir={out / 'runs' / BASELINE_NAME}"]
-        runs.append(PlannedRun(BASELINE_NAME, "baseline", config_lib.load_config(common_files, sets)))
+    for seed, fold, suffix in _repeats(spec, base):
+        grid = [f"seed={seed}", f"data.fold={'null' if fold is None else fold}"]
+        for arch, transfer in itertools.product(spec.archs, spec.transfers):
+            per = spec.per_transfer.get(transfer, PerTransfer())
+            files = common_files + [_config_file(exp, f, f"per_transfer.{transfer}.configs") for f in per.configs]
+            name = f"{arch.lower()}_{transfer}{suffix}"
+            sets = [*subst(spec.set), *subst(per.set), *subst(overrides), *grid, f"model.arch={arch}",
+                    f"model.transfer={transfer}", f"output_dir={out / 'runs' / name}"]
+            runs.append(PlannedRun(name, "cnn", config_lib.load_config(files, sets)))
+        if spec.baseline:
+            name = BASELINE_NAME + suffix
+            sets = [*common, *grid, f"output_dir={out / 'runs' / name}"]
+            runs.append(PlannedRun(name, "baseline", config_lib.load_config(common_files, sets)))
     if not runs:
-        raise _err(exp.path, "the grid is empty (no archs x strategies and no baseline)")
+        raise ExperimentError(f"experiment file {str(exp.path)!r}: the grid is empty (no archs x transfers and no baseline)")
     data_keys = {(r.cfg.data.data_dir, r.cfg.data.dataset_config) for r in runs}
     if len(data_keys) > 1:
-        raise _err(exp.path, "all runs of an experiment must use the same data set (data.data_dir, "
-                             f"data.dataset_config); the grid gives {sorted(data_keys)}")
+        raise ExperimentError(f"experiment file {str(exp.path)!r}: all runs of an experiment must use the same data "
+                              f"set (data.data_dir, data.dataset_config); the grid gives {sorted(data_keys)}")
     return runs
 
 
@@ -311,16 +314,15 @@ def ensure_dataset(exp: Experiment, cfg: Config, log: Callable[[str], None]) -> 
     ``data.manual_dir``); otherwise fails before any training with how to build it."""
     from hcdtf import data
 
-    builder = data.get_builder(cfg.data.data_dir, cfg.data.dataset_config)
-    if builder.is_prepared():
+    if data.get_builder(cfg.data.data_dir, cfg.data.dataset_config).is_prepared():
         return
     manual_dir = cfg.data.manual_dir
-    if exp.sample is not None:
+    if exp.spec.sample is not None:
         from hcdtf import synthetic
 
         sample = pathlib.Path(exp.output_dir) / "sample"
         if not (sample / "train_labels.csv").is_file():
-            info = synthetic.write_sample(sample, n=exp.sample["n"], seed=exp.sample["seed"])
+            info = synthetic.write_sample(sample, n=exp.spec.sample.n, seed=exp.spec.sample.seed)
             log(f"sample: {info.n_train} labelled + {info.n_test} unlabelled synthetic patches in {sample}")
         manual_dir = str(sample)
     if not manual_dir:
@@ -332,35 +334,66 @@ def ensure_dataset(exp: Experiment, cfg: Config, log: Callable[[str], None]) -> 
     log(f"built {builder.info.full_name} ({splits})")
 
 
-def _evaluation_current(run_dir: pathlib.Path, split: str) -> bool:
-    """metrics.json and predictions.csv exist for ``split`` and are newer than the model."""
-    metrics_path, preds = run_dir / "metrics.json", run_dir / "predictions.csv"
-    model = run_dir / "model.keras" if (run_dir / "model.keras").is_file() else run_dir / "model.npz"
-    if not (metrics_path.is_file() and preds.is_file() and model.is_file()):
-        return False
-    try:
-        recorded = json.loads(metrics_path.read_text()).get("split")
-    except json.JSONDecodeError:
-        return False
-    return recorded == split and metrics_path.stat().st_mtime >= model.stat().st_mtime
-
-
 def _status(pr: PlannedRun, overwrite: bool) -> str:
-    """'complete', 'resume', 'fresh' or 'changed' (a run of another config is in the way)."""
-    from hcdtf import train
+    """What to do with a planned run: 'complete', 'resume', 'fresh' or 'changed' (a run of
+    another config is in the way and --overwrite replaces it); refuses conflicts up front."""
+    from hcdtf.rundir import RunDir, RunDirError
 
-    try:
-        return train.prepare_run_dir(pr.cfg, overwrite=False, kind=pr.kind)
-    except train.RunDirError as e:
-        if (pr.run_dir / "config.yaml").is_file():
-            if overwrite:
-                return "changed"
-            raise train.RunDirError(
-                f"run {pr.name}: {pr.run_dir} holds a run of another config than the experiment now "
-                f"gives it; pass --overwrite to retrain the runs whose config changed (finished runs "
-                f"whose config did not change are kept), or use another --output-dir"
-            ) from None
-        raise train.RunDirError(f"run {pr.name}: {e}") from None
+    state = RunDir(pr.run_dir).status(pr.cfg, pr.kind)
+    if state == "foreign":
+        raise RunDirError(f"run {pr.name}: {pr.run_dir} is not empty and holds no hcdtf run; use another --output-dir")
+    if state == "conflict":
+        if not overwrite:
+            raise RunDirError(
+                f"run {pr.name}: {pr.run_dir} holds a run of another config than the experiment now gives it; "
+                "pass --overwrite to retrain the runs whose config changed (finished runs whose config did "
+                "not change are kept), or use another --output-dir")
+        return "changed"
+    return "fresh" if state == "unstarted" else state
+
+
+def _run_one(pr: PlannedRun, state: str, tag: str, log) -> dict:
+    from hcdtf import baseline, evaluate, train
+    from hcdtf.rundir import RunDir, kill_point
+
+    t0 = time.time()
+    if state != "complete":
+        what = {"fresh": "training", "resume": "resuming", "changed": "config changed, retraining"}[state]
+        log(f"{tag}: {what} {pr.label} -> {pr.run_dir}")
+        (baseline.run if pr.kind == "baseline" else train.train)(pr.cfg, overwrite=state == "changed", log=log)
+    run_dir, split = RunDir(pr.run_dir), pr.cfg.data.test_split
+    if run_dir.evaluation_current(split, split):
+        evaluated = "evaluation up to date"
+    else:
+        evaluate.evaluate_run(pr.run_dir, split=split, log=log)
+        evaluated = "evaluated"
+    m = json.loads((run_dir.path / "metrics.json").read_text())
+    seconds = round(time.time() - t0, 1)
+    status = "skipped" if state == "complete" else "done"
+    head = "already complete, skipped" if status == "skipped" else f"done in {seconds:.0f} s"
+    log(f"{tag}: {head}; {evaluated}; {split} AUC {m['auc']:.4f} ({pr.run_dir})")
+    kill_point("experiment-between-runs")
+    summary = run_dir.summary() or {}
+    return {"name": pr.name, "kind": pr.kind, "arch": summary.get("arch"), "transfer": summary.get("transfer"),
+            "seed": pr.cfg.seed, "fold": pr.cfg.data.fold, "run_dir": str(pr.run_dir), "status": status,
+            "test_auc": m["auc"], "best_val_auc": summary.get("best_val_auc"), "seconds": seconds}
+
+
+def _export_best(results: list[dict], out: pathlib.Path, log) -> str | None:
+    """Exports the CNN with the best validation AUC (once: an existing export is kept)."""
+    from hcdtf import export
+
+    cnns = [r for r in results if r["kind"] == "cnn"]
+    if not cnns:
+        return None
+    export_dir = out / "models" / "hcd"
+    existing = sorted((int(p.name), p) for p in export_dir.glob("[0-9]*") if p.is_dir() and p.name.isdigit()) \
+        if export_dir.is_dir() else []
+    if existing:
+        log(f"SavedModel for TF Serving: {existing[-1][1]} (already exported)")
+        return str(existing[-1][1])
+    best = max(cnns, key=lambda r: r["best_val_auc"] if r["best_val_auc"] is not None else float("-inf"))
+    return str(export.export_run(best["run_dir"], export_dir, log=log))
 
 
 def run(
@@ -368,79 +401,60 @@ def run(
     overrides=(),
     output_dir: str | None = None,
     archs=None,
-    strategies=None,
+    transfers=None,
     baseline: bool | None = None,
+    seeds=None,
+    folds=None,
     overwrite: bool = False,
+    sample_n: int | None = None,
+    configs=(),
     log: Callable[[str], None] = print,
 ) -> dict:
     """Runs (or continues) the experiment in ``path``; returns the summary also written to
-    ``<output_dir>/experiment.json``.
-
-    ``overwrite``: retrain the runs whose config changed since they were trained (their old
-    artifacts are removed); unchanged finished runs are still skipped."""
-    from hcdtf import baseline as baseline_lib
-    from hcdtf import atomic, evaluate, report, train
+    ``<output_dir>/experiment.json``. ``overwrite``: retrain the runs whose config changed since
+    they were trained (the old run stays until the new one has an epoch); unchanged finished
+    runs are still skipped. ``configs``: run config files applied after the file's own;
+    ``sample_n``: the size of the synthetic sample, if the file asks for one."""
+    from hcdtf import atomic, report
+    from hcdtf.rundir import RunLock
 
     exp = load_experiment(path)
     if output_dir:
-        exp.output_dir = str(output_dir)
-    runs = plan(exp, overrides, archs=archs, strategies=strategies, baseline=baseline)
-    # What actually runs: the file's grid as narrowed on the command line.
-    exp.archs = list(dict.fromkeys(r.cfg.model.arch for r in runs if r.kind == "train"))
-    exp.strategies = list(dict.fromkeys(r.cfg.model.strategy for r in runs if r.kind == "train"))
-    exp.baseline = any(r.kind == "baseline" for r in runs)
+        exp.spec.output_dir = str(output_dir)
+    if sample_n is not None:
+        exp.spec.sample = SampleSpec(n=sample_n, seed=exp.spec.sample.seed if exp.spec.sample else 0)
+    exp.spec.configs = [*exp.spec.configs, *configs]
+    narrow(exp, archs, transfers, baseline, seeds, folds)
+    runs = plan(exp, overrides)
     out = pathlib.Path(exp.output_dir)
-    total = len(runs)
-    log(f"experiment {exp.path} -> {out}: {total} run{'s' if total > 1 else ''} "
+    log(f"experiment {exp.path} -> {out}: {len(runs)} run{'s' if len(runs) > 1 else ''} "
         f"({', '.join(r.name for r in runs)})")
     states = {r.name: _status(r, overwrite) for r in runs}  # refuses conflicts before any work
-    ensure_dataset(exp, runs[0].cfg, log)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = {"file": str(exp.path), **exp.to_dict(), "command_line_set": list(overrides),
-                "runs": [r.name for r in runs]}
-    (out / "experiment.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-
-    t_start = time.time()
-    results: list[dict] = []
-    for i, pr in enumerate(runs, 1):
-        tag = f"[{i}/{total}] {pr.name}"
-        t0 = time.time()
-        state = states[pr.name]
-        test_split = pr.cfg.data.test_split
-        if state != "complete":
-            what = {"fresh": "training", "resume": "resuming", "changed": "config changed, retraining"}[state]
-            log(f"{tag}: {what} {pr.label} -> {pr.run_dir}")
-            if pr.kind == "baseline":
-                baseline_lib.run(pr.cfg, overwrite=state == "changed", log=log)
-            else:
-                train.train(pr.cfg, overwrite=state == "changed", log=log)
-        if _evaluation_current(pr.run_dir, test_split):
-            evaluated = "evaluation up to date"
-        else:
-            evaluate.evaluate_run(pr.run_dir, split=test_split, log=log)
-            evaluated = "evaluated"
-        m = json.loads((pr.run_dir / "metrics.json").read_text())
-        seconds = round(time.time() - t0, 1)
-        status = "skipped" if state == "complete" else "done"
-        head = "already complete, skipped" if status == "skipped" else f"done in {seconds:.0f} s"
-        log(f"{tag}: {head}; {evaluated}; {test_split} AUC {m['auc']:.4f} ({pr.run_dir})")
-        results.append({"name": pr.name, "kind": pr.kind, "arch": pr.cfg.model.arch if pr.kind == "train"
-                        else "LogisticRegression", "strategy": pr.cfg.model.strategy if pr.kind == "train"
-                        else "baseline", "run_dir": str(pr.run_dir), "status": status,
-                        "test_auc": m["auc"], "seconds": seconds})
-
-    comparison = out / "comparison"
-    n_bootstrap = exp.compare.get("n_bootstrap", runs[0].cfg.eval.n_bootstrap)
-    seed = exp.compare.get("seed", runs[0].cfg.seed)
-    report.compare([r.run_dir for r in runs], comparison, n_bootstrap=n_bootstrap, seed=seed)
-    summary = {
-        "experiment": str(exp.path),
-        "output_dir": str(out),
-        "runs": results,
-        "report": str(comparison / "report.md"),
-        "seconds": round(time.time() - t_start, 1),
-    }
+    lock = RunLock(out, "experiment")
+    lock.acquire()
+    try:
+        ensure_dataset(exp, runs[0].cfg, log)
+        resolved = {"file": str(exp.path), **exp.spec.to_dict(), "output_dir": exp.output_dir,
+                    "command_line_set": list(overrides), "runs": [r.name for r in runs]}
+        atomic.write_text(out / "experiment.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        t_start = time.time()
+        results = [_run_one(pr, states[pr.name], f"[{i}/{len(runs)}] {pr.name}", log) for i, pr in enumerate(runs, 1)]
+        comparison = out / "comparison"
+        report.compare([r.run_dir for r in runs], comparison,
+                       n_bootstrap=_or(exp.spec.compare.n_bootstrap, runs[0].cfg.eval.n_bootstrap),
+                       seed=_or(exp.spec.compare.seed, runs[0].cfg.seed))
+        saved = _export_best(results, out, log) if exp.spec.export else None
+    finally:
+        lock.release()
+    summary = {"experiment": str(exp.path), "output_dir": str(out), "runs": results,
+               "report": str(comparison / "report.md"), "saved_model": saved,
+               "seconds": round(time.time() - t_start, 1)}
     atomic.write_json(out / "experiment.json", summary)
     done = sum(r["status"] == "done" for r in results)
-    log(f"experiment done: {done} trained, {total - done} already complete; report: {summary['report']}")
+    log(f"experiment done: {done} trained, {len(runs) - done} already complete; report: {summary['report']}")
     return summary
+
+
+def _or(value, default):
+    return default if value is None else value

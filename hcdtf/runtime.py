@@ -16,6 +16,10 @@ import tempfile
 import numpy as np
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+# Keras dtype policies a run may ask for; "auto" is resolved by `resolve_precision`.
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# tf.distribute strategies by short name; "auto" is resolved by `make_strategy`.
+DISTRIBUTIONS = ("auto", "one", "mirrored", "multiworker")
 
 # Lines TensorFlow's C++ runtime prints while it loads, before absl logging is set up, so that
 # TF_CPP_MIN_LOG_LEVEL cannot hide them.
@@ -167,4 +171,4 @@ def make_strategy(name: str):
         return tf.distribute.MirroredStrategy(devices=devices), "mirrored"
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy(), "multiworker"
-    raise ValueError(f"unknown strategy {name!r}; valid: auto, one, mirrored, multiworker")
+    raise ValueError(f"unknown distribution {name!r}; valid: {', '.join(DISTRIBUTIONS)}")

@@ -1,24 +1,22 @@
-"""Training: wires config, data, model and callbacks into a resumable run directory.
+"""Training: wires config, data, model and the epoch loop into a resumable run directory.
 
-A run directory holds everything needed to understand and repeat the run::
+An epoch is committed by one file, ``backup/state-NNNN.npz`` (``hcdtf.rundir``): every variable of
+the model and optimizer (including dropout's random state) and the run's bookkeeping (history,
+best epoch, time). The history, the best checkpoint and TensorBoard are derived from it. A killed
+run restarts its unfinished epoch from the beginning, and the data of epoch k depend only on
+(seed, k) (``data.training_epochs``), so a resumed run is the same training as an uninterrupted
+one; with op determinism (the default) its weights and history.csv are identical.
 
-    config.yaml            the resolved config (written before training starts)
-    history.csv            one row per finished epoch (rewritten, never duplicated, on resume)
-    backup/                BackupAndRestore state: a killed run resumes at its last finished epoch
-    checkpoints/best.weights.h5   weights of the best epoch by validation AUC
-    model.keras            the best model, raw uint8 patches in, probability out
-    val_predictions.csv    id,label,score on the validation split
-    train_summary.json     epochs, wall time, images/s, precision, strategy, params, FLOPs, ...
-    logs/                  TensorBoard
+Early stopping, the plateau schedule and the best epoch are pure functions of the history, so they
+too continue exactly after a resume.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
-import pathlib
 import shutil
 import sys
 import time
@@ -27,117 +25,75 @@ from typing import Callable
 import numpy as np
 
 from hcdtf import __version__, artifacts, atomic, data, runtime
-from hcdtf.config import Config, ConfigError, from_dict, load_yaml
+from hcdtf.atomic import TMP_MARK
+from hcdtf.config import Config, ConfigError
+from hcdtf.rundir import ResumeState, RunDir, RunDirError, kill_point, load_state, save_state
+
+INPUT_MPP = 0.972  # um/px of PCam/Kaggle patches (Camelyon16 level 2), the models' input resolution
 
 
-class RunDirError(ValueError):
-    """The output directory holds a run that this command must not touch."""
+# --------------------------------------------------------------------------- schedule rules
+def best_epoch(history: list[dict]) -> int | None:
+    """The 1-based epoch with the highest validation AUC (the first one on ties), or None."""
+    best, at = float("-inf"), None
+    for row in history:
+        auc = float(row.get("val_auc", "nan"))
+        if auc > best:
+            best, at = auc, int(row["epoch"])
+    return at
 
 
-# --------------------------------------------------------------------------- run directory
-def _comparable(cfg_dict: dict, kind: str) -> dict:
-    """The parts of a config that define a run of ``kind`` (where it is written does not)."""
-    d = json.loads(json.dumps(cfg_dict))
-    ignored = ("output_dir", "eval", "export") + (("model", "train") if kind == "baseline" else ("baseline",))
-    for key in ignored:
-        d.pop(key, None)
-    return d
+def should_stop(history: list[dict], patience: int) -> bool:
+    """Early stopping: ``patience`` epochs in a row without a new best validation AUC."""
+    if not patience or not history:
+        return False
+    at = best_epoch(history)
+    return int(history[-1]["epoch"]) - (at or 0) >= patience
 
 
-def prepare_run_dir(cfg: Config, overwrite: bool, kind: str = "train") -> str:
-    """Returns "fresh", "resume" or "complete" for ``cfg.output_dir``.
-
-    A directory with a finished run of the same config is "complete" (nothing to do, which makes
-    `hcdtf experiment` resumable); one with a run of another config is refused unless
-    ``overwrite``, and then only our own artifacts are removed.
-    """
-    run = pathlib.Path(cfg.output_dir)
-    cfg_path = run / "config.yaml"
-    if run.exists() and not run.is_dir():
-        raise RunDirError(f"--output-dir {str(run)!r} exists and is not a directory")
-    if cfg_path.is_file():
-        try:
-            old = from_dict(load_yaml(cfg_path), str(cfg_path))
-            same = _comparable(old.to_dict(), kind) == _comparable(cfg.to_dict(), kind)
-        except ConfigError:
-            same = False
-        finished = (run / "train_summary.json").is_file()
-        if not same:
-            if not overwrite:
-                state = "a finished" if finished else "an unfinished"
-                raise RunDirError(
-                    f"--output-dir {str(run)!r} holds {state} run of another config "
-                    f"({cfg_path}); choose another --output-dir or pass --overwrite to replace it"
-                )
-            clear_run_dir(run)
-            return "fresh"
-        if finished:
-            if overwrite:
-                clear_run_dir(run)
-                return "fresh"
-            return "complete"
-        return "resume"
-    if run.is_dir() and any(run.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"--output-dir {str(run)!r} is not empty and holds no hcdtf run; choose another "
-            "directory (nothing in it is touched)"
-        )
-    return "fresh"
+def plateau_learning_rate(history: list[dict], initial: float, factor: float = 0.2, patience: int = 2,
+                          min_delta: float = 1e-4) -> float:
+    """Reduce-on-plateau: the rate is multiplied by ``factor`` whenever ``patience`` epochs
+    pass without the validation AUC improving by more than ``min_delta`` (as Keras'
+    ReduceLROnPlateau, replayed from the history)."""
+    lr, best, wait = initial, float("-inf"), 0
+    for row in history:
+        auc = float(row.get("val_auc", "nan"))
+        if auc > best + min_delta:
+            best, wait = auc, 0
+            continue
+        wait += 1
+        if wait >= patience:
+            lr, wait = lr * factor, 0
+    return lr
 
 
-_RUN_ARTIFACTS = (
-    "config.yaml", "history.csv", "backup", "checkpoints", "model.keras", "val_predictions.csv",
-    "train_summary.json", "logs", "metrics.json", "predictions.csv", "plots", "model.npz",
-)
+# --------------------------------------------------------------------------- history files
+HISTORY_KEYS = ("loss", "auc", "accuracy", "val_loss", "val_auc", "val_accuracy", "learning_rate")
 
 
-def clear_run_dir(run: pathlib.Path) -> None:
-    """Removes hcdtf's artifacts from ``run`` (and nothing else)."""
-    for name in _RUN_ARTIFACTS:
-        p = run / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-    for p in run.glob("metrics_*.json"):
-        p.unlink()
+def history_csv(history: list[dict]) -> str:
+    keys = ["epoch"] + sorted({k for r in history for k in r} - {"epoch"})
+    out = io.StringIO()
+    w = csv.DictWriter(out, keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    return out.getvalue()
 
 
-def record_epoch(path: pathlib.Path, epoch: int, logs: dict | None) -> None:
-    """Writes epoch ``epoch`` (0-based) into history.csv, keyed by epoch: a resumed epoch
-    replaces its row instead of adding one. Written atomically."""
-    rows = {}
-    if path.is_file():
+def read_history(path) -> list[dict]:
+    try:
         with open(path, newline="") as f:
-            rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
-    row = {"epoch": epoch + 1, "time": f"{time.time():.3f}"}
-    row.update({k: f"{float(v):.6g}" for k, v in (logs or {}).items()})
-    rows[epoch + 1] = row
-    keys = ["epoch", "time"] + sorted({k for r in rows.values() for k in r} - {"epoch", "time"})
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        for e in sorted(rows):
-            w.writerow(rows[e])
-    os.replace(tmp, path)
-
-
-def make_history_callback(path: pathlib.Path):
-    import keras
-
-    class HistoryCSV(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            record_epoch(path, epoch, logs)
-
-    return HistoryCSV()
-
-
-def read_history(path: pathlib.Path) -> list[dict]:
-    if not path.is_file():
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+
+
+def _row(epoch: int, logs: dict, learning_rate: float) -> dict:
+    row = {"epoch": epoch}
+    row.update({k: f"{float(v):.6g}" for k, v in logs.items() if k in HISTORY_KEYS})
+    row["learning_rate"] = f"{learning_rate:.6g}"
+    return row
 
 
 # --------------------------------------------------------------------------- model pieces
@@ -148,21 +104,15 @@ def build_model(cfg: Config, log: Callable[[str], None] = print):
 
     m = cfg.model
     weights = None if (m.weights is None or str(m.weights).lower() == "none") else m.weights
+    kwargs = dict(transfer=m.transfer, trainable_from=m.trainable_from, dropout=m.dropout)
     try:
-        model = models.build_classifier(
-            m.arch, weights=weights, strategy=m.strategy, trainable_from=m.trainable_from, dropout=m.dropout
-        )
-        return model, weights or "none"
+        return models.build_classifier(m.arch, weights=weights, **kwargs), weights or "none"
     except models.WeightsUnavailableError as e:
         if not m.fallback_to_scratch:
             raise
-        log(f"ImageNet weights for {m.arch} are not available offline; training from scratch. ({e.hint})"
-            if hasattr(e, "hint") else
-            f"ImageNet weights for {m.arch} are not available offline; training from scratch.")
-        model = models.build_classifier(
-            m.arch, weights=None, strategy=m.strategy, trainable_from=m.trainable_from, dropout=m.dropout
-        )
-        return model, "none (ImageNet weights unavailable)"
+        hint = f" ({e.hint})" if getattr(e, "hint", None) else ""
+        log(f"ImageNet weights for {m.arch} are not available offline; training from scratch.{hint}")
+        return models.build_classifier(m.arch, weights=None, **kwargs), "none (ImageNet weights unavailable)"
 
 
 def make_optimizer(cfg: Config, steps_per_epoch: int):
@@ -213,31 +163,6 @@ def class_weights(cfg: Config) -> dict[int, float]:
     return {c: float(len(labels) / (2 * max(counts[c], 1))) for c in (0, 1)}
 
 
-def predict_split(model, cfg: Config, split: str, tta: bool = False, batch_size: int = 128):
-    """(ids, labels, scores) of ``model`` on ``split``; ``tta`` averages the 8 dihedral views."""
-    import tensorflow as tf
-
-    ds = data.make_dataset(cfg.data, split, batch_size, training=False, with_ids=True)
-    # One trace for every batch size (the last batch is smaller) and every TTA view.
-    # No AutoGraph: there is no Python control flow to convert (and it cannot read a lambda's source).
-    def forward(x):
-        return model(x, training=False)
-
-    predict = tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
-                          autograph=False)
-    ids, labels, scores = [], [], []
-    for x, y in ds:
-        images = x["image"]
-        if tta:
-            s = tf.add_n([tf.cast(predict(data.dihedral(images, k)), tf.float32) for k in range(8)]) / 8.0
-        else:
-            s = tf.cast(predict(images), tf.float32)
-        ids.extend(i.decode() for i in x["id"].numpy())
-        labels.append(y.numpy())
-        scores.append(np.reshape(s.numpy(), -1))
-    return np.array(ids), np.concatenate(labels).astype(np.int64), np.concatenate(scores).astype(np.float64)
-
-
 # --------------------------------------------------------------------------- feature cache
 def compute_features(extractor, cfg: Config, split: str, batch_size: int):
     """Pooled base features of a whole split, computed once (the base is frozen). Only used
@@ -255,8 +180,8 @@ def compute_features(extractor, cfg: Config, split: str, batch_size: int):
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def use_feature_cache(cfg: Config, strategy_name: str) -> tuple[bool, str]:
-    if cfg.model.strategy != "freeze_base" or cfg.model.trainable_from:
+def use_feature_cache(cfg: Config, distribution: str) -> tuple[bool, str]:
+    if cfg.model.transfer != "freeze_base" or cfg.model.trainable_from:
         return False, ""
     if not cfg.train.feature_cache:
         return False, "feature cache off (train.feature_cache=false)"
@@ -265,15 +190,15 @@ def use_feature_cache(cfg: Config, strategy_name: str) -> tuple[bool, str]:
             "feature cache off: augmentation changes every patch every epoch, so the frozen base "
             "must see each augmented patch (set data.augment=false to train the head on cached features)"
         )
-    if strategy_name != "one":
+    if distribution != "one":
         return False, "feature cache off: it runs on one device only"
     return True, "feature cache on: the frozen base's features are computed once, then only the head trains"
 
 
-def cached_feature_datasets(model, cfg: Config, steps: int, log: Callable[[str], None]):
+def cached_feature_epochs(model, cfg: Config, steps: int, log: Callable[[str], None]):
     """The frozen-base shortcut: computes the base's pooled features of the training and
-    validation splits once, and returns (head model sharing ``model``'s head layers, train and
-    validation datasets of features). Training the head on these trains ``model``'s head."""
+    validation splits once and returns (head model sharing ``model``'s head layers, ``epoch ->``
+    training dataset of features, validation dataset). Training the head trains ``model``'s."""
     import tensorflow as tf
 
     from hcdtf import models
@@ -285,182 +210,348 @@ def cached_feature_datasets(model, cfg: Config, steps: int, log: Callable[[str],
     f_val, y_val = compute_features(extractor, cfg, cfg.data.validation_split, bs)
     log(f"cached {len(f_train)} + {len(f_val)} feature vectors of size {f_train.shape[1]} "
         f"in {time.time() - start:.1f} s")
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((f_train, y_train))
-        .shuffle(len(f_train), seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(bs)
-        .take(steps)
-    )
+    source = tf.data.Dataset.from_tensor_slices((f_train, y_train))
+
+    def epoch(k: int):
+        return source.shuffle(len(f_train), seed=data.epoch_seed(cfg.seed, k)).batch(bs).take(steps)
+
     val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(bs)
     head = models.head_model(model)
-    # A step of a 513-parameter head is mostly Keras' per-step overhead: running 16 steps per call
-    # makes head epochs 2.0-2.2x faster (benchmarks/README.md, feature_cache).
+    # A step of a head this small is mostly Keras' per-step overhead: run up to 16 per call.
     compile_model(head, cfg, steps, steps_per_execution=max(1, min(16, steps)))
-    return head, train_ds, val_ds
+    return head, epoch, val_ds
 
 
-def make_callbacks(cfg: Config, run: pathlib.Path, best_path, history_path, best_so_far):
-    """Best checkpoint by validation AUC, history.csv, TensorBoard, optional early stopping and
-    plateau schedule, and BackupAndRestore (last, so an epoch's other artifacts are written
-    before it counts as finished)."""
+# --------------------------------------------------------------------------- one session
+class _Session:
+    """What one process needs to train a run: the model, its data and the epoch function."""
+
+    def __init__(self, cfg: Config, log: Callable[[str], None]):
+        from hcdtf import models
+        from hcdtf.distributed import MultiWorkerEpoch
+
+        self.cfg, self.log, self.t0 = cfg, log, time.time()
+        runtime.set_seed(cfg.seed, cfg.deterministic)
+        self.precision = runtime.set_precision(cfg.train.precision)
+        self.strategy, self.distribution = runtime.make_strategy(cfg.train.distribution)
+        self.replicas = self.strategy.num_replicas_in_sync
+        bs = cfg.train.batch_size
+        if bs % self.replicas:
+            raise ConfigError(
+                f"train.batch_size={bs} is not divisible by the {self.replicas} replicas of the "
+                f"{self.distribution} distribution; use a multiple of {self.replicas}"
+            )
+        log(f"precision: {self.precision} (train.precision={cfg.train.precision}); distribution: "
+            f"{self.distribution} ({self.replicas} replica{'s' if self.replicas > 1 else ''}); oneDNN: "
+            f"{'on' if runtime.onednn_enabled() else 'off'}; op determinism: {'on' if cfg.deterministic else 'off'}")
+        self.n_train = data.num_examples(cfg.data, cfg.data.train_split)
+        self.n_val = data.num_examples(cfg.data, cfg.data.validation_split)
+        self.steps = math.ceil(self.n_train / bs)
+        if cfg.train.steps_per_epoch:
+            self.steps = min(self.steps, cfg.train.steps_per_epoch)
+        self.cached, why = use_feature_cache(cfg, self.distribution)
+        if why:
+            log(why)
+        with self.strategy.scope():
+            self.model, self.weights_used = build_model(cfg, log)
+            compile_model(self.model, cfg, self.steps)
+        self.params = models.count_params(self.model)
+        self.class_weight = class_weights(cfg) if cfg.train.class_weight else None
+        if self.cached:
+            self.fit_model, self.train_epoch, self.val_ds = cached_feature_epochs(self.model, cfg, self.steps, log)
+        else:
+            self.fit_model = self.model
+            self.train_epoch = data.training_epochs(cfg.data, cfg.data.train_split, bs, cfg.seed, self.steps,
+                                                    drop_remainder=self.replicas > 1)
+            self.val_ds = data.make_dataset(cfg.data, cfg.data.validation_split, bs, training=False)
+        with self.strategy.scope():
+            self.fit_model.optimizer.build(self.fit_model.trainable_variables)  # slots exist before a restore
+        self.variables = list(self.fit_model.variables) + list(self.fit_model.optimizer.variables)
+        self.tb_writer, self.tb_dir = None, None
+        self._multiworker = None
+        if self.distribution == "multiworker":
+            if self.class_weight or cfg.train.schedule == "plateau":
+                log("multiworker: class weights and the plateau schedule are not supported by the custom loop; ignored")
+            self._multiworker = MultiWorkerEpoch(self.model, self.strategy, bs, _mid_epoch_hook())
+
+    def names(self) -> list[str]:
+        return [v.path for v in self.variables]
+
+    def restore(self, state: ResumeState, where) -> None:
+        if state.names != self.names():
+            raise RunDirError(
+                f"the resume state in {where} does not match this model ({len(state.names)} vs "
+                f"{len(self.variables)} variables); it was written by another hcdtf version or code. "
+                "Pass --overwrite to start the run again"
+            )
+        with self.strategy.scope():
+            for v, value in zip(self.variables, state.values):
+                v.assign(value)
+
+    def run_epoch(self, k: int, history: list[dict]) -> dict:
+        """Trains epoch ``k`` (0-based) and returns its logs."""
+        import keras
+
+        if self.cfg.train.schedule == "plateau":
+            self.fit_model.optimizer.learning_rate = plateau_learning_rate(history, self.cfg.train.learning_rate)
+        lr = float(keras.ops.convert_to_numpy(self.fit_model.optimizer.learning_rate))
+        train_ds = self.train_epoch(k)
+        if self._multiworker is not None:
+            logs = self._multiworker(train_ds, self.val_ds)
+        else:
+            hist = self.fit_model.fit(
+                train_ds, validation_data=self.val_ds, initial_epoch=k, epochs=k + 1,
+                class_weight=self.class_weight, verbose=0, shuffle=False, callbacks=_fit_callbacks(self.steps),
+            )
+            logs = {key: values[-1] for key, values in hist.history.items()}
+        logs["learning_rate"] = lr
+        return logs
+
+
+def _mid_epoch_hook():
+    """Calls the ``mid-epoch`` kill point after each step when a test asks for it."""
+    return (lambda: kill_point("mid-epoch")) if os.environ.get("HCDTF_KILL_AT") else None
+
+
+def _fit_callbacks(steps: int) -> list:
     import keras
 
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True,
-            # On resume, only an epoch better than every earlier one may replace the checkpoint.
-            initial_value_threshold=best_so_far,
-        ),
-        make_history_callback(history_path),
-        keras.callbacks.TensorBoard(str(run / "logs")),
-        keras.callbacks.BackupAndRestore(str(run / "backup")),
-    ]
-    if cfg.train.early_stopping_patience:
-        callbacks.insert(0, keras.callbacks.EarlyStopping(
-            monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience))
-    if cfg.train.schedule == "plateau":
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.2, patience=2))
+    callbacks = []
+    if sys.stdout.isatty():
+        bar = keras.utils.Progbar(steps)
+        callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: bar.update(b + 1)))
+    hook = _mid_epoch_hook()
+    if hook:
+        callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: hook()))
     return callbacks
 
 
-# --------------------------------------------------------------------------- entry point
-def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Trains ``cfg`` into ``cfg.output_dir`` (resuming if a previous run was killed) and
-    returns the train summary."""
-    from hcdtf.distributed import fit_multiworker, is_chief
+# --------------------------------------------------------------------------- committing epochs
+def _save_best(model, work: RunDir) -> None:
+    path = work.best_weights_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".best{TMP_MARK}{os.getpid()}.weights.h5")  # Keras wants ".weights.h5"
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
 
-    run = pathlib.Path(cfg.output_dir)
-    # In a multi-worker cluster only the chief writes the run directory (see distributed.py).
-    writer = is_chief() or cfg.train.strategy not in ("auto", "multiworker")
+
+def _write_derived(session: _Session, work: RunDir, meta: dict) -> None:
+    """Rewrites what an epoch's state implies: the best checkpoint if that epoch is the best,
+    and history.csv."""
+    history = meta["history"]
+    if history and best_epoch(history) == int(history[-1]["epoch"]):
+        _save_best(session.model, work)
+    kill_point("after-best-write")
+    atomic.write_text(work.history_path, history_csv(history))
+    kill_point("after-history")
+
+
+def _tensorboard(session: "_Session", work: RunDir, row: dict) -> None:
+    """Epoch scalars for TensorBoard, from the committed row (history.csv is the record; an
+    epoch redone after a kill may appear twice here, with the same values)."""
+    import tensorflow as tf
+
+    logdir = str(work.path / "logs" / "epochs")
+    if session.tb_dir != logdir:  # the first epoch, or a staged run swapped into place
+        session.tb_writer = tf.summary.create_file_writer(logdir)
+        session.tb_dir = logdir
+    with session.tb_writer.as_default():
+        for key, value in row.items():
+            if key != "epoch":
+                tf.summary.scalar(key, float(value), step=int(row["epoch"]))
+    session.tb_writer.flush()
+
+
+def _commit(session: _Session, work: RunDir, epoch: int, logs: dict, meta: dict, seconds: float) -> None:
+    row = _row(epoch, logs, logs["learning_rate"])
+    meta["history"].append(row)
+    meta["epoch_seconds"].append(round(seconds, 3))
+    meta["elapsed_s"] = meta["elapsed_before"] + (time.time() - session.t0)
+    kill_point("before-state-write")
+    save_state(work.backup_dir, ResumeState(epoch, session.names(), [np.asarray(v.numpy()) for v in session.variables],
+                                            {k: v for k, v in meta.items() if k != "elapsed_before"}))
+    kill_point("after-state-commit")
+    _write_derived(session, work, meta)
+    _tensorboard(session, work, row)
+
+
+def _fresh_meta() -> dict:
+    return {"history": [], "epoch_seconds": [], "elapsed_s": 0.0, "sessions": 0}
+
+
+def _resume(session: _Session, work: RunDir, writer: bool, log) -> dict:
+    """Restores the newest committed state of ``work`` (if any) and returns the bookkeeping."""
+    state = load_state(work.backup_dir, log)
+    if state is None:
+        if writer and work.has_progress():
+            log(f"{work.path}: no usable resume state (an older hcdtf, or unreadable); starting the run again")
+            work.clear()
+        return _fresh_meta()
+    session.restore(state, work.backup_dir)
+    meta = state.meta
+    log(f"{work.path}: resuming after epoch {state.epoch} (of {session.cfg.train.epochs})")
     if writer:
-        state = prepare_run_dir(cfg, overwrite)
-        if state == "complete":
-            log(f"{run}: this run is already complete (train_summary.json); nothing to do")
-            return json.loads((run / "train_summary.json").read_text())
-    data.load_builder(cfg.data)  # fails early, with how to build, if the data set is missing
-    if writer:
-        run.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run / "config.yaml")
-        if state == "resume":
-            log(f"{run}: resuming an unfinished run")
+        _write_derived(session, work, meta)  # the kill may have come before these were written
+    return meta
 
-    runtime.set_seed(cfg.seed, cfg.deterministic)
-    precision = runtime.set_precision(cfg.train.precision)
-    strategy, strategy_name = runtime.make_strategy(cfg.train.strategy)
-    writer = writer or strategy_name != "multiworker"
-    replicas = strategy.num_replicas_in_sync
-    if cfg.train.batch_size % replicas:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} is not divisible by the {replicas} replicas of "
-            f"the {strategy_name} strategy; use a multiple of {replicas}"
-        )
-    log(f"precision: {precision} (train.precision={cfg.train.precision}); strategy: {strategy_name} "
-        f"({replicas} replica{'s' if replicas > 1 else ''}); oneDNN: {'on' if runtime.onednn_enabled() else 'off'}; "
-        f"op determinism: {'on' if cfg.deterministic else 'off'}")
 
-    n_train = data.num_examples(cfg.data, cfg.data.train_split)
-    n_val = data.num_examples(cfg.data, cfg.data.validation_split)
-    bs = cfg.train.batch_size
-    steps = math.ceil(n_train / bs)
-    if cfg.train.steps_per_epoch:
-        steps = min(steps, cfg.train.steps_per_epoch)
-    cached, why = use_feature_cache(cfg, strategy_name)
-    if why:
-        log(why)
-
-    with strategy.scope():
-        model, weights_used = build_model(cfg, log)
-        compile_model(model, cfg, steps)
+# --------------------------------------------------------------------------- finishing
+def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
     from hcdtf import models
 
-    params_total, params_trainable = models.count_params(model)
-
-    if writer:
-        (run / "checkpoints").mkdir(exist_ok=True)
-    best_path = run / "checkpoints" / "best.weights.h5"
-    history_path = run / "history.csv"
-    previous = read_history(history_path)
-    best_so_far = max((float(r["val_auc"]) for r in previous if r.get("val_auc")), default=None)
-    callbacks = make_callbacks(cfg, run, best_path, history_path, best_so_far)
-    cw = class_weights(cfg) if cfg.train.class_weight else None
-
-    t0 = time.time()
-    if cached:
-        fit_model, train_ds, val_ds = cached_feature_datasets(model, cfg, steps, log)
-    else:
-        train_ds = data.make_dataset(cfg.data, cfg.data.train_split, bs, training=True, seed=cfg.seed,
-                                     drop_remainder=replicas > 1)
-        if cfg.train.steps_per_epoch:
-            train_ds = train_ds.take(steps)
-        val_ds = data.make_dataset(cfg.data, cfg.data.validation_split, bs, training=False)
-        fit_model = model
-    if strategy_name == "multiworker":
-        if cw or cfg.train.schedule == "plateau":
-            log("multiworker: class weights and the plateau schedule are not supported by the custom loop; ignored")
-        best = {"auc": best_so_far if best_so_far is not None else float("-inf")}
-
-        def on_epoch_end(epoch, logs):
-            record_epoch(history_path, epoch, logs)
-            if logs["val_auc"] > best["auc"]:
-                best["auc"] = logs["val_auc"]
-                model.save_weights(str(best_path), overwrite=True)
-
-        epochs_run = fit_multiworker(
-            model, model.optimizer, strategy, train_ds, val_ds, run, cfg.train.epochs, bs,
-            on_epoch_end, patience=cfg.train.early_stopping_patience, log=log,
-        )
-    else:
-        hist = fit_model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=callbacks,
-            class_weight=cw, verbose="auto" if sys.stdout.isatty() else 2,
-            shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
-        )
-        epochs_run = len(hist.epoch)
-    wall = time.time() - t0
-    if not writer:
-        log(f"multiworker: worker finished {epochs_run} epochs; the chief writes the run directory")
-        return {"epochs_this_session": epochs_run, "wall_time_s": round(wall, 3), "replicas": replicas}
-
-    if best_path.is_file():
-        fit_model.load_weights(str(best_path))
-    model_path = run / "model.keras"
-    model.save(str(model_path))
-    ids, labels, scores = predict_split(model, cfg, cfg.data.validation_split, batch_size=cfg.eval.batch_size)
-    artifacts.write_predictions(run / "val_predictions.csv", ids, labels, scores)
-
-    history = read_history(history_path)
-    best = max(history, key=lambda r: float(r.get("val_auc", "nan") or "nan"), default=None) if history else None
-    images = epochs_run * min(n_train, steps * bs)
-    summary = {
+    cfg, history = session.cfg, meta["history"]
+    at = best_epoch(history)
+    train_seconds = sum(meta["epoch_seconds"])
+    images = len(history) * min(session.n_train, session.steps * cfg.train.batch_size)
+    return {
+        "kind": "cnn",
         "arch": cfg.model.arch,
-        "depth": int(cfg.model.arch.replace("ResNet", "")),
-        "strategy": cfg.model.strategy,
+        "depth": models.get_arch(cfg.model.arch).depth,
+        "transfer": cfg.model.transfer,
         "trainable_from": cfg.model.trainable_from,
-        "weights": weights_used,
+        "weights": session.weights_used,
+        "seed": cfg.seed,
+        "fold": getattr(cfg.data, "fold", None),
         "dataset": f"{cfg.data.dataset}/{cfg.data.dataset_config}",
-        "n_train": n_train,
-        "n_validation": n_val,
+        "input_mpp": INPUT_MPP,
+        "n_train": session.n_train,
+        "n_validation": session.n_val,
         "epochs_requested": cfg.train.epochs,
         "epochs_completed": len(history),
         "epochs_this_session": epochs_run,
-        "best_epoch": int(best["epoch"]) if best else None,
-        "best_val_auc": float(best["val_auc"]) if best and best.get("val_auc") else None,
-        "wall_time_s": round(wall, 3),
-        "images_per_s": round(images / wall, 3) if wall > 0 else None,
-        "precision": precision,
-        "distribution": strategy_name,
-        "replicas": replicas,
+        "sessions": meta.get("sessions", 1),
+        "best_epoch": at,
+        "best_val_auc": float(history[at - 1]["val_auc"]) if at else None,
+        "wall_time_s": round(meta["elapsed_s"], 3),
+        "train_time_s": round(train_seconds, 3),
+        "images_per_s": round(images / train_seconds, 3) if train_seconds > 0 else None,
+        "precision": session.precision,
+        "distribution": session.distribution,
+        "replicas": session.replicas,
         "onednn": runtime.onednn_enabled(),
         "deterministic": cfg.deterministic,
-        "feature_cache": cached,
-        "params_total": params_total,
-        "params_trainable": params_trainable,
+        "feature_cache": session.cached,
+        "params_total": session.params[0],
+        "params_trainable": session.params[1],
         "flops_per_image": models.flops_per_image(cfg.model.arch),
         "hcdtf_version": __version__,
-        "model": str(model_path.name),
+        "model": "model.keras",
     }
-    atomic.write_json(run / "train_summary.json", summary)
-    shutil.rmtree(run / "backup", ignore_errors=True)
-    log(f"{run}: trained {cfg.model.arch} ({cfg.model.strategy}) for {len(history)} epochs, "
+
+
+def _finish(session: _Session, work: RunDir, meta: dict, epochs_run: int) -> dict:
+    from hcdtf import scoring
+
+    model = session.model
+    if best_epoch(meta["history"]) is not None:
+        model.load_weights(str(work.best_weights_path))
+    kill_point("before-model-save")
+    with atomic.atomic_output(work.model_path("cnn")) as tmp:
+        model.save(str(tmp))
+    kill_point("after-model-save")
+    ids, labels, scores = scoring.score_split(scoring.keras_scorer(model), session.cfg.data,
+                                              session.cfg.data.validation_split, session.cfg.eval.batch_size)
+    artifacts.write_predictions(work.val_predictions_path, ids, labels, scores)
+    kill_point("after-val-predictions")
+    meta["elapsed_s"] = meta["elapsed_before"] + (time.time() - session.t0)
+    summary = _summary(session, meta, epochs_run)
+    atomic.write_json(work.summary_path, summary)  # last: marks the run finished
+    kill_point("after-summary")
+    shutil.rmtree(work.backup_dir, ignore_errors=True)
+    return summary
+
+
+# --------------------------------------------------------------------------- entry point
+def _epochs(session: _Session, work: RunDir, target: RunDir, meta: dict, writer: bool) -> tuple[RunDir, int]:
+    """The epoch loop; swaps a staged run in after its first committed epoch. Returns the run
+    directory that now holds the run and the number of epochs trained in this session."""
+    cfg, log = session.cfg, session.log
+    ran = 0
+    for k in range(len(meta["history"]), cfg.train.epochs):
+        if should_stop(meta["history"], cfg.train.early_stopping_patience):
+            log(f"early stopping after epoch {k}: no validation-AUC gain in "
+                f"{cfg.train.early_stopping_patience} epochs")
+            break
+        t = time.time()
+        logs = session.run_epoch(k, meta["history"])
+        ran += 1
+        log(f"epoch {k + 1}/{cfg.train.epochs}: " + ", ".join(
+            f"{key} {float(logs[key]):.4f}" for key in HISTORY_KEYS[:-1] if key in logs) + f" ({time.time() - t:.1f} s)")
+        if writer:
+            _commit(session, work, k + 1, logs, meta, time.time() - t)
+            if work is not target:
+                log(f"{target.path}: the new run has a finished epoch; replacing the old run")
+                target.swap_in(work)
+                work = target
+        else:
+            meta["history"].append(_row(k + 1, logs, logs["learning_rate"]))
+    return work, ran
+
+
+def _train_into(work: RunDir, target: RunDir, cfg: Config, writer: bool, log) -> dict:
+    session = _Session(cfg, log)  # the weights/data checks happen here, before anything is recorded
+    meta = _resume(session, work, writer, log) if work.path.exists() else _fresh_meta()
+    meta["sessions"] = meta.get("sessions", 0) + 1
+    meta["elapsed_before"] = meta.get("elapsed_s", 0.0)
+    if writer and not meta["history"]:
+        work.start(cfg, "cnn")
+    work, ran = _epochs(session, work, target, meta, writer)
+    if not writer:
+        log(f"multiworker: worker finished {ran} epochs; the chief writes the run directory")
+        return {"epochs_this_session": ran, "replicas": session.replicas}
+    summary = _finish(session, work, meta, ran)
+    log(f"{work.path}: trained {cfg.model.arch} ({cfg.model.transfer}) for {summary['epochs_completed']} epochs, "
         f"best val AUC {summary['best_val_auc']}, {summary['images_per_s']} images/s")
     return summary
+
+
+def _workspace(run: RunDir, cfg: Config, overwrite: bool, log) -> RunDir | dict:
+    """Where to train: the run directory itself, or its staging directory when ``overwrite``
+    replaces a finished run or a run of another config. A finished run of the same config is
+    returned as its summary (nothing to do)."""
+    state = run.status(cfg, "cnn")
+    if state == "foreign":
+        raise RunDirError(f"--output-dir {str(run.path)!r} is not empty and holds no hcdtf run; choose another "
+                          "directory (nothing in it is touched)")
+    if state == "complete" and not overwrite:
+        shutil.rmtree(run.backup_dir, ignore_errors=True)  # a kill after the summary was written
+        return run.summary()
+    if state == "conflict" and not overwrite:
+        staged = " (an --overwrite of it was interrupted: rerun that command to continue it)" \
+            if run.staging().is_run() else ""
+        done = "a finished" if run.finished() else "an unfinished"
+        raise RunDirError(f"--output-dir {str(run.path)!r} holds {done} run of another config ({run.config_path})"
+                          f"{staged}; choose another --output-dir or pass --overwrite to replace it")
+    if state in ("complete", "conflict"):
+        staging = run.staging()
+        if staging.status(cfg, "cnn") != "resume":
+            run.discard_staging()
+        log(f"{run.path}: training the replacement in {staging.path}; the old run stays until it has an epoch")
+        return staging
+    if state == "unstarted":
+        log(f"{run.path}: replacing a start that failed before its first epoch")
+        run.clear()
+    run.discard_staging()
+    return run
+
+
+def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Trains ``cfg`` into ``cfg.output_dir`` (continuing a killed run exactly) and returns the
+    train summary. A finished run of the same config is left as it is; one of another config is
+    refused unless ``overwrite``, and then replaced once the new run has a finished epoch."""
+    from hcdtf.distributed import is_chief
+
+    run = RunDir(cfg.output_dir)
+    if cfg.train.distribution in ("auto", "multiworker") and not is_chief():
+        # A multi-worker cluster: only the chief writes (and locks) the run directory.
+        if run.finished() and run.same_config(cfg, "cnn"):
+            return run.summary()
+        data.load_builder(cfg.data)
+        return _train_into(run, run, cfg, writer=False, log=log)
+    with run.locked("train"):
+        work = _workspace(run, cfg, overwrite, log)
+        if isinstance(work, dict):
+            log(f"{run.path}: this run is already complete (train_summary.json); nothing to do")
+            return work
+        data.load_builder(cfg.data)  # fails early, with how to build, if the data set is missing
+        return _train_into(work, run, cfg, writer=True, log=log)

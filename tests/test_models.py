@@ -17,6 +17,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 import hcdtf.models as models  # noqa: E402
 from hcdtf.models import classifier  # noqa: E402
+from hcdtf.models import convert  # noqa: E402
 from hcdtf.models import resnet  # noqa: E402
 from hcdtf.models import stats  # noqa: E402
 from hcdtf.models import weights as weights_lib  # noqa: E402
@@ -166,6 +167,36 @@ def test_resnet_argument_validation(tmp_path):
         resnet.ResNet18(weights="imagenet", classes=10)
     with pytest.raises(ValueError, match="pooling=mean"):
         resnet.ResNet18(include_top=False, weights=None, pooling="mean")
+    with pytest.raises(ValueError, match=r"input_shape=\(16, 16, 3\)"):
+        resnet.ResNet18(include_top=False, weights=None, input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match=r"static.*input_shape=\(None, None, 3\)"):
+        resnet.ResNet34(weights=None, input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match=r"input_shape=\(96, 96\)"):
+        resnet.ResNet18(include_top=False, weights=None, input_shape=(96, 96))
+    weights_file = tmp_path / "any.weights.h5"
+    weights_file.write_bytes(b"")  # (refused before it is read)
+    with pytest.raises(ValueError, match="classifier_activation=relu"):
+        resnet.ResNet18(weights=str(weights_file), classifier_activation="relu")
+    # the defaults, as keras.applications chooses them
+    assert resnet.ResNet18(weights=None).input_shape == (None, 224, 224, 3)
+    headless = resnet.ResNet18(include_top=False, weights=None)
+    assert headless.input_shape == (None, None, None, 3)
+
+
+def test_models_use_public_keras_api_only():
+    # keras.src is Keras' private tree: it moves between releases
+    import ast
+    import pathlib
+
+    for path in pathlib.Path(models.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                assert not name.startswith("keras.src"), f"{path.name} imports {name}"
 
 
 # --------------------------------------------------------------------------
@@ -176,7 +207,7 @@ def test_resnet_argument_validation(tmp_path):
 def _torchvision_resnet18_state_dict(seed=0):
     """A random state dict with torchvision's resnet18 names and shapes.
 
-    Written out independently of hcdtf.models.weights' mapping table.
+    Written out independently of hcdtf.models.convert's mapping table.
     """
     rng = np.random.default_rng(seed)
     sd = {}
@@ -280,7 +311,7 @@ def torchvision_file(tmp_path_factory):
 def test_import_matches_numpy_reference(torchvision_file, tmp_path):
     sd, path = torchvision_file
     # Default output: exactly where weights="imagenet" looks.
-    out = weights_lib.import_torchvision_safetensors(path, "ResNet18")
+    out = convert.import_torchvision_safetensors(path, "ResNet18")
     assert out == weights_lib.torchvision_weights_path("ResNet18")
     assert out.name == "hcdtf_resnet18_tv_in1k.weights.h5"
     assert out.is_relative_to(tmp_path)
@@ -310,7 +341,7 @@ def test_import_to_explicit_path_and_classifier_uses_it(
     torchvision_file, tmp_path
 ):
     sd, path = torchvision_file
-    out = weights_lib.import_torchvision_safetensors(
+    out = convert.import_torchvision_safetensors(
         path, "resnet18", out=tmp_path / "r18.weights.h5"
     )
     assert out == tmp_path / "r18.weights.h5" and out.is_file()
@@ -321,7 +352,7 @@ def test_import_to_explicit_path_and_classifier_uses_it(
         sd["conv1.weight"].transpose(2, 3, 1, 0),
     )
     with pytest.raises(ValueError, match="weights.h5"):
-        weights_lib.import_torchvision_safetensors(
+        convert.import_torchvision_safetensors(
             path, "ResNet18", out=tmp_path / "r18.h5"
         )
 
@@ -337,7 +368,7 @@ def test_import_rejects_missing_key(torchvision_file, tmp_path):
     del sd["layer3.1.bn2.running_var"]
     path = _write(tmp_path, sd)
     with pytest.raises(ValueError) as e:
-        weights_lib.import_torchvision_safetensors(path, "ResNet18")
+        convert.import_torchvision_safetensors(path, "ResNet18")
     assert "layer3.1.bn2.running_var" in str(e.value)
     assert str(path) in str(e.value)
 
@@ -347,7 +378,7 @@ def test_import_rejects_wrong_shape(torchvision_file, tmp_path):
     sd["fc.weight"] = np.zeros((1000, 256), dtype="f4")
     path = _write(tmp_path, sd)
     with pytest.raises(ValueError) as e:
-        weights_lib.import_torchvision_safetensors(path, "ResNet18")
+        convert.import_torchvision_safetensors(path, "ResNet18")
     message = str(e.value)
     assert "fc.weight" in message and "(1000, 256)" in message
     assert "(1000, 512)" in message and str(path) in message
@@ -358,15 +389,15 @@ def test_import_rejects_other_architecture(torchvision_file, tmp_path):
     # extra ones.
     path = _write(tmp_path, dict(torchvision_file[0]))
     with pytest.raises(ValueError, match="layer1.2.conv1.weight"):
-        weights_lib.import_torchvision_safetensors(path, "ResNet34")
+        convert.import_torchvision_safetensors(path, "ResNet34")
     sd = dict(torchvision_file[0])
     sd["layer1.2.conv1.weight"] = np.zeros((64, 64, 3, 3), dtype="f4")
     with pytest.raises(ValueError, match="layer1.2.conv1.weight"):
-        weights_lib.import_torchvision_safetensors(
+        convert.import_torchvision_safetensors(
             _write(tmp_path, sd), "ResNet18"
         )
     with pytest.raises(FileNotFoundError):
-        weights_lib.import_torchvision_safetensors(
+        convert.import_torchvision_safetensors(
             tmp_path / "no.safetensors", "ResNet18"
         )
 
@@ -439,9 +470,9 @@ def test_fetch_offline_raises_weights_unavailable(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(weights_lib.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(convert.urllib.request, "urlopen", offline)
     with pytest.raises(models.WeightsUnavailableError) as e:
-        weights_lib.fetch("ResNet18")
+        convert.fetch("ResNet18")
     message = str(e.value)
     assert "https://huggingface.co/timm/resnet18.tv_in1k" in message
     assert "--weights none" in message
@@ -482,9 +513,9 @@ def _paths(variables):
     return {v.path for v in variables}
 
 
-def test_strategy_freeze_base():
+def test_transfer_freeze_base():
     model = models.build_classifier(
-        "ResNet18", weights=None, strategy="freeze_base"
+        "ResNet18", weights=None, transfer="freeze_base"
     )
     assert _paths(model.trainable_weights) == {
         "head_logit/kernel",
@@ -493,7 +524,7 @@ def test_strategy_freeze_base():
     _check_bn_updates(model, frozen_prefixes=("conv",))
 
 
-def test_strategy_fine_tune():
+def test_transfer_fine_tune():
     model = models.build_classifier("ResNet18", weights=None)
     base = model.get_layer("base")
     assert len(model.trainable_weights) == len(base.trainable_weights) + 2
@@ -503,9 +534,9 @@ def test_strategy_fine_tune():
     _check_bn_updates(model, frozen_prefixes=())
 
 
-def test_strategy_trainable_from_conv5():
+def test_transfer_trainable_from_conv5():
     model = models.build_classifier(
-        "ResNet18", weights=None, strategy="fine_tune", trainable_from="conv5"
+        "ResNet18", weights=None, transfer="fine_tune", trainable_from="conv5"
     )
     paths = _paths(model.trainable_weights)
     assert {"head_logit/kernel", "head_logit/bias"} <= paths
@@ -568,9 +599,9 @@ def test_trainable_from_on_keras_arch(classifiers):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"strategy": "linear_probe"}, "strategy='linear_probe'"),
+        ({"transfer": "linear_probe"}, "transfer='linear_probe'"),
         ({"trainable_from": "conv6"}, "trainable_from='conv6'"),
-        ({"strategy": "freeze_base", "trainable_from": "conv5"}, "fine_tune"),
+        ({"transfer": "freeze_base", "trainable_from": "conv5"}, "fine_tune"),
         ({"dropout": 1.5}, "dropout=1.5"),
         ({"input_shape": (96, 96)}, "input_shape"),
     ],

@@ -10,8 +10,8 @@
   (`hcdtf.models.layers`).
 - `count_params`, `flops_per_image`, `models_table`, `format_models_table`
   (`hcdtf.models.stats`).
-- `WeightsUnavailableError`, `import_torchvision_safetensors`, `fetch`,
-  `keras_weights_path` (`hcdtf.models.weights`).
+- `WeightsUnavailableError`, `keras_weights_path` (`hcdtf.models.weights`);
+  `import_torchvision_safetensors`, `fetch` (`hcdtf.models.convert`).
 
 Everything is imported lazily: `import hcdtf.models` does not import
 TensorFlow or Keras; the first access to a model-building name does.
@@ -30,8 +30,8 @@ _LAZY = {
     "ResNet101": "keras.applications",
     "ResNet152": "keras.applications",
     "ArchSpec": "hcdtf.models.registry",
-    "STRATEGIES": "hcdtf.models.classifier",
-    "STAGES": "hcdtf.models.classifier",
+    "TRANSFERS": "hcdtf.models.registry",
+    "STAGES": "hcdtf.models.registry",
     "build_classifier": "hcdtf.models.classifier",
     "set_base_trainable": "hcdtf.models.classifier",
     "feature_extractor": "hcdtf.models.classifier",
@@ -44,8 +44,8 @@ _LAZY = {
     "flops_per_image": "hcdtf.models.stats",
     "models_table": "hcdtf.models.stats",
     "format_models_table": "hcdtf.models.stats",
-    "import_torchvision_safetensors": "hcdtf.models.weights",
-    "fetch": "hcdtf.models.weights",
+    "import_torchvision_safetensors": "hcdtf.models.convert",
+    "fetch": "hcdtf.models.convert",
     "keras_weights_path": "hcdtf.models.weights",
     "require_keras_weights": "hcdtf.models.weights",
     "torchvision_weights_path": "hcdtf.models.weights",

@@ -30,8 +30,8 @@ from hcdtf.models import weights as weights_lib
 from hcdtf.models.layers import ImagePreprocessing
 from hcdtf.models.layers import fuse_batch_norm
 
-STRATEGIES = ("fine_tune", "freeze_base")
-STAGES = ("conv2", "conv3", "conv4", "conv5")
+from hcdtf.models.registry import STAGES
+from hcdtf.models.registry import TRANSFERS
 
 BASE_NAME = "base"
 HEAD_POOL = "head_pool"
@@ -40,11 +40,11 @@ HEAD_LOGIT = "head_logit"
 PROBABILITY = "probability"
 
 
-def _validate_strategy(strategy, trainable_from):
-    if strategy not in STRATEGIES:
+def _validate_transfer(transfer, trainable_from):
+    if transfer not in TRANSFERS:
         raise ValueError(
-            f"The `strategy` argument should be one of {STRATEGIES}. "
-            f"Received: strategy={strategy!r}"
+            f"The `transfer` argument should be one of {TRANSFERS}. "
+            f"Received: transfer={transfer!r}"
         )
     if trainable_from is not None:
         if trainable_from not in STAGES:
@@ -52,16 +52,16 @@ def _validate_strategy(strategy, trainable_from):
                 f"The `trainable_from` argument should be None or one of "
                 f"{STAGES}. Received: trainable_from={trainable_from!r}"
             )
-        if strategy != "fine_tune":
+        if transfer != "fine_tune":
             raise ValueError(
                 "`trainable_from` selects the part of the base to fine-tune, "
-                "so it requires strategy='fine_tune'. Received: "
-                f"strategy={strategy!r}, trainable_from={trainable_from!r}"
+                "so it requires transfer='fine_tune'. Received: "
+                f"transfer={transfer!r}, trainable_from={trainable_from!r}"
             )
 
 
-def set_base_trainable(base, strategy="fine_tune", trainable_from=None):
-    """Applies a training strategy's trainable flags to a base ResNet.
+def set_base_trainable(base, transfer="fine_tune", trainable_from=None):
+    """Applies a transfer strategy's trainable flags to a base ResNet.
 
     - `"freeze_base"`: nothing in the base is trainable.
     - `"fine_tune"`: everything is trainable.
@@ -74,8 +74,8 @@ def set_base_trainable(base, strategy="fine_tune", trainable_from=None):
     called with `training=True`, so frozen parts keep their ImageNet
     statistics while trainable BatchNorm layers update theirs.
     """
-    _validate_strategy(strategy, trainable_from)
-    fine_tune = strategy == "fine_tune"
+    _validate_transfer(transfer, trainable_from)
+    fine_tune = transfer == "fine_tune"
     base.trainable = fine_tune
     # A Functional model's `trainable` setter does not reach its layers'
     # own flags, so a layer frozen by an earlier call would stay frozen:
@@ -93,11 +93,12 @@ def set_base_trainable(base, strategy="fine_tune", trainable_from=None):
 def build_classifier(
     arch,
     weights="imagenet",
-    strategy="fine_tune",
+    transfer="fine_tune",
     trainable_from=None,
     dropout=0.2,
     input_shape=(96, 96, 3),
     name=None,
+    strategy=None,
 ):
     """Builds the binary patch classifier of the study.
 
@@ -112,7 +113,7 @@ def build_classifier(
             `keras.applications` `.h5` for ResNet50/101/152). To restore a
             trained classifier, build with `weights=None` and call
             `model.load_weights`.
-        strategy: `"fine_tune"` (all layers trainable; the base is called in
+        transfer: `"fine_tune"` (all layers trainable; the base is called in
             the default mode so its BatchNorm layers use batch statistics and
             update their moving averages while training, as in the
             `keras.applications` fine-tuning guides) or `"freeze_base"` (the
@@ -120,26 +121,29 @@ def build_classifier(
             layer": `base.trainable = False` and the base is called with
             `training=False`, so BatchNorm stays in inference mode even if
             the base is later unfrozen).
-        trainable_from: With `strategy="fine_tune"`, the first trainable
+        trainable_from: With `transfer="fine_tune"`, the first trainable
             stage (`"conv2"` .. `"conv5"`); earlier layers are frozen and
             their BatchNorm layers stay in inference mode.
         dropout: Dropout rate before the logit (a `Dropout` layer is always
             present, so layer names do not depend on the rate).
         input_shape: Shape of one uint8 RGB image, channels last.
         name: Model name. Defaults to e.g. `"resnet34_fine_tune"`.
+        strategy: Deprecated name of `transfer` (hcdtf < 0.2).
 
     Returns:
         A `keras.Model` mapping uint8 `(N, H, W, 3)` images to float32
         `(N, 1)` tumour probabilities.
 
     Raises:
-        ValueError: unknown `arch`, `strategy` or `trainable_from`, or an
+        ValueError: unknown `arch`, `transfer` or `trainable_from`, or an
             invalid `weights` value.
         hcdtf.models.weights.WeightsUnavailableError: `weights="imagenet"`
             and the weights file is not in the Keras cache.
     """
     spec = registry.get_arch(arch)
-    _validate_strategy(strategy, trainable_from)
+    if strategy is not None:
+        transfer = strategy
+    _validate_transfer(transfer, trainable_from)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(
             f"The `dropout` argument should be in [0, 1). Received: "
@@ -175,11 +179,11 @@ def build_classifier(
     # Same weights and maths, TensorFlow's fused BatchNorm kernel: ResNet-50
     # trains 1.05-1.18x faster per CPU-second with oneDNN (benchmarks/README.md).
     base = fuse_batch_norm(base)
-    set_base_trainable(base, strategy, trainable_from)
+    set_base_trainable(base, transfer, trainable_from)
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     x = ImagePreprocessing(spec.preprocessing, name="preprocess")(inputs)
-    if strategy == "freeze_base":
+    if transfer == "freeze_base":
         x = base(x, training=False)
     else:
         x = base(x)
@@ -191,7 +195,7 @@ def build_classifier(
     )(x)
 
     if name is None:
-        suffix = f"from_{trainable_from}" if trainable_from else strategy
+        suffix = f"from_{trainable_from}" if trainable_from else transfer
         name = f"{spec.name.lower()}_{suffix}"
     return keras.Model(inputs, outputs, name=name)
 
@@ -199,7 +203,7 @@ def build_classifier(
 def feature_extractor(model):
     """The sub-model image -> pooled features (`head_pool` output).
 
-    Shares all weights with `model`. With `strategy="freeze_base"` its output
+    Shares all weights with `model`. With `transfer="freeze_base"` its output
     does not change during training, so it can be computed once and cached.
     """
     return keras.Model(

@@ -18,6 +18,11 @@ import dataclasses
 import importlib
 
 ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
+# How much of an ImageNet base trains: every layer (the paper's fine-tuning) or only the head
+# on a frozen base (the paper's "train only the last layer").
+TRANSFERS = ("fine_tune", "freeze_base")
+# The residual stages, for fine-tuning only from one of them on (`trainable_from`).
+STAGES = ("conv2", "conv3", "conv4", "conv5")
 
 
 @dataclasses.dataclass(frozen=True)

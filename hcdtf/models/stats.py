@@ -1,4 +1,4 @@
-"""Model size and cost: parameters per training strategy, FLOPs per image.
+"""Model size and cost: parameters per transfer strategy, FLOPs per image.
 
 FLOPs are computed analytically from the built model's layer configs and
 output shapes (no profiler): every `Conv2D` contributes
@@ -11,7 +11,7 @@ at 224x224 is 3.63 GFLOPs here).
 
 Parameter counts are Keras' and include the BatchNorm moving mean/variance
 (non-trainable); torchvision's `sum(p.numel() for p in parameters())`
-corresponds to the trainable count with `strategy="fine_tune"` and the
+corresponds to the trainable count with `transfer="fine_tune"` and the
 1000-class top.
 """
 
@@ -107,12 +107,12 @@ def models_table(archs=registry.ARCHS, input_shape=DEFAULT_INPUT_SHAPE):
         )
         base = model.get_layer("base")
         trainable = {}
-        for key, strategy, trainable_from in (
+        for key, transfer, trainable_from in (
             ("freeze_base", "freeze_base", None),
             ("conv5", "fine_tune", "conv5"),
             ("fine_tune", "fine_tune", None),
         ):
-            set_base_trainable(base, strategy, trainable_from)
+            set_base_trainable(base, transfer, trainable_from)
             total, trainable[key] = count_params(model)
         flops = flops_per_image(model)
         rows.append(
