@@ -11,7 +11,7 @@ The architecture is torchvision's `resnet18`/`resnet34` layer for layer
 (bias-free convolutions, BatchNorm epsilon 1e-5, stride on the first 3x3
 convolution of a block, projection shortcut only where the shape changes,
 explicit symmetric padding), so torchvision's ImageNet weights convert
-one-to-one; see `hcdtf.models.weights.import_torchvision_safetensors`. With
+one-to-one; see `hcdtf.models.convert.import_torchvision_safetensors`. With
 the 1000-class top the trainable parameter counts equal torchvision's
 (11,689,512 and 21,797,672); Keras additionally counts the BatchNorm moving
 statistics as non-trainable weights (torchvision keeps them as buffers).
@@ -22,18 +22,75 @@ cache (`$KERAS_HOME/models/hcdtf_resnet{18,34}_tv_in1k.weights.h5`, see
 `WeightsUnavailableError` explaining how to create it when it is missing.
 """
 
+import os
+
+import keras
 from keras import backend
 from keras import layers
-from keras.src.applications import imagenet_utils  # private, pinned Keras 3.x
-from keras.src.models import Functional
-from keras.src.ops import operation_utils
-from keras.src.utils import file_utils
 
 from hcdtf.models import weights as weights_lib
 
 # torchvision's BatchNorm2d default; keras.applications uses 1.001e-5, which
 # would shift every normalised activation slightly after weight conversion.
 BN_EPSILON = 1e-5
+BN_AXIS = 3  # channels last
+DEFAULT_SIZE = 224  # the ImageNet input size of the weights
+MIN_SIZE = 32  # five stride-2 stages: 32 px is the smallest input with a 1x1 output
+
+
+def _input_shape(input_shape, include_top, weights):
+    """The input shape (channels last), decided as `keras.applications` does.
+
+    Without `input_shape`: (224, 224, 3) with the top, (None, None, 3)
+    without. ImageNet weights need 3 channels, and (224, 224, 3) with the top;
+    the top needs a static shape; each side must be at least 32 px.
+    """
+    default_shape = (DEFAULT_SIZE, DEFAULT_SIZE, 3)
+    if not input_shape:
+        return default_shape if include_top else (None, None, 3)
+    input_shape = tuple(input_shape)
+    if weights == "imagenet" and include_top and input_shape != default_shape:
+        raise ValueError(
+            "When setting `include_top=True` and loading `imagenet` weights, "
+            f"`input_shape` should be {default_shape}.  "
+            f"Received: input_shape={input_shape}"
+        )
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be a tuple of three integers.  "
+            f"Received: input_shape={input_shape}"
+        )
+    if weights == "imagenet" and input_shape[-1] != 3:
+        raise ValueError(
+            "The input must have 3 channels.  "
+            f"Received: input_shape={input_shape}"
+        )
+    if any(side is not None and side < MIN_SIZE for side in input_shape[:2]):
+        raise ValueError(
+            f"Input size must be at least {MIN_SIZE}x{MIN_SIZE}.  "
+            f"Received: input_shape={input_shape}"
+        )
+    if include_top and None in input_shape:
+        raise ValueError(
+            "If `include_top` is True, you should specify a static "
+            f"`input_shape`.  Received: input_shape={input_shape}"
+        )
+    return input_shape
+
+
+def _check_classifier_activation(classifier_activation, weights):
+    """Pretrained weights come with a softmax top: only `None` (logits) or
+    `"softmax"` keep its meaning."""
+    if weights is None:
+        return
+    allowed = (keras.activations.get("softmax"), keras.activations.get(None))
+    if keras.activations.get(classifier_activation) not in allowed:
+        raise ValueError(
+            "Only `None` and `softmax` activations are allowed for the "
+            "`classifier_activation` argument when using pretrained weights, "
+            "with `include_top=True`.  "
+            f"Received: classifier_activation={classifier_activation}"
+        )
 
 
 def ResNet(
@@ -96,28 +153,14 @@ def ResNet(
         A Model instance.
     """
 
-    if not (weights in {"imagenet", None} or file_utils.exists(weights)):
-        raise ValueError(
-            "The `weights` argument should be either "
-            "`None` (random initialization), 'imagenet' "
-            "(pre-training on ImageNet), "
-            "or the path to the weights file to be loaded.  Received: "
-            f"weights={weights}"
-        )
-
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(
-            "If using `weights='imagenet'` with `include_top=True`, "
-            "`classes` should be 1000.  "
-            f"Received classes={classes}"
-        )
-
+    weights_path = _weights_path(weights, weights_name, include_top, classes)
     if pooling not in {None, "avg", "max"}:
         raise ValueError(
             "The `pooling` argument should be one of None, 'avg' or 'max'.  "
             f"Received: pooling={pooling}"
         )
-
+    if include_top:
+        _check_classifier_activation(classifier_activation, weights)
     if backend.image_data_format() != "channels_last":
         # The converted weights and the explicit padding below assume NHWC;
         # torchvision itself is NCHW but the importer transposes for us.
@@ -125,40 +168,71 @@ def ResNet(
             "ResNet18/ResNet34 only support the 'channels_last' image data "
             f"format.  Received: data_format={backend.image_data_format()}"
         )
-
-    # Resolve the weights file before building anything: failing offline
-    # should be fast and say exactly which file is missing.
-    if weights == "imagenet":
-        weights_path = weights_lib.torchvision_weights_path(weights_name)
-        if not weights_path.is_file():
-            raise weights_lib.torchvision_weights_unavailable(
-                weights_name, weights_path
-            )
-    elif weights is not None:
-        weights_path = weights
-    else:
-        weights_path = None
-
-    # Determine proper input shape
-    input_shape = imagenet_utils.obtain_input_shape(
-        input_shape,
-        default_size=224,
-        min_size=32,
-        data_format=backend.image_data_format(),
-        require_flatten=include_top,
-        weights=weights,
-    )
+    input_shape = _input_shape(input_shape, include_top, weights)
 
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape)
+    elif not backend.is_keras_tensor(input_tensor):
+        img_input = layers.Input(tensor=input_tensor, shape=input_shape)
     else:
-        if not backend.is_keras_tensor(input_tensor):
-            img_input = layers.Input(tensor=input_tensor, shape=input_shape)
-        else:
-            img_input = input_tensor
+        img_input = input_tensor
 
-    bn_axis = 3
+    x = stack_fn(_stem(img_input))
 
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(
+            classes, activation=classifier_activation, name="predictions"
+        )(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    # Ensure that the model takes into account
+    # any potential predecessors of `input_tensor`.
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    else:
+        inputs = img_input
+    model = keras.Model(inputs, x, name=name)
+
+    if weights_path is not None:
+        # Keras 3 matches a `.weights.h5` by layer order and ignores entries
+        # the model does not have, so the importer's file (which always holds
+        # the top) also loads into a headless model: the top is skipped.
+        model.load_weights(weights_path)
+    return model
+
+
+def _weights_path(weights, weights_name, include_top, classes):
+    """The weights file to load (None for random initialisation), checked
+    before anything is built: failing offline is fast and names the file."""
+    if not (weights in {"imagenet", None} or os.path.exists(weights)):
+        raise ValueError(
+            "The `weights` argument should be either "
+            "`None` (random initialization), 'imagenet' "
+            "(pre-training on ImageNet), "
+            "or the path to the weights file to be loaded.  Received: "
+            f"weights={weights}"
+        )
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "If using `weights='imagenet'` with `include_top=True`, "
+            "`classes` should be 1000.  "
+            f"Received classes={classes}"
+        )
+    if weights != "imagenet":
+        return weights
+    path = weights_lib.torchvision_weights_path(weights_name)
+    if not path.is_file():
+        raise weights_lib.torchvision_weights_unavailable(weights_name, path)
+    return path
+
+
+def _stem(img_input):
+    """conv1 (7x7/2, BatchNorm, ReLU) and the 3x3/2 max pool, padded as
+    torchvision pads them."""
     # torchvision pads symmetrically (padding=3 for the 7x7/2 stem); "same"
     # padding in TensorFlow would pad (2, 3) for a stride-2 convolution on an
     # even input and shift every feature map by one pixel.
@@ -167,50 +241,14 @@ def ResNet(
     )
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1_conv")(x)
     x = layers.BatchNormalization(
-        axis=bn_axis, epsilon=BN_EPSILON, name="conv1_bn"
+        axis=BN_AXIS, epsilon=BN_EPSILON, name="conv1_bn"
     )(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
 
     # torchvision's max pool pads with -inf, Keras with zeros; after the ReLU
     # every value is >= 0, so both give the same maximum.
     x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-
-    x = stack_fn(x)
-
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-
-        # Validate activation for the classifier layer
-        imagenet_utils.validate_activation(classifier_activation, weights)
-
-        x = layers.Dense(
-            classes, activation=classifier_activation, name="predictions"
-        )(x)
-    else:
-        if pooling == "avg":
-            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        elif pooling == "max":
-            x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    # Ensure that the model takes into account
-    # any potential predecessors of `input_tensor`.
-    if input_tensor is not None:
-        inputs = operation_utils.get_source_inputs(input_tensor)
-    else:
-        inputs = img_input
-
-    # Create model.
-    model = Functional(inputs, x, name=name)
-
-    # Load weights.
-    if weights_path is not None:
-        # Keras 3 matches a `.weights.h5` by layer order and ignores entries
-        # the model does not have, so the importer's file (which always holds
-        # the top) also loads into a headless model: the top is skipped.
-        model.load_weights(weights_path)
-
-    return model
+    return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
 def basic_block(x, filters, stride=1, conv_shortcut=False, name=None):
@@ -232,14 +270,12 @@ def basic_block(x, filters, stride=1, conv_shortcut=False, name=None):
     Returns:
         Output tensor for the residual block.
     """
-    bn_axis = 3
-
     if conv_shortcut:
         shortcut = layers.Conv2D(
             filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv"
         )(x)
         shortcut = layers.BatchNormalization(
-            axis=bn_axis, epsilon=BN_EPSILON, name=f"{name}_0_bn"
+            axis=BN_AXIS, epsilon=BN_EPSILON, name=f"{name}_0_bn"
         )(shortcut)
     else:
         shortcut = x
@@ -249,14 +285,14 @@ def basic_block(x, filters, stride=1, conv_shortcut=False, name=None):
         filters, 3, strides=stride, use_bias=False, name=f"{name}_1_conv"
     )(x)
     x = layers.BatchNormalization(
-        axis=bn_axis, epsilon=BN_EPSILON, name=f"{name}_1_bn"
+        axis=BN_AXIS, epsilon=BN_EPSILON, name=f"{name}_1_bn"
     )(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
 
     x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name=f"{name}_2_pad")(x)
     x = layers.Conv2D(filters, 3, use_bias=False, name=f"{name}_2_conv")(x)
     x = layers.BatchNormalization(
-        axis=bn_axis, epsilon=BN_EPSILON, name=f"{name}_2_bn"
+        axis=BN_AXIS, epsilon=BN_EPSILON, name=f"{name}_2_bn"
     )(x)
 
     x = layers.Add(name=f"{name}_add")([shortcut, x])
@@ -366,7 +402,7 @@ The layout is torchvision's (`torchvision.models.resnet18/34`), so its
 ImageNet weights (published as `model.safetensors` in the Hugging Face repos
 `timm/resnet18.tv_in1k` and `timm/resnet34.tv_in1k`) can be converted with
 `hcdtf weights import model.safetensors --arch ResNet18` (or
-`hcdtf.models.weights.import_torchvision_safetensors`). The converted file is
+`hcdtf.models.convert.import_torchvision_safetensors`). The converted file is
 looked up in `$KERAS_HOME/models/` (default `~/.keras/models/`) as
 `hcdtf_resnet18_tv_in1k.weights.h5` / `hcdtf_resnet34_tv_in1k.weights.h5`;
 nothing is downloaded implicitly.
