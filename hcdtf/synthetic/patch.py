@@ -7,7 +7,11 @@ import math
 
 import numpy as np
 
-from hcdtf.synthetic import carpets, stamps, textures, tissue, tumour
+import hcdtf.synthetic.carpets as carpets
+import hcdtf.synthetic.stamps as stamps
+import hcdtf.synthetic.textures as textures
+import hcdtf.synthetic.tissue as tissue
+import hcdtf.synthetic.tumour as tumour
 from hcdtf.synthetic.draws import Draws
 from hcdtf.synthetic.geometry import CENTRE, PATCH_SIZE
 from hcdtf.synthetic.optics import Stain, render
