@@ -4,6 +4,7 @@ config on small .h5 / .h5.gz files."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -21,7 +22,7 @@ from PIL import Image
 from tfds_builder.hcd import hcd_dataset_builder as hcd
 from tfds_builder.hcd.hcd_dataset_builder import BadInputError
 
-from conftest import REPO
+from conftest import REPO, cli_fails
 
 BUILDER_DIR = REPO / "tfds_builder" / "hcd"
 
@@ -543,7 +544,22 @@ def test_ordered_map_keeps_order_bounds_the_window_and_raises():
         return x * x
 
     assert list(hcd._ordered_map(slow, iter(range(50)), window=4, workers=3)) == [x * x for x in range(50)]
-    assert peak[0] <= 3
+    assert peak[0] <= 3  # never more calls at once than workers
+
+    # The window: the lazy input is never read more than `window` items ahead of what the
+    # consumer has received (so memory stays bounded whatever the input's length).
+    pulled = [0]
+
+    def source():
+        for x in range(200):
+            pulled[0] += 1
+            yield x
+
+    ahead = []
+    for k, _ in enumerate(hcd._ordered_map(lambda x: x, source(), window=5, workers=2)):
+        ahead.append(pulled[0] - k)  # items read but not yet received
+    assert max(ahead) <= 5 + 1 and pulled[0] == 200, ahead
+    assert max(ahead) >= 5  # and it does read ahead: the workers are kept busy
 
     def boom(x):
         if x == 7:
@@ -552,3 +568,425 @@ def test_ordered_map_keeps_order_bounds_the_window_and_raises():
 
     with pytest.raises(BadInputError, match="bad 7"):
         list(hcd._ordered_map(boom, range(100), window=8))
+
+
+# ----------------------------------------------------------------------- config names (one grammar)
+from tfds_builder.hcd import names  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "flags,name",
+    [
+        ({}, "kaggle"),
+        ({"skip_bad_examples": True}, "kaggle_skip_bad"),
+        ({"validation_fraction": 0.15, "test_fraction": 0.15}, "kaggle_val0.15_test0.15"),
+        ({"validation_fraction": 0.2}, "kaggle_val0.2_test0.1"),
+        ({"folds": 5}, "kaggle_folds5"),
+        ({"folds": 5, "test_fraction": 0.2}, "kaggle_test0.2_folds5"),
+        ({"folds": 3, "drop_duplicates": True, "skip_bad_examples": True}, "kaggle_folds3_dedup_skip_bad"),
+    ],
+)
+def test_config_names_round_trip(flags, name):
+    options = names.resolve("kaggle", **flags)
+    assert options.name == name
+    assert names.parse(name) == options
+    assert names.resolve(name) == options  # the name alone rebuilds the same thing
+
+
+def test_config_names_combine_a_name_with_flags_and_refuse_other_spellings():
+    assert names.resolve("kaggle_skip_bad", folds=4).name == "kaggle_folds4_skip_bad"
+    assert names.resolve("pcam").name == "pcam"
+    with pytest.raises(names.BuildOptionsError, match="is written 'kaggle_val0.1_test0.2'"):
+        names.parse("kaggle_val0.10_test0.2")
+    with pytest.raises(names.BuildOptionsError, match=r"expected kaggle\[_val<F>_test<F>\]"):
+        names.parse("kaggle_80_10_10")
+
+
+@pytest.mark.parametrize(
+    "flags,text",
+    [
+        ({"validation_fraction": 0}, "--validation-fraction 0 (validation_fraction) would leave the validation split empty"),
+        ({"test_fraction": 0}, "--test-fraction 0 (test_fraction) would leave the test split empty"),
+        ({"validation_fraction": 0.5, "test_fraction": 0.5}, "must be < 1: nothing would be left for the train split"),
+        ({"folds": 1}, "--folds (folds) must be at least 2"),
+        ({"folds": 0}, "--folds (folds) must be at least 2"),
+        ({"folds": 3, "validation_fraction": 0.2}, "--validation-fraction does not apply with --folds"),
+    ],
+)
+def test_options_that_leave_a_split_empty_are_refused(flags, text):
+    with pytest.raises(names.BuildOptionsError, match=re_escape(text)):
+        names.resolve("kaggle", **flags)
+
+
+def test_pcam_takes_no_kaggle_options():
+    with pytest.raises(names.BuildOptionsError, match="apply to kaggle only"):
+        names.resolve("pcam", folds=3)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+# ---------------------------------------------------------------------------------------- folds
+def test_patch_level_folds_are_stratified_balanced_and_order_independent():
+    labelled = _labelled(1003)
+    folds = hcd.assign_folds(labelled, 5)
+    assert set(folds) == {i for i, _ in labelled} and set(folds.values()) == set(range(5))
+    for label in (0, 1):
+        sizes = [sum(1 for i, l in labelled if l == label and folds[i] == k) for k in range(5)]
+        assert max(sizes) - min(sizes) <= 1, sizes
+    shuffled = list(labelled)
+    random.Random(3).shuffle(shuffled)
+    assert hcd.assign_folds(shuffled, 5) == folds
+
+
+def test_slide_grouped_folds_never_split_a_slide_and_stay_even():
+    rng = random.Random(0)
+    labelled = _labelled(2000)
+    slides = {i: f"slide_{rng.randrange(60):02d}" for i, _ in labelled}  # slides of uneven size
+    folds = hcd.assign_folds(labelled, 5, slides=slides)
+    fold_of_slide: dict[str, set[int]] = {}
+    for id_, k in folds.items():
+        fold_of_slide.setdefault(slides[id_], set()).add(k)
+    assert all(len(ks) == 1 for ks in fold_of_slide.values())  # one slide, one fold
+    sizes = [list(folds.values()).count(k) for k in range(5)]
+    assert max(sizes) - min(sizes) <= max(collections_counter(slides.values()).values()), sizes
+    assert hcd.assign_folds(list(reversed(labelled)), 5, slides=slides) == folds
+
+
+def collections_counter(values):
+    import collections
+
+    return collections.Counter(values)
+
+
+def test_folds_are_the_same_on_every_machine():
+    """Hash-based (SHA-256 of the ids): independent of Python's hash seed and of the platform.
+    The digest pins the assignment of a fixed list, so a change of the rule fails here."""
+    script = (
+        "import hashlib, random, sys; sys.path.insert(0, %r)\n"
+        "from tfds_builder.hcd import splits\n"
+        "ids = [(hashlib.sha1(f'p{k}'.encode()).hexdigest(), k %% 3 == 0) for k in range(300)]\n"
+        "slides = {i: f's{k %% 17}' for k, (i, _) in enumerate(ids)}\n"
+        "a = splits.assign_folds(ids, 4, slides=slides); b = splits.assign_folds(ids, 4)\n"
+        "print(hashlib.sha256(repr(sorted(a.items()) + sorted(b.items())).encode()).hexdigest())\n"
+    ) % str(REPO)
+    digests = {
+        subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONHASHSEED=seed),
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for seed in ("0", "12345")
+    }  # fmt: skip
+    assert digests == {"7fa2b85e7f970de9f258799c82be5ff561dffebbdf6f87b3c010a07d6cc2281a"}
+
+
+def test_more_folds_than_slides_is_a_clear_error():
+    labelled = _labelled(40)
+    slides = {i: f"s{k % 3}" for k, (i, _) in enumerate(labelled)}
+    with pytest.raises(hcd.SplitError, match="holds only 3 slides.*use at most 3 folds"):
+        hcd.assign_folds(labelled, 4, slides=slides)
+
+
+def _build(manual, out, config="kaggle", **kwargs):
+    from hcdtf import data
+
+    return data.build_dataset(str(manual), str(out), config, **kwargs)
+
+
+def _ids(builder, split) -> set[str]:
+    import tensorflow_datasets as tfds
+
+    return {ex["id"].decode() for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+
+
+def test_fold_build_keeps_the_test_split_and_splits_the_rest_by_slide(tmp_path):
+    manual = tmp_path / "raw"
+    labels = make_kaggle(manual, n=60, n_test=2)
+    mapping = _write_slide_map(manual, labels, n_slides=12)
+    plain = _build(manual, tmp_path / "tfds")
+    folded = _build(manual, tmp_path / "tfds", "kaggle_folds3")
+    assert set(folded.info.splits) == {"fold0", "fold1", "fold2", "test", "kaggle_test"}
+    assert _ids(folded, "test") == _ids(plain, "test")  # exactly the non-fold build's test split
+    folds = [_ids(folded, f"fold{k}") for k in range(3)]
+    assert set().union(*folds) == _ids(plain, "train") | _ids(plain, "validation")
+    assert sum(map(len, folds)) == len(set().union(*folds))  # disjoint
+    slide_fold = {}
+    for k, ids in enumerate(folds):
+        for id_ in ids:
+            assert slide_fold.setdefault(mapping[id_], k) == k  # one slide, one fold
+    meta = folded.info.metadata["folds"]
+    assert meta["k"] == 3 and meta["grouped_by"] == "slide" and meta["warning"] is None
+
+
+def test_patch_level_folds_warn_that_slides_may_leak(tmp_path, capsys):
+    manual = tmp_path / "raw"
+    make_kaggle(manual, n=30, n_test=0)
+    builder = _build(manual, tmp_path / "tfds", folds=3, log=print)
+    assert builder.info.metadata["folds"]["grouped_by"] == "patch"
+    assert "patches of one slide can be in several folds" in builder.info.metadata["folds"]["warning"]
+    assert "warning: folds were drawn patch by patch" in capsys.readouterr().out
+
+
+def test_fold_errors_are_one_clear_line_each(tmp_path):
+    manual = tmp_path / "raw"
+    labels = make_kaggle(manual, n=30, n_test=0)
+    _write_slide_map(manual, labels, n_slides=3)
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(tmp_path / "tfds"), "--folds", "5"],
+              "--folds 5", "only 2 slides", "at most 2 folds")  # one of the 3 is in test
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(tmp_path / "tfds"), "--folds", "1"],
+              "--folds (folds) must be at least 2")
+    _write_slide_map(manual, labels, n_slides=3, skip=2)  # two ids without a slide
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(tmp_path / "tfds"), "--folds", "2"],
+              "patch_id_wsi.csv: 2 labelled ids have no slide")
+    assert not (tmp_path / "tfds").exists()  # nothing left behind by the failed builds
+
+
+def test_fold_splits_and_training_on_a_fold(tmp_path):
+    from hcdtf import data
+    from hcdtf.config import DataConfig
+
+    assert data.fold_splits(1, 4) == ("fold0+fold2+fold3", "fold1")
+    with pytest.raises(ValueError, match="data.fold must be in 0..3"):
+        data.fold_splits(4, 4)
+    manual = tmp_path / "raw"
+    make_kaggle(manual, n=40, n_test=0)
+    built = _build(manual, tmp_path / "tfds", folds=4)
+    n = {s: built.info.splits[s].num_examples for s in built.info.splits}
+    cfg = DataConfig(data_dir=str(tmp_path / "tfds"), dataset_config="kaggle_folds4", fold=2)
+    assert data.split_spec(cfg, "train") == "fold0+fold1+fold3"
+    assert data.split_spec(cfg, "validation") == "fold2"
+    assert data.num_examples(cfg, "train") == n["fold0"] + n["fold1"] + n["fold3"]
+    assert data.num_examples(cfg, "test") == n["test"]
+    seen = {i.decode() for batch, _ in data.make_dataset(cfg, "train", 64, training=False, with_ids=True)
+            .as_numpy_iterator() for i in batch["id"]}  # fmt: skip
+    assert seen == _ids(built, "fold0") | _ids(built, "fold1") | _ids(built, "fold3")
+    limited = data.replace_data(cfg, max_train_examples=10)
+    assert data.num_examples(limited, "train") == 10
+    assert sum(int(p.split("[:")[1][:-1]) for p in data.split_spec(limited, "train").split("+")) == 10
+    with pytest.raises(ValueError, match="is a 4-fold build.*--set data.fold=K"):
+        data.split_spec(data.replace_data(cfg, fold=None), "train")
+    plain = _build(manual, tmp_path / "tfds")
+    with pytest.raises(ValueError, match="data.fold=2 needs a fold build"):
+        data.split_spec(data.replace_data(cfg, dataset_config="kaggle"), "train")
+    assert plain.is_prepared()
+
+
+# ------------------------------------------------------------- builds that match their inputs
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from hcdtf.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _version_dir(out, config="kaggle"):
+    return out / "hcd" / config / "1.0.0"
+
+
+def test_rebuild_reuses_identical_inputs_and_refuses_other_inputs_unless_overwrite(tmp_path):
+    small, big, out = tmp_path / "small", tmp_path / "big", tmp_path / "tfds"
+    make_kaggle(small, n=12, n_test=0, seed=1)
+    make_kaggle(big, n=30, n_test=0, seed=2)
+    first = _cli("build-dataset", "--manual-dir", small, "--data-dir", out)
+    assert "train: " in first and "reusing" not in first
+    before = snapshot(_version_dir(out))
+    again = _cli("build-dataset", "--manual-dir", small, "--data-dir", out)
+    assert "already built from identical inputs" in again and "reusing" in again
+    assert snapshot(_version_dir(out)) == before
+
+    # Other inputs: refused, naming both manual dirs and what differs; nothing changed.
+    result = cli_fails(["build-dataset", "--manual-dir", str(big), "--data-dir", str(out)],
+                       f"built from {small}", str(big), "train/: 30 files", "(was 12 files", "--overwrite")
+    assert snapshot(_version_dir(out)) == before
+    assert result.output.count("Error:") == 1
+    # The same files touched (a copy without times): also other inputs.
+    os.utime(small / "train_labels.csv")
+    for p in (small / "train").iterdir():
+        os.utime(p, ns=(p.stat().st_mtime_ns + 10**9,) * 2)
+    cli_fails(["build-dataset", "--manual-dir", str(small), "--data-dir", str(out)],
+              "train/: the same 12 file names and sizes, other modification times")
+
+    # --overwrite builds the new data set and swaps it in.
+    rebuilt = _cli("build-dataset", "--manual-dir", big, "--data-dir", out, "--overwrite")
+    assert "reusing" not in rebuilt
+    builder = _build(big, out)  # and now the big one is reused
+    assert sum(builder.info.splits[s].num_examples for s in ("train", "validation", "test")) == 30
+    assert builder.info.metadata["inputs"]["manual_dir"] == str(big)
+    assert sorted(p.name for p in (out / "hcd" / "kaggle").iterdir()) == [".lock", "1.0.0"]  # no leftovers
+
+
+def test_a_build_without_a_fingerprint_is_not_silently_reused(tmp_path):
+    manual, out = tmp_path / "raw", tmp_path / "tfds"
+    make_kaggle(manual, n=12, n_test=0)
+    _build(manual, out)
+    meta_path = _version_dir(out) / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["inputs"]  # as written by the previous release
+    meta_path.write_text(json.dumps(meta))
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(out)],
+              "recorded no fingerprint of its inputs", "--overwrite")
+
+
+def test_a_different_slide_map_or_option_changes_the_fingerprint(tmp_path):
+    from tfds_builder.hcd import inputs
+
+    manual = tmp_path / "raw"
+    labels = make_kaggle(manual, n=12, n_test=1)
+    options = hcd.HcdConfig(name="kaggle").fingerprint_options()
+    base = inputs.fingerprint(str(manual), "kaggle", options)
+    assert inputs.fingerprint(str(manual), "kaggle", options) == base
+    moved = tmp_path / "moved"
+    shutil.copytree(manual, moved)  # copytree keeps the times: the same inputs elsewhere
+    assert inputs.differences(base, inputs.fingerprint(str(moved), "kaggle", options)) == []
+    _write_slide_map(manual, labels, n_slides=3)
+    with_map = inputs.fingerprint(str(manual), "kaggle", options, str(manual / "patch_id_wsi.csv"))
+    assert inputs.differences(base, with_map) == ["slide map: patch_id_wsi.csv (was none)"]
+    other = inputs.fingerprint(str(manual), "kaggle", dict(options, split_seed=1))
+    assert inputs.differences(base, other) == ["options: split_seed 1 (was 0)"]
+    (manual / "train_labels.csv").write_text((manual / "train_labels.csv").read_text() + "\n")
+    assert "train_labels.csv: content differs" in inputs.differences(base, inputs.fingerprint(str(manual), "kaggle", options))
+
+
+@pytest.mark.parametrize(
+    "flags,text",
+    [
+        (["--validation-fraction", "0"], "--validation-fraction 0 (validation_fraction) would leave the validation split empty"),
+        (["--test-fraction", "0"], "would leave the test split empty"),
+        (["--validation-fraction", "0.6", "--test-fraction", "0.5"], "must be < 1"),
+        (["--validation-fraction", "0.01"], "the validation split would be empty: 12 labelled patches are too few"),
+    ],
+    ids=["val0", "test0", "sum", "rounds_to_zero"],
+)
+def test_empty_splits_are_refused_before_anything_is_written(tmp_path, flags, text):
+    manual, out = tmp_path / "raw", tmp_path / "tfds"
+    make_kaggle(manual, n=12, n_test=0)
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(out), *flags], text)
+    assert not out.exists()  # no empty data set directory (nor the data dir) left behind
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(out), *flags], text)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@contextlib.contextmanager
+def _read_only(path: pathlib.Path):
+    """Makes ``path`` unwritable even for root (chattr +i), or skips the test."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("cannot make a read-only directory here (chattr)")
+        try:
+            yield path
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+
+
+def test_an_unwritable_data_dir_is_one_line_naming_it(tmp_path):
+    manual = tmp_path / "raw"
+    make_kaggle(manual, n=12, n_test=0)
+    with _read_only(tmp_path / "ro") as ro:
+        cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(ro)],
+                  f"data dir {ro}: cannot write there", "writable --data-dir")
+        cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(ro / "sub")],
+                  f"data dir {ro / 'sub'}: cannot write there")
+    (tmp_path / "file").write_text("x")
+    cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(tmp_path / "file" / "tfds")],
+              f"data dir {tmp_path / 'file' / 'tfds'}: cannot write there")
+
+
+def test_bad_input_hint_gives_the_hcdtf_command_and_the_tfds_config(tmp_path):
+    manual, out = tmp_path / "raw", tmp_path / "tfds"
+    labels = make_kaggle(manual, n=12, n_test=0)
+    _corrupt(manual / "train", sorted(labels)[0])
+    result = cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(out), "--folds", "2"],
+                       "corrupt_image: 1")
+    text = " ".join(result.output.split())
+    assert f"hcdtf build-dataset --manual-dir {manual} --data-dir {out} --dataset-config kaggle_folds2 --skip-bad" in text
+    hint = text.split("with tfds build: --config '")[1].split("'")[0]
+    assert json.loads(hint) == {"name": "kaggle_folds2_skip_bad", "source": "kaggle", "folds": 2,
+                                "skip_bad_examples": True}
+    assert names.resolve(**{k: v for k, v in json.loads(hint).items() if k not in ("name", "source")}).name == \
+        "kaggle_folds2_skip_bad"  # the tfds config is the same build as the hcdtf command
+
+
+def test_a_bad_label_is_counted_once_even_when_its_file_exists(tmp_path):
+    labels = make_kaggle(tmp_path, n=12, n_test=0)
+    ids = sorted(labels)
+    rows = [(i, "2" if i == ids[0] else l) for i, l in labels.items()]
+    _write_csv(tmp_path, rows)  # train/<ids[0]>.tif exists, its row has label 2
+    with pytest.raises(BadInputError) as err:
+        hcd.scan_kaggle(str(tmp_path))
+    assert "bad_label: 1: " in str(err.value) and "file_without_id" not in str(err.value)
+    labelled, counts = hcd.scan_kaggle(str(tmp_path), strict=False)
+    assert counts == {"bad_label": 1} and ids[0] not in dict(labelled)
+
+
+def test_skip_bad_prints_what_it_left_out(tmp_path):
+    manual, out = tmp_path / "raw", tmp_path / "tfds"
+    labels = make_kaggle(manual, n=20, n_test=2)
+    ids = sorted(labels)
+    _corrupt(manual / "train", ids[0])
+    _corrupt(manual / "train", ids[1])
+    _append_csv(manual, ("../x", 1))
+    output = _cli("build-dataset", "--manual-dir", manual, "--data-dir", out, "--skip-bad")
+    line = next(l for l in output.splitlines() if l.startswith("--skip-bad left out of the labelled"))
+    assert "unsafe_id: 1 (e.g. " in line and "row 22: id '../x'" in line
+    assert "corrupt_image: 2 (e.g. " in line and f"{ids[0]}.tif: not a readable TIFF" in line
+    assert "--skip-bad left out of the kaggle_test patches: nothing" in output
+    assert "train on it with --dataset-config kaggle_skip_bad" in output
+
+
+# --------------------------------------------------------------- killed builds: leftovers, lock
+def test_leftover_incomplete_dirs_of_this_config_are_removed_and_nothing_else(tmp_path):
+    manual, out = tmp_path / "raw", tmp_path / "tfds"
+    make_kaggle(manual, n=12, n_test=0)
+    config_dir = out / "hcd" / "kaggle"
+    for name in ("incomplete.ABC123_1.0.0", "incomplete.overwrite_a1b2c3"):
+        (config_dir / name).mkdir(parents=True)
+        (config_dir / name / "hcd-train.tfrecord-00000-of-00001").write_bytes(b"half")
+    other = out / "hcd" / "kaggle_skip_bad" / "incomplete.XYZ999_1.0.0"
+    other.mkdir(parents=True)  # another config's build: not this build's business
+    (out / "notes.txt").write_text("mine")
+    _build(manual, out)
+    assert sorted(p.name for p in config_dir.iterdir()) == [".lock", "1.0.0"]
+    assert other.is_dir() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_second_build_of_the_same_data_set_at_once_is_refused(tmp_path):
+    import fcntl
+
+    manual, out = tmp_path / "raw", tmp_path / "tfds"
+    make_kaggle(manual, n=12, n_test=0)
+    config_dir = out / "hcd" / "kaggle"
+    config_dir.mkdir(parents=True)
+    with open(config_dir / ".lock", "w") as held:
+        held.write("pid 4242 on somehost")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        incomplete = config_dir / "incomplete.BUSY01_1.0.0"
+        incomplete.mkdir()  # the running build's work: must survive
+        cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(out)],
+                  "being built by pid 4242 on somehost", "wait for that build to end")
+        assert incomplete.is_dir()
+    _build(manual, out)  # once released (as when its process dies), the next build goes ahead
+    assert not incomplete.exists()
+
+
+def test_train_accepts_every_config_a_build_can_make_and_lists_the_built_ones(data_dir, tmp_path):
+    run = tmp_path / "run"
+    for config in ("kaggle_skip_bad", "kaggle_val0.15_test0.15", "kaggle_folds5_dedup"):
+        cli_fails(["train", "--data-dir", str(data_dir), "--dataset-config", config, "--output-dir", str(run)],
+                  f"hcd/{config} data set is not built", "built there: kaggle",
+                  f"hcdtf build-dataset --manual-dir DIR --data-dir {data_dir} --dataset-config {config}")
+    cli_fails(["train", "--data-dir", str(data_dir), "--dataset-config", "kaggle_80_10_10", "--output-dir", str(run)],
+              "'kaggle_80_10_10'", "neither built", "built there: kaggle", "kaggle[_val<F>_test<F>]")

@@ -1,0 +1,155 @@
+"""The leak audit of a built data set (`hcdtf audit`), and the audit summary each build records.
+
+Duplicated patches and slides shared between splits inflate test AUC. Every build audits what it
+writes and stores the summary in its metadata (``metadata.json``, key ``audit``): reports read it
+with :func:`load_summary`. ``hcdtf audit`` reads the stored patches back, audits them again the
+same way (the hashes and the search are the builder's, tfds_builder/hcd/duplicates.py), says
+whether the result matches the recorded summary, and prints the details.
+
+Summary keys: ``examples_per_split`` {split: n}; ``exact`` {groups, within {split: extra
+copies}, across {"a/b": groups}, label_conflicts}; ``near`` {pairs, within {split: pairs}, across
+{"a/b": pairs}, low_detail}; ``slides`` (None without a slide map) {slides, in_several_splits,
+across {"a/b": slides}, examples}; ``threshold`` (dHash bits); ``examples`` (a few groups/pairs,
+cross-split first); ``dropped`` (builds with drop_duplicates); ``leaks`` (cross-split exact
+groups + near pairs + slides in several splits: 0 means none found); ``headline`` (one sentence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+# What `hcdtf audit` compares between its result and the build's record.
+_COMPARED = ("examples_per_split", "exact", "near", "slides", "leaks")
+
+
+def _metadata(data_dir: str, dataset_config: str) -> dict | None:
+    from hcdtf import data
+
+    version_dir = data.built_version_dir(data_dir, dataset_config)
+    path = version_dir / "metadata.json" if version_dir else None
+    if path is None or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_summary(data_dir: str, dataset_config: str) -> dict | None:
+    """The audit summary recorded by the build of ``dataset_config`` in ``data_dir`` (see the
+    module docstring for its keys), or None if there is no such build or it predates audits.
+    Reads one JSON file: no TensorFlow."""
+    meta = _metadata(os.path.expanduser(data_dir), dataset_config)
+    return (meta or {}).get("audit")
+
+
+def choose_config(data_dir: str, dataset_config: str | None) -> str:
+    """``dataset_config``, or the only build in ``data_dir``; a clear error otherwise."""
+    from hcdtf import data
+
+    if dataset_config:
+        return dataset_config
+    built = data.built_configs(data_dir)
+    if len(built) == 1:
+        return built[0]
+    if not built:
+        raise data.DatasetNotBuiltError(f"{data_dir}: no hcd data set is built there (hcdtf build-dataset builds one)")
+    raise ValueError(f"{data_dir} holds several builds ({', '.join(built)}): choose one with --dataset-config")
+
+
+def _slides(meta: dict, slide_map: str | None) -> dict[str, str] | None:
+    """The slide map to use: the one given, else the build's own if it is still where it was
+    and unchanged (its hash is in the build's fingerprint)."""
+    from tfds_builder.hcd import hcd_dataset_builder as hcd
+    from tfds_builder.hcd import inputs
+
+    if slide_map:
+        if not os.path.isfile(slide_map):
+            raise FileNotFoundError(f"--slide-map {slide_map}: no such file")
+        return hcd.read_slide_csv(slide_map)
+    recorded = (meta.get("inputs") or {}).get("slide_map")
+    if not recorded:
+        return None
+    path = os.path.join(meta["inputs"]["manual_dir"], recorded["name"])
+    if os.path.isfile(path) and inputs.file_sha256(path) == recorded["sha256"]:
+        return hcd.read_slide_csv(path)
+    return None
+
+
+def audit(data_dir: str, dataset_config: str | None = None, slide_map: str | None = None,
+          threshold: int | None = None) -> dict:
+    """Audits the stored patches of a build again; returns the summary (module docstring) with
+    ``dataset``, ``recorded`` (the build's own summary or None) and ``matches_record``."""
+    import tensorflow_datasets as tfds
+
+    from hcdtf import data
+    from tfds_builder.hcd import duplicates
+
+    from hcdtf.config import DataConfig
+
+    if threshold is not None and not 0 <= threshold <= duplicates.MAX_THRESHOLD:
+        raise ValueError(f"--threshold {threshold}: the near-duplicate threshold must be 0..{duplicates.MAX_THRESHOLD} bits")
+    data_dir = os.path.expanduser(data_dir)
+    builder = data.load_builder(DataConfig(data_dir=data_dir, dataset_config=choose_config(data_dir, dataset_config)))
+    meta = dict(builder.info.metadata or {})
+    records = duplicates.Records()
+    for split in builder.info.splits:
+        for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=1024)):
+            ids = [i.decode() for i in batch["id"]]
+            records.add_batch(split, ids, batch["label"], batch["image"])
+    recorded = meta.get("audit")
+    threshold = duplicates.DEFAULT_THRESHOLD if threshold is None else threshold
+    dropped = (meta.get("dropped_duplicates") or {}).get("counts")
+    summary = duplicates.summarize(records, threshold, _slides(meta, slide_map), dropped=dropped)
+    summary["dataset"] = f"{builder.info.full_name} in {data_dir}"
+    summary["recorded"] = recorded
+    summary["matches_record"] = bool(recorded) and all(summary.get(k) == recorded.get(k) for k in _COMPARED)
+    return summary
+
+
+def _pairs(counts: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def format_summary(summary: dict) -> str:
+    """The audit as a few lines of text."""
+    ex, near, slides = summary["exact"], summary["near"], summary["slides"]
+    n = summary["examples_per_split"]
+    lines = [
+        f"{summary.get('dataset', 'data set')}: {sum(n.values())} patches ({_pairs(n)})",
+        f"exact duplicates (same pixels): {sum(ex['across'].values())} groups across splits ({_pairs(ex['across']) or '-'}); "
+        f"{sum(ex['within'].values())} extra copies within splits ({_pairs(ex['within']) or '-'}); "
+        f"label conflicts: {ex['label_conflicts']}",
+        f"near duplicates (dHash <= {summary['threshold']} bits, pixels differ): {sum(near['across'].values())} pairs "
+        f"across splits ({_pairs(near['across']) or '-'}); {sum(near['within'].values())} within "
+        f"({_pairs(near['within']) or '-'}); {near['low_detail']} low-detail patches not compared",
+        "slides in several splits: " + ("unknown (no slide map: pass --slide-map)" if slides is None else
+                                        f"{slides['in_several_splits']} of {slides['slides']} ({_pairs(slides['across']) or '-'})"),
+    ]  # fmt: skip
+    if summary.get("dropped"):
+        lines.append(f"dropped by the build (--drop-duplicates): {_pairs(summary['dropped'])}")
+    for e in summary["examples"]:
+        kind = "exact" if e["kind"] == "exact" else f"near ({e['bits']} bits)"
+        lines.append(f"  e.g. {kind}: " + ", ".join(f"{i} ({s})" for i, s in zip(e["ids"], e["splits"])))
+    lines.append("result: " + ("no leak across splits found" if not summary["leaks"] else
+                               f"{summary['leaks']} leaks across splits (exact groups + near pairs + slides)"))
+    return "\n".join(lines)
+
+
+def run(data_dir: str, dataset_config: str | None = None, slide_map: str | None = None,
+        threshold: int | None = None, json_out: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """`hcdtf audit`: audit, print, compare with the build's record, optionally write JSON."""
+    from hcdtf.atomic import write_json
+
+    summary = audit(data_dir, dataset_config, slide_map=slide_map, threshold=threshold)
+    log(format_summary(summary))
+    if summary["recorded"] is None:
+        log("the build recorded no audit (built by an older hcdtf)")
+    elif summary["matches_record"]:
+        log("matches the audit the build recorded")
+    else:
+        log("differs from the audit the build recorded (another threshold or slide map, or the files changed)")
+    if json_out:
+        write_json(json_out, summary)
+        log(f"wrote {json_out}")
+    return summary
