@@ -176,8 +176,8 @@ def build_classifier(
         pooling=None,
         name=BASE_NAME,
     )
-    # Same weights and maths, TensorFlow's fused BatchNorm kernel: ResNet-50
-    # trains 1.05-1.18x faster per CPU-second with oneDNN (benchmarks/README.md).
+    # Same weights and maths, TensorFlow's fused BatchNorm kernel: one pass
+    # instead of Keras' several element-wise ones (figures: benchmarks/README.md).
     base = fuse_batch_norm(base)
     set_base_trainable(base, transfer, trainable_from)
 
