@@ -206,7 +206,8 @@ def summarize(records: Records, threshold: int = DEFAULT_THRESHOLD, slides: dict
         group_of[g] = g[0]
         splits = [records.splits[k] for k in g]
         for s, n in collections.Counter(splits).items():
-            exact_within[s] += n - 1
+            if n > 1:
+                exact_within[s] += n - 1
         distinct = sorted(set(splits), key=order.get)
         for a, b in itertools.combinations(distinct, 2):
             exact_across[f"{a}/{b}"] += 1
