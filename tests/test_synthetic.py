@@ -249,6 +249,10 @@ def test_rejects_bad_arguments(tmp_path: pathlib.Path) -> None:
         synthetic.write_sample(tmp_path / "b", n=5, positive_fraction=1.5)
     with pytest.raises(ValueError):
         synthetic.generate_arrays(2, split="validation")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "file" / "sample"))):
+        synthetic.write_sample(tmp_path / "file" / "sample", n=2)
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_a_killed_sample_is_finished_by_the_same_call(

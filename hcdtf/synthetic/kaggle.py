@@ -113,8 +113,11 @@ def _claim(out: pathlib.Path, params: dict) -> None:
         d = out / name
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise ValueError(f"refusing to write a synthetic sample into {out}: {d} is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(marker, params)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(marker, params)
+    except OSError as e:  # e.g. a file on the way, no permission, disk full
+        raise ValueError(f"cannot write a synthetic sample into {out}: {e.strerror or e}") from None
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
