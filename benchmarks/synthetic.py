@@ -104,7 +104,8 @@ def _choices(reps: int) -> dict:
                 for _ in range(2000):
                     fn()
                 us[k].append((time.process_time() - c) / 2000 * 1e6)
-        out[name] = {"chosen_us": common.summarize(us[0])["median"], "alternative_us": common.summarize(us[1])["median"],
+        out[name] = {"chosen_us": common.summarize(us[0])["median"],
+                     "alternative_us": common.summarize(us[1])["median"],
                      "alternative_over_chosen": common.paired_ratio(us[1], us[0])["median"]}
     return out
 

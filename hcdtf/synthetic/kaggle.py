@@ -198,7 +198,8 @@ def write_sample(
     for split, count in (("train", n), ("test", n_test)):
         (out / split).mkdir(exist_ok=True)
         for i in range(0, count, chunk):
-            jobs.append((str(out / split), int(seed), split, list(range(i, min(count, i + chunk))), float(positive_fraction)))
+            indices = list(range(i, min(count, i + chunk)))
+            jobs.append((str(out / split), int(seed), split, indices, float(positive_fraction)))
     rows: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     for job, part in zip(jobs, _run(jobs, workers, progress)):
         rows[job[2]] += part

@@ -223,7 +223,13 @@ def stamp(
 
 
 def spindles(
-    canvas: np.ndarray, iy: np.ndarray, ix: np.ndarray, long: np.ndarray, short: np.ndarray, theta: np.ndarray, amp: float
+    canvas: np.ndarray,
+    iy: np.ndarray,
+    ix: np.ndarray,
+    long: np.ndarray,
+    short: np.ndarray,
+    theta: np.ndarray,
+    amp: float,
 ) -> None:
     """Stamp thin spindle nuclei: long axis 3.5 + 0.5 * `long` px (0..7) along
     angle `theta`, short axis 1.1 + 0.2 * `short` px (0..3)."""
