@@ -121,3 +121,22 @@ def test_frameworks_plan_pins_every_tensorflow_setting():
         assert spec["variants"]["keras_batchnorm"] == {"batch": 32, "fused_bn": False}
         assert keras_workers["eigen"][1]["TF_ENABLE_ONEDNN_OPTS"] == "0"
         assert ("no_determinism" in keras_workers) is not quick
+
+
+def test_synthetic_benchmark_runs_both_encoders_and_restores_the_writer(tmp_path):
+    """benchmarks.synthetic on a tiny sample: every figure is there, both .tif encoders were timed
+    side by side, and write_sample's own encoder is back in place afterwards."""
+    from benchmarks import synthetic as bench
+    from hcdtf.synthetic import kaggle
+
+    encoder = kaggle.tif_bytes
+    result = bench.main(["--n", "20", "--patches", "8", "--reps", "1", "--workdir", str(tmp_path)])
+    assert kaggle.tif_bytes is encoder
+    assert {"seconds", "mb"} <= set(result["tables"])  # (~0 here when an earlier test built them)
+    assert result["generate"]["per_cpu_s"]["median"] > 0
+    for figure in ("tif_encode", "write_sample"):
+        assert {"cached_header", "pillow_save", "ratio"} <= set(result[figure]), figure
+    assert result["write_sample"]["cached_header"]["items_per_rep"]["median"] == 22  # 20 + 20 // 10
+    assert set(result["choices"]) == {"id_raw_words_vs_generator_bytes", "thin_product_vs_where",
+                                      "clip_vs_minimum", "contiguous_crop_vs_strided"}
+    assert not list(tmp_path.iterdir())  # each sample is removed after it is timed
