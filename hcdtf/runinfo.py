@@ -4,7 +4,8 @@
 summary lacks, its ``config.yaml``) for reports. It accepts the field names of every hcdtf
 version: the transfer strategy is ``transfer`` (older runs: ``strategy``, where the baseline
 wrote ``strategy: baseline``), the kind of run is ``kind`` (older runs: derived from the arch and
-strategy), and ``seed``/``fold`` come from the summary or else from the config.
+strategy; run.json records it too), and ``seed``/``fold`` come from the summary or else from
+the config (``seed``; ``data.fold``).
 
 :func:`model_key` says which runs are repeats of one model (same kind, arch, transfer strategy
 and kind of initial weights) and :func:`repeat_key` pairs repeats across models (same seed and
@@ -127,9 +128,11 @@ def _depth_from_arch(arch: Any) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _kind(summary: dict[str, Any], arch: Any) -> str | None:
-    if summary.get("kind") in ("cnn", "baseline"):
-        return summary["kind"]
+def _kind(summary: dict[str, Any], arch: Any, recorded: Any = None) -> str | None:
+    """The summary's ``kind``, else the one run.json recorded, else derived (older runs)."""
+    for kind in (summary.get("kind"), recorded):
+        if kind in ("cnn", "baseline"):
+            return kind
     if summary.get("strategy") == "baseline" or "logistic" in arch_key(arch or ""):
         return "baseline"
     if summary.get("model") == "model.npz":
@@ -154,7 +157,7 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
     where = run / "train_summary.json"
 
     arch = summary.get("arch") or None
-    kind = _kind(summary, arch)
+    kind = _kind(summary, arch, (read_json(run / "run.json") or {}).get("kind"))
     transfer = summary.get("transfer", summary.get("strategy"))
     if transfer not in TRANSFERS and kind == "cnn":
         transfer = model_cfg.get("transfer", model_cfg.get("strategy"))

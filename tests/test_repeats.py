@@ -192,6 +192,12 @@ def test_run_info_old_and_new_names(tmp_path: Path):
         "arch": "ResNet50", "kind": "cnn", "transfer": "fine_tune", "weights": "imagenet", "seed": 2}))
     assert runinfo.model_key(again) == runinfo.model_key(new)
     assert runinfo.model_key(runinfo.read_run_info(None)) is None
+    # An arch that names no depth: the kind recorded in run.json says what the run is.
+    custom = _run(tmp_path, "custom", {"arch": "CustomNet", "transfer": "fine_tune", "weights": "imagenet"})
+    assert runinfo.read_run_info(custom).kind is None
+    (custom / "run.json").write_text('{"kind": "cnn"}')
+    info = runinfo.read_run_info(custom)
+    assert (info.kind, info.transfer, info.depth) == ("cnn", "fine_tune", None)
 
 
 def test_run_info_bad_files(tmp_path: Path):
