@@ -153,3 +153,26 @@ def test_read_predictions_accepts_bom_blank_lines_and_edges(tmp_path: Path):
 def test_read_predictions_missing_file(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="predictions file not found: .*nope.csv"):
         A.read_predictions(tmp_path / "nope.csv")
+
+
+def test_sigkill_inside_a_write_leaves_the_old_file(tmp_path: Path):
+    """A writer killed mid-file (SIGKILL: no cleanup runs) leaves the old file whole and only a
+    hidden temporary named like every other (``.<stem>.tmp-*``), which run recovery removes."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "predictions.csv"
+    atomic.write_text(path, "id,label,score\nold,1,0.5\n")
+    code = (
+        "import os, signal, sys\n"
+        "from hcdtf.atomic import atomic_open\n"
+        f"with atomic_open({str(path)!r}) as f:\n"
+        "    f.write('id,label,score\\n' + 'new,1,0.5\\n' * 1000); f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert path.read_text() == "id,label,score\nold,1,0.5\n"
+    (left,) = [p for p in tmp_path.iterdir() if p != path]
+    assert left.name.startswith(".predictions" + atomic.TMP_MARK) and left.suffix == ".csv"
