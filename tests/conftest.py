@@ -71,3 +71,17 @@ def trained_run(data_dir, tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("runs") / "resnet18"
     train.train(testing_config(data_dir, out), log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def export_bundle(trained_run, tmp_path_factory) -> pathlib.Path:
+    """``trained_run`` exported once in every format and int8 (the suite's one heavy conversion):
+    the export base directory, with version 1. The sample's test split has 10 patches, where one
+    swapped pair moves the AUC by 0.04, so the int8 guard's margin is wide here (its refusal is
+    tested on its own in test_export.py)."""
+    from hcdtf import export
+
+    export_dir = tmp_path_factory.mktemp("export") / "models" / "hcd"
+    export.export_run(trained_run, export_dir, formats=export.FORMATS, quantize="int8", margin=0.5,
+                      log=lambda *_: None)
+    return export_dir

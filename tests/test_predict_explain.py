@@ -131,3 +131,79 @@ def test_grad_cam_layer_and_cli(trained_run, exported, patches, tmp_path):
     cli_fails(["explain", str(exported[1]), "--images", str(files[0]), "--out", str(out)], "SavedModel", "run directory")
     cli_fails(["explain", str(tmp_path), "--images", str(files[0]), "--out", str(out)], "not an hcdtf run directory")
     cli_fails(["explain", str(trained_run), "--out", str(out)], "--images")
+
+
+# ----------------------------------------------------------------------------- every backend
+def test_backend_is_detected_from_the_path(trained_run, export_bundle):
+    from hcdtf import backends
+
+    b = export_bundle
+    cases = {trained_run: "run", b / "1": "saved_model", b / "1.keras": "keras", b / "1-onnx": "onnx",
+             b / "1-onnx" / "model.onnx": "onnx", b / "1-openvino" / "model.xml": "openvino",
+             b / "1-openvino-int8": "openvino-int8", b / "1-litert" / "model.tflite": "litert", b: "saved_model"}
+    for path, kind in cases.items():
+        assert backends.resolve(path, log=lambda *_: None)[0] == kind, path
+    assert backends.resolve(b, "litert", log=lambda *_: None) == ("litert", b / "1-litert")
+    meta = backends.model_metadata("saved_model", b / "1")
+    assert meta["input_mpp"] == 0.972 and meta["arch"] == "ResNet18"
+    assert backends.model_metadata("onnx", b / "1-onnx" / "model.onnx")["format"] == "onnx"
+
+
+@pytest.mark.parametrize("backend, atol", [("onnx", 1e-4), ("openvino", 1e-4), ("litert", 1e-4),
+                                           ("openvino-int8", 0.1)])
+def test_predict_with_every_exported_format(trained_run, export_bundle, patches, tmp_path, backend, atol):
+    predict.predict(trained_run, patches, tmp_path / "run.csv", log=lambda *_: None)
+    result = CliRunner().invoke(main, ["predict", str(export_bundle), "--backend", backend, "--images", str(patches),
+                                       "--out", str(tmp_path / "sub.csv"), "--batch-size", "3"])
+    assert result.exit_code == 0, result.output
+    ids_run, p_run = _read_submission(tmp_path / "run.csv")
+    ids, p = _read_submission(tmp_path / "sub.csv")
+    assert ids == ids_run
+    np.testing.assert_allclose(p, p_run, atol=atol)
+    score, description = predict.load_scorer(export_bundle / f"1-{backend}", log=lambda *_: None)
+    assert backend.split("-")[0] in description.lower() or "openvino" in description.lower()
+    assert score(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0,)  # an empty batch is an empty answer
+
+
+def test_predict_bad_backend_and_output_are_one_line(export_bundle, patches, tmp_path):
+    out = tmp_path / "sub.csv"
+    cli_fails(["predict", str(export_bundle / "1"), "--backend", "onnx", "--images", str(patches), "--out", str(out)],
+              "--backend onnx", "saved_model")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cli_fails(["predict", str(export_bundle / "1"), "--images", str(patches), "--out", str(a_file / "sub.csv")],
+              str(a_file / "sub.csv"), "cannot create")
+    cli_fails(["predict", str(export_bundle / "1"), "--images", str(patches), "--out", str(out),
+               "--pipeline-option=--project=p"], "--runner")
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- Apache Beam
+def test_beam_direct_runner_gives_the_local_submission(export_bundle, patches, tmp_path):
+    from hcdtf import beam_predict
+
+    local, beam = tmp_path / "local.csv", tmp_path / "beam" / "beam.csv"
+    # One patch per call on both sides: TensorFlow's CPU kernels may round differently (~1e-7) for
+    # another batch composition, and Beam forms its own batches.
+    predict.predict(export_bundle / "1", patches, local, batch_size=1, log=lambda *_: None)
+    beam_predict.predict_beam(export_bundle / "1", str(patches), str(beam), "DirectRunner", batch_size=1,
+                              log=lambda *_: None)
+    assert beam.read_text() == local.read_text()  # same ids, order and probabilities, byte for byte
+    assert sorted(p.name for p in beam.parent.iterdir()) == ["beam.csv"]  # no temporary left
+
+    result = CliRunner().invoke(main, ["predict", str(export_bundle), "--backend", "onnx", "--images", str(patches),
+                                       "--out", str(tmp_path / "cli.csv"), "--runner", "DirectRunner"])
+    assert result.exit_code == 0, result.output
+    ids, p = _read_submission(tmp_path / "cli.csv")
+    ids_local, p_local = _read_submission(local)
+    assert ids == ids_local
+    np.testing.assert_allclose(p, p_local, atol=1e-4)
+
+
+def test_beam_runner_that_is_not_installed_is_one_line(export_bundle, patches, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("apitools") is not None:
+        pytest.skip("apache-beam[gcp] is installed here")
+    cli_fails(["predict", str(export_bundle / "1"), "--images", str(patches), "--out", str(tmp_path / "s.csv"),
+               "--runner", "DataflowRunner"], "DataflowRunner", "pip install 'apache-beam[gcp]'")
