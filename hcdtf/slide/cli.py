@@ -12,9 +12,12 @@ import click
 
 
 def _predict_options(fn):
+    from hcdtf.backends import BACKENDS
     from hcdtf.slide import heatmap, tissue
 
     options = [
+        click.option("--backend", type=click.Choice(BACKENDS), default=None,
+                     help="Runtime of an exported model [default: detected from MODEL's path]."),
         click.option("--output-dir", required=True, type=click.Path(file_okay=False),
                      help="Where <slide id>/ folders and slides.csv go (never beside the slides)."),
         click.option("--stride", default=32, show_default=True, type=click.IntRange(min=1),
@@ -59,11 +62,12 @@ def commands(friendly, context) -> list[click.Command]:
     @click.argument("slides", nargs=-1, required=True, type=click.Path(), metavar="SLIDE_OR_DIR...")
     @_predict_options
     @friendly
-    def predict_cmd(model, slides, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
+    def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
                     score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite):
         """Run MODEL over whole slides: heat map, overlay, tissue mask, detections, slide score.
 
-        MODEL is a run directory, a .keras file or a SavedModel, as for `hcdtf predict`. Slides are
+        MODEL is a run directory or an exported model (SavedModel, .keras, ONNX, ...), as for
+        `hcdtf predict`. Slides are
         files or directories of files OpenSlide reads (.svs, .tif, .ndpi, .mrxs, ...). Each slide's
         results go to OUTPUT_DIR/<slide id>/; rerun the same command to resume a killed run
         (finished slides are skipped). A slide that cannot be read is reported and the others
@@ -79,7 +83,7 @@ def commands(friendly, context) -> list[click.Command]:
                                       tta=tta, batch_size=batch_size, sigma=sigma, radius=radius,
                                       min_probability=min_probability, score=score_method)
         result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
-                                          threads=threads, checkpoint_seconds=checkpoint_seconds)
+                                          threads=threads, checkpoint_seconds=checkpoint_seconds, backend=backend)
         if result["failed"]:
             click.echo(f"{len(result['failed'])} of {result['slides']} slide(s) failed:", err=True)
             for message in result["failed"]:

@@ -35,7 +35,6 @@ from hcdtf.slide import grid as grid_lib
 from hcdtf.slide import heatmap as heatmap_lib
 from hcdtf.slide import reader, tissue
 
-DEFAULT_INPUT_MPP = 0.972  # PCam / Kaggle patches: Camelyon16 level 2 (0.243 um/px x 4)
 THUMB_PER_CELL = 4         # thumbnail px per heat-map cell a side (tissue mask, overlay)
 SUMMARY = "slide_summary.json"
 PROGRESS = "progress.npz"
@@ -77,24 +76,24 @@ class Settings:
 
 
 # --------------------------------------------------------------------------- the model
-def model_input_mpp(model_path: str | os.PathLike) -> tuple[float, str]:
+def model_input_mpp(model_path: str | os.PathLike, backend: str | None = None) -> tuple[float, str]:
     """(um/px of the model's patches, where it was read): ``input_mpp`` of a run's
-    ``train_summary.json`` or an export's ``assets/hcdtf_metadata.json``, else PCam's 0.972."""
-    p = pathlib.Path(model_path)
-    places = [p / "train_summary.json", p / "assets" / "hcdtf_metadata.json"] if p.is_dir() else \
-        [p.parent / "train_summary.json", p.parent / "assets" / "hcdtf_metadata.json"]
-    if p.is_dir():
-        versions = sorted((int(v.name), v) for v in p.iterdir() if v.is_dir() and v.name.isdigit())
-        if versions:
-            places.append(versions[-1][1] / "assets" / "hcdtf_metadata.json")
-    for place in places:
-        try:
-            value = json.loads(place.read_text()).get("input_mpp")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value), str(place)
-    return DEFAULT_INPUT_MPP, "default (PCam level 2)"
+    ``train_summary.json`` (also for the ``model.keras`` inside a run) or of an export's
+    ``hcdtf_metadata.json``; PCam's 0.972 (Camelyon16 level 2) when neither records it."""
+    from hcdtf import backends
+    from hcdtf.export import DEFAULT_INPUT_MPP
+    from hcdtf.rundir import RunDir
+
+    kind, p = backends.resolve(model_path, backend, log=lambda *_: None)
+    run = p if kind == "run" else p.parent if kind == "keras" and RunDir(p.parent).is_run() else None
+    if run is not None:
+        found, source = RunDir(run).summary() or {}, str(RunDir(run).summary_path)
+    else:
+        found, source = backends.model_metadata(kind, p), f"{p} metadata"
+    value = found.get("input_mpp")
+    if isinstance(value, (int, float)) and value > 0:
+        return float(value), source
+    return DEFAULT_INPUT_MPP, "default: PCam level 2"
 
 
 def model_fingerprint(model_path: str | os.PathLike) -> str:
@@ -113,16 +112,6 @@ def model_fingerprint(model_path: str | os.PathLike) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def _with_tta(score: Callable) -> Callable:
-    """The mean over the 8 dihedral views (rotations by k x 90 degrees, mirrored for k >= 4)."""
-    def views(x):
-        for k in range(8):
-            v = np.rot90(x, k % 4, axes=(1, 2))
-            yield np.ascontiguousarray(v[:, :, ::-1] if k >= 4 else v)
-
-    return lambda images: sum(np.asarray(score(v), np.float64) for v in views(images)) / 8.0
 
 
 # --------------------------------------------------------------------------- patches
@@ -284,13 +273,20 @@ def score_patches(layout: _Layout, model: Model, settings: Settings, folder: pat
     if start:
         log(f"  resuming at patch {start}/{total} (batch size {batch_size}, as when it started)")
     parts, t0, t_saved, t_said = [scores], time.perf_counter(), time.perf_counter(), time.perf_counter()
-    score = _with_tta(model.score) if settings.tta else model.score
+    score = model.score
+    if settings.tta:
+        from hcdtf.scoring import with_tta
+
+        score = with_tta(score)
     done, busy = start, 0.0
     for batch in patch_batches(layout.slide, layout.plan, layout.grid, ci, cj, start, batch_size, threads):
         t = time.perf_counter()
-        parts.append(np.asarray(score(batch), np.float32).reshape(-1))
+        n = len(batch)
+        if n < batch_size:  # the last batch, padded: one traced shape for the whole run
+            batch = np.concatenate([batch, np.zeros((batch_size - n,) + batch.shape[1:], batch.dtype)])
+        parts.append(np.asarray(score(batch), np.float32).reshape(-1)[:n])
         busy += time.perf_counter() - t
-        done += len(batch)
+        done += n
         now = time.perf_counter()
         if now - t_saved >= checkpoint_seconds and done < total:
             _save_progress(folder, key, np.concatenate(parts), batch_size)
@@ -444,12 +440,12 @@ def predict_slide(path: pathlib.Path, out_root: pathlib.Path, model: Model, sett
         layout.slide.close()
 
 
-def load_model(model_path: str | os.PathLike, log: Callable = print) -> Model:
+def load_model(model_path: str | os.PathLike, log: Callable = print, backend: str | None = None) -> Model:
     """The scorer (``hcdtf.predict.load_scorer``), its files' hash and its input resolution."""
     from hcdtf.predict import load_scorer
 
-    score, description = load_scorer(model_path, log)
-    mpp, source = model_input_mpp(model_path)
+    score, description = load_scorer(model_path, log, backend=backend)
+    mpp, source = model_input_mpp(model_path, backend)
     return Model(score, description, model_fingerprint(model_path), mpp, source)
 
 
@@ -491,7 +487,7 @@ def _write_rows(path: pathlib.Path, rows: list[dict]) -> None:
 
 def predict_slides(model_path, inputs, output_dir, settings: Settings | None = None, overwrite: bool = False,
                    log: Callable = print, threads: int = 2, checkpoint_seconds: float = 30.0,
-                   model: Model | None = None) -> dict:
+                   model: Model | None = None, backend: str | None = None) -> dict:
     """Scores every slide of ``inputs`` (files or directories) into ``output_dir/<slide id>/`` and
     writes ``output_dir/slides.csv``. A slide that cannot be read is reported by name and the
     others still run: the result's ``failed`` lists them."""
@@ -501,7 +497,7 @@ def predict_slides(model_path, inputs, output_dir, settings: Settings | None = N
     slides = reader.list_slides(inputs)
     out = pathlib.Path(output_dir)
     _check_output_dir(out, slides)
-    model = model or load_model(model_path, log)
+    model = model or load_model(model_path, log, backend)
     log(f"{len(slides)} slide(s); model {model.description} at {model.input_mpp:g} um/px "
         f"({model.input_mpp_source}); outputs in {out}")
     rows, t_all = [], time.perf_counter()

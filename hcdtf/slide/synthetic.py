@@ -131,6 +131,21 @@ def _normal_patch(rng: np.random.Generator) -> np.ndarray:
             return image
 
 
+def _tumour_patch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A tile of a metastasis: a tumour patch with the clusters of four more pasted around its
+    centre, so that tumour cells fill most of the tile (a lone patch has one cluster at its centre)."""
+    from hcdtf.synthetic import generate_patch
+
+    image, mask = generate_patch(rng, 1)
+    image, mask = image.copy(), mask.copy()
+    for dy, dx in ((-30, -30), (-30, 30), (30, -30), (30, 30)):
+        other, cells = generate_patch(rng, 1)
+        other, cells = np.roll(other, (dy, dx), axis=(0, 1)), np.roll(cells, (dy, dx), axis=(0, 1))
+        image[cells] = other[cells]
+        mask |= cells
+    return image, mask
+
+
 def render(spec: SlideSpec, bank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [height, width, 3] rendered slide, bool [height / LR, width / LR] tumour cells).
     ``bank``: draw normal tissue from that many rendered tiles, cycled (fast, for huge slides)."""
@@ -152,7 +167,7 @@ def render(spec: SlideSpec, bank: int | None = None) -> tuple[np.ndarray, np.nda
                 continue
             rng = np.random.default_rng([spec.seed, spec.index, i, j])
             if (i, j) in lesion_of:
-                image, mask = generate_patch(rng, 1)
+                image, mask = _tumour_patch(rng)
                 m = mask & inside
                 tumour[y // LR:(y + PATCH) // LR, x // LR:(x + PATCH) // LR] |= \
                     m.reshape(PATCH // LR, LR, PATCH // LR, LR).any(axis=(1, 3))
