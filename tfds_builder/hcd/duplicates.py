@@ -1,19 +1,19 @@
 """Exact and near-duplicate patches: pixel digests, a 64-bit dHash, a banded index, and the
 audit summary of a build (duplicates within and across splits, slides in several splits).
 
-* Exact duplicates: equal BLAKE2b-128 digests of the decoded uint8 pixels (so a TIFF and the PNG
-  made from it match, and a re-encoded copy too).
+* Exact duplicates: equal SHA-256 digests (first 128 bits) of the decoded uint8 pixels (so a TIFF
+  and the PNG made from it match, and so does a losslessly re-encoded copy).
 * Near duplicates: the 64-bit difference hash (dHash): the luma (ITU-R 601) of the patch is
   box-averaged down to 9x8 cells and each bit says whether a cell is brighter than its left
   neighbour. Two patches whose pixels differ are near duplicates when their dHashes differ in at
-  most ``threshold`` bits (default 4; distinct patches of a synthetic sample are >= 8 bits apart,
-  mild noise or JPEG re-encoding moves most patches by 0-4 bits). Patches with almost no detail
-  (median step between neighbouring cells below one grey level, e.g. blank background) are left
-  out of the near search and counted: their bits are noise, and they would all match each other.
+  most ``threshold`` bits (default 4; the dataset card says how it was chosen). Patches with
+  almost no detail (at least half of the steps between neighbouring cells below one grey level,
+  e.g. blank background) are left out of the near search and counted: their bits are noise, and
+  they would all match each other.
 * Scale: multi-index hashing. The 64 bits are cut into ``threshold + 1`` bands; two hashes within
   ``threshold`` bits agree exactly on at least one band (pigeonhole), so only patches that share
   a band value are compared: about n * n / 2**(64 / (threshold + 1)) comparisons per band instead
-  of n * n / 2 (277k patches, threshold 4: ~5M per band).
+  of n * n / 2 over all pairs.
 
 numpy only (no TensorFlow): the builder calls it while it writes, ``hcdtf audit`` on a built set.
 """
@@ -30,11 +30,11 @@ DEFAULT_THRESHOLD = 4
 MAX_THRESHOLD = 8
 LOW_DETAIL_STEP = 1.0  # grey levels (0-255)
 METHOD = {
-    "exact": "BLAKE2b-128 of the decoded uint8 pixels",
+    "exact": "SHA-256 (first 128 bits) of the decoded uint8 pixels",
     "near": "64-bit dHash: ITU-R 601 luma box-averaged to 9x8 cells, bit = cell brighter than its left "
     "neighbour; near duplicates differ in at most `threshold` bits (and not in every pixel)",
-    "low_detail": f"patches whose median step between neighbouring cells is below {LOW_DETAIL_STEP:g} grey "
-    "level are left out of the near search",
+    "low_detail": f"patches with at least half of their 64 steps between neighbouring cells below "
+    f"{LOW_DETAIL_STEP:g} grey level are left out of the near search",
 }
 _LUMA = np.array([0.299, 0.587, 0.114])
 _EXAMPLES = 5
@@ -58,13 +58,14 @@ def image_hashes(images: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarra
     images = np.asarray(images, np.uint8)
     if images.ndim == 3:
         images = images[None]
-    digests = [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest() for im in images]
+    # SHA-256 rather than BLAKE2b: most x86 and ARM CPUs compute it in hardware.
+    digests = [hashlib.sha256(np.ascontiguousarray(im).data).digest()[:16] for im in images]
     luma = images.astype(np.float64) @ _LUMA  # [N, 96, 96]
     cells = np.matmul(np.matmul(_ROWS, luma), _COLS)  # [N, 8, 9]
     steps = np.diff(cells, axis=2)  # [N, 8, 8]
     bits = (steps > 0).reshape(len(images), 64)
     dhash = np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
-    low_detail = np.median(np.abs(steps).reshape(len(images), 64), axis=1) < LOW_DETAIL_STEP
+    low_detail = np.count_nonzero(np.abs(steps).reshape(len(images), 64) < LOW_DETAIL_STEP, axis=1) >= 32
     return digests, dhash, low_detail
 
 
@@ -193,13 +194,9 @@ def _slides_summary(records: Records, slides: dict[str, str] | None, order: dict
     return {"slides": len(where), "in_several_splits": len(several), "across": dict(across), "examples": several[:_EXAMPLES]}
 
 
-def summarize(records: Records, threshold: int = DEFAULT_THRESHOLD, slides: dict[str, str] | None = None,
-              dropped: dict[str, int] | None = None) -> dict:
-    """The audit summary stored in a build's metadata and printed by ``hcdtf audit`` (its keys are
-    described in tfds_builder/hcd/README.md)."""
-    order = {s: k for k, s in enumerate(dict.fromkeys(records.splits))}
-    exact_within, exact_across = collections.Counter(), collections.Counter()
-    examples, conflicts = [], 0
+def _exact(records: Records, order: dict[str, int]):
+    """Exact-duplicate counts, a group id per record (equal pixels, equal id) and examples."""
+    within, across, examples, conflicts = collections.Counter(), collections.Counter(), [], 0
     groups = exact_groups(records.digests)
     group_of = np.arange(len(records))
     for g in groups:
@@ -207,41 +204,54 @@ def summarize(records: Records, threshold: int = DEFAULT_THRESHOLD, slides: dict
         splits = [records.splits[k] for k in g]
         for s, n in collections.Counter(splits).items():
             if n > 1:
-                exact_within[s] += n - 1
-        distinct = sorted(set(splits), key=order.get)
-        for a, b in itertools.combinations(distinct, 2):
-            exact_across[f"{a}/{b}"] += 1
-        labels = {records.labels[k] for k in g if records.labels[k] >= 0}
-        conflicts += len(labels) > 1
+                within[s] += n - 1
+        for a, b in itertools.combinations(sorted(set(splits), key=order.get), 2):
+            across[f"{a}/{b}"] += 1
+        conflicts += len({records.labels[k] for k in g if records.labels[k] >= 0}) > 1
         examples.append({"kind": "exact", "ids": [records.ids[k] for k in g][:4], "splits": splits[:4], "bits": 0})
-    dhash = np.array(records.dhash, np.uint64)
+    summary = {"groups": len(groups), "within": dict(within), "across": dict(across), "label_conflicts": conflicts}
+    return summary, group_of, examples
+
+
+def _near(records: Records, group_of: np.ndarray, threshold: int, order: dict[str, int]):
+    """Near-duplicate counts (pairs whose pixels differ) and examples."""
     low = np.array(records.low_detail, bool)
-    i, j, d = near_pairs(dhash, np.flatnonzero(~low), threshold)
+    i, j, d = near_pairs(np.array(records.dhash, np.uint64), np.flatnonzero(~low), threshold)
     not_exact = group_of[i] != group_of[j]
-    near_within, near_across = collections.Counter(), collections.Counter()
+    within, across, examples = collections.Counter(), collections.Counter(), []
     for a, b, bits in zip(i[not_exact], j[not_exact], d[not_exact]):
         sa, sb = records.splits[a], records.splits[b]
         if sa == sb:
-            near_within[sa] += 1
+            within[sa] += 1
         else:
-            near_across[_pair_key(sa, sb, order)] += 1
+            across[_pair_key(sa, sb, order)] += 1
         examples.append({"kind": "near", "ids": [records.ids[a], records.ids[b]], "splits": [sa, sb], "bits": int(bits)})
-    examples.sort(key=lambda e: (len(set(e["splits"])) == 1, e["kind"] != "exact"))  # cross-split first
+    summary = {"pairs": int(not_exact.sum()), "within": dict(within), "across": dict(across), "low_detail": int(low.sum())}
+    return summary, examples
+
+
+def summarize(records: Records, threshold: int = DEFAULT_THRESHOLD, slides: dict[str, str] | None = None,
+              dropped: dict[str, int] | None = None) -> dict:
+    """The audit summary stored in a build's metadata and printed by ``hcdtf audit`` (its keys are
+    described in hcdtf/audit.py and tfds_builder/hcd/README.md)."""
+    order = {s: k for k, s in enumerate(dict.fromkeys(records.splits))}
+    exact, group_of, exact_examples = _exact(records, order)
+    near, near_examples = _near(records, group_of, threshold, order)
+    examples = sorted(exact_examples + near_examples,
+                      key=lambda e: (len(set(e["splits"])) == 1, e["kind"] != "exact"))  # cross-split first
     summary = {
         "schema": 1,
         "method": dict(METHOD),
         "threshold": int(threshold),
         "examples_per_split": {s: records.splits.count(s) for s in order},
-        "exact": {"groups": len(groups), "within": dict(exact_within), "across": dict(exact_across),
-                  "label_conflicts": conflicts},
-        "near": {"pairs": int(not_exact.sum()), "within": dict(near_within), "across": dict(near_across),
-                 "low_detail": int(low.sum())},
+        "exact": exact,
+        "near": near,
         "slides": _slides_summary(records, slides, order),
         "examples": examples[:_EXAMPLES],
     }
     if dropped is not None:
         summary["dropped"] = dict(dropped)
-    summary["leaks"] = (sum(exact_across.values()) + sum(near_across.values())
+    summary["leaks"] = (sum(exact["across"].values()) + sum(near["across"].values())
                         + (summary["slides"] or {}).get("in_several_splits", 0))
     summary["headline"] = headline(summary)
     return summary

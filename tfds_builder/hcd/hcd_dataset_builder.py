@@ -693,44 +693,17 @@ def _raise_or_record(problems: dict[str, list[str]], where: str, strict: bool, h
     return counts
 
 
-def scan_kaggle(
-    manual_dir: str, strict: bool = True, hint: str | None = None
-) -> tuple[list[tuple[str, int]], ProblemCounts]:
-    """Checks a Kaggle-layout manual dir. Returns ([(id, label)] sorted by id, problem counts).
+_KAGGLE_PROBLEMS = ("unsafe_id", "bad_label", "duplicate_id", "missing_file", "file_without_id",
+                    "corrupt_image", "wrong_shape", "not_uint8_rgb")
 
-    Every kind of problem is counted over the whole data set before anything is written, so one
-    run reports all of them, each problem once: unsafe ids, bad labels, duplicate ids, ids without
-    a file, files without an id, unreadable / wrong-shape / non-uint8 images. ``hint``: the last
-    line of the error in strict mode (how to go on).
-    """
-    if not os.path.isdir(manual_dir):
-        raise BadInputError(
-            f"manual dir {manual_dir!r} does not exist. {_MANUAL_DOWNLOAD_INSTRUCTIONS}"
-        )
-    csv_path = os.path.join(manual_dir, "train_labels.csv")
-    train_dir = os.path.join(manual_dir, "train")
-    if not os.path.isfile(csv_path):
-        raise BadInputError(f"{csv_path} not found. {_MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    if not os.path.isdir(train_dir):
-        raise BadInputError(f"{train_dir} not found (the directory of <id>.tif patches).")
 
-    problems: dict[str, list[str]] = collections.OrderedDict(
-        (k, [])
-        for k in (
-            "unsafe_id",
-            "bad_label",
-            "duplicate_id",
-            "missing_file",
-            "file_without_id",
-            "corrupt_image",
-            "wrong_shape",
-            "not_uint8_rgb",
-        )
-    )
+def _read_labels(csv_path: str, problems: dict[str, list[str]]) -> tuple[dict[str, int], set[str], set[str]]:
+    """The rows of train_labels.csv: ({id: label} of the usable rows, duplicated ids, ids whose
+    label is bad). Each bad row is added to ``problems`` under its kind."""
     rows: dict[str, int] = {}
     first_row: dict[str, int] = {}
     duplicated: set[str] = set()
-    badly_labelled: set[str] = set()  # their file is not also "without an id": one problem, counted once
+    badly_labelled: set[str] = set()
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -746,21 +719,42 @@ def scan_kaggle(
             id_, raw = row[0].strip(), row[1].strip()
             if not _ID_RE.match(id_) or ".." in id_:
                 problems["unsafe_id"].append(f"{where}: id {id_!r} is not a plain file name")
-                continue
-            if raw not in ("0", "1"):
+            elif raw not in ("0", "1"):
                 problems["bad_label"].append(f"{where}: label {raw!r} for id {id_!r} is not 0 or 1")
                 badly_labelled.add(id_)
-                continue
-            if id_ in rows:
+            elif id_ in rows:
                 problems["duplicate_id"].append(f"{where}: id {id_!r} appears again (first in row {first_row[id_]})")
                 duplicated.add(id_)
-                continue
-            rows[id_] = int(raw)
-            first_row[id_] = line_no
+            else:
+                rows[id_], first_row[id_] = int(raw), line_no
+    return rows, duplicated, badly_labelled
 
+
+def scan_kaggle(
+    manual_dir: str, strict: bool = True, hint: str | None = None
+) -> tuple[list[tuple[str, int]], ProblemCounts]:
+    """Checks a Kaggle-layout manual dir. Returns ([(id, label)] sorted by id, problem counts).
+
+    Every kind of problem is counted over the whole data set before anything is written, so one
+    run reports all of them, each problem once: unsafe ids, bad labels, duplicate ids, ids without
+    a file, files without an id, unreadable / wrong-shape / non-uint8 images. ``hint``: the last
+    line of the error in strict mode (how to go on).
+    """
+    if not os.path.isdir(manual_dir):
+        raise BadInputError(f"manual dir {manual_dir!r} does not exist. {_MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    csv_path = os.path.join(manual_dir, "train_labels.csv")
+    train_dir = os.path.join(manual_dir, "train")
+    if not os.path.isfile(csv_path):
+        raise BadInputError(f"{csv_path} not found. {_MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if not os.path.isdir(train_dir):
+        raise BadInputError(f"{train_dir} not found (the directory of <id>.tif patches).")
+
+    problems: dict[str, list[str]] = collections.OrderedDict((k, []) for k in _KAGGLE_PROBLEMS)
+    rows, duplicated, badly_labelled = _read_labels(csv_path, problems)
     on_disk = {n[:-4] for n in os.listdir(train_dir) if n.endswith(".tif")}
     for id_ in sorted(set(rows) - on_disk):
         problems["missing_file"].append(f"{os.path.join(train_dir, id_ + '.tif')}: listed in the CSV, no file")
+    # A file whose row has a bad label is that one problem, not also a file "without an id".
     for id_ in sorted(on_disk - set(rows) - badly_labelled):
         problems["file_without_id"].append(f"{os.path.join(train_dir, id_ + '.tif')}: not in {csv_path}")
     present = sorted(set(rows) & on_disk)
