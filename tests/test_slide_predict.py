@@ -201,3 +201,16 @@ def test_evaluate_reports_bad_annotations_by_name(trained_run, small_slides, tmp
     assert result.exit_code == 1, result.output
     assert "slide_000.xml" in result.output and "'Lymphocytes'" in result.output
     assert json.loads((out / "slide_metrics.json").read_text())["failed"]
+
+
+def test_beam_direct_runner_writes_the_same_outputs(trained_run, small_slides, tmp_path):
+    local, on_beam = tmp_path / "local", tmp_path / "beam"
+    for out, extra in ((local, []), (on_beam, ["--runner", "DirectRunner"])):
+        result = CliRunner().invoke(main, ["slide", "predict", str(trained_run), str(small_slides), "--output-dir",
+                                           str(out), "--batch-size", "16", *extra])
+        assert result.exit_code == 0, result.output
+    _same_outputs(local, on_beam)
+    rows = (on_beam / "slides.csv").read_text().splitlines()
+    assert [r.split(",")[:2] for r in rows[1:]] == [["slide_000", "done"], ["slide_001", "done"]]
+    cli_fails(["slide", "predict", str(trained_run), str(small_slides), "--output-dir", str(on_beam),
+               "--pipeline-option=--x=1"], "--pipeline-option applies to Beam")

@@ -13,6 +13,7 @@ import click
 
 def _predict_options(fn):
     from hcdtf.backends import BACKENDS
+    from hcdtf.beam_predict import RUNNERS
     from hcdtf.slide import heatmap, tissue
 
     options = [
@@ -44,6 +45,10 @@ def _predict_options(fn):
         click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
                      help="How often a slide's progress is saved (a killed run resumes from there)."),
         click.option("--overwrite", is_flag=True, help="Replace results of another model or other settings."),
+        click.option("--runner", type=click.Choice(RUNNERS), default=None,
+                     help="Run as an Apache Beam pipeline, one slide per element, on this runner."),
+        click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
+                     help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -63,15 +68,16 @@ def commands(friendly, context) -> list[click.Command]:
     @_predict_options
     @friendly
     def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
-                    score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite):
+                    score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite, runner,
+                    pipeline_options):
         """Run MODEL over whole slides: heat map, overlay, tissue mask, detections, slide score.
 
         MODEL is a run directory or an exported model (SavedModel, .keras, ONNX, ...), as for
-        `hcdtf predict`. Slides are
-        files or directories of files OpenSlide reads (.svs, .tif, .ndpi, .mrxs, ...). Each slide's
-        results go to OUTPUT_DIR/<slide id>/; rerun the same command to resume a killed run
-        (finished slides are skipped). A slide that cannot be read is reported and the others
-        still run; the exit code is then 1. Example:
+        `hcdtf predict`. Slides are files or directories of files OpenSlide reads (.svs, .tif,
+        .ndpi, .mrxs, ...). Each slide's results go to OUTPUT_DIR/<slide id>/; rerun the same
+        command to resume a killed run (finished slides are skipped). A slide that cannot be read
+        is reported and the others still run; the exit code is then 1. --runner runs the slides
+        as an Apache Beam pipeline (one slide per element; same outputs). Example:
 
         hcdtf slide predict outputs/models/hcd/1 ~/camelyon16/images --output-dir outputs/slides
         """
@@ -82,8 +88,18 @@ def commands(friendly, context) -> list[click.Command]:
         settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
                                       tta=tta, batch_size=batch_size, sigma=sigma, radius=radius,
                                       min_probability=min_probability, score=score_method)
-        result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
-                                          threads=threads, checkpoint_seconds=checkpoint_seconds, backend=backend)
+        if pipeline_options and not runner:
+            raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
+        if runner and overwrite:
+            raise click.UsageError("--overwrite is not available with --runner: run without it, or clear --output-dir")
+        if runner:
+            from hcdtf.slide import beam
+
+            result = beam.predict_slides_beam(model, slides, output_dir, settings, runner, pipeline_options, backend,
+                                              threads, checkpoint_seconds, log=click.echo)
+        else:
+            result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
+                                              threads=threads, checkpoint_seconds=checkpoint_seconds, backend=backend)
         if result["failed"]:
             click.echo(f"{len(result['failed'])} of {result['slides']} slide(s) failed:", err=True)
             for message in result["failed"]:

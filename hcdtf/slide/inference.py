@@ -449,7 +449,8 @@ def load_model(model_path: str | os.PathLike, log: Callable = print, backend: st
     return Model(score, description, model_fingerprint(model_path), mpp, source)
 
 
-def _check_output_dir(out: pathlib.Path, slides: list[pathlib.Path]) -> None:
+def check_output_dir(out: pathlib.Path, slides: list[pathlib.Path]) -> None:
+    """``out`` is writable and outside every slide's folder, or one clear error."""
     from hcdtf.predict import is_inside
 
     for s in slides:
@@ -468,14 +469,15 @@ def _check_output_dir(out: pathlib.Path, slides: list[pathlib.Path]) -> None:
 SUMMARY_FIELDS = ("slide", "status", "score", "score_method", "patches", "detections", "seconds", "path", "error")
 
 
-def _row(path, status, summary=None, seconds=None, error=None) -> dict:
+def slide_row(path, status, summary=None, seconds=None, error=None) -> dict:
+    """One row of ``slides.csv``."""
     s = summary or {}
     return {"slide": path.stem, "status": status, "score": s.get("score"), "score_method": s.get("score_method"),
             "patches": s.get("tissue", {}).get("cells_scored"), "detections": s.get("n_detections"),
             "seconds": None if seconds is None else round(seconds, 2), "path": str(path), "error": error}
 
 
-def _write_rows(path: pathlib.Path, rows: list[dict]) -> None:
+def write_slide_rows(path: pathlib.Path, rows: list[dict]) -> None:
     from hcdtf.atomic import write_text
 
     buf = io.StringIO()
@@ -485,22 +487,15 @@ def _write_rows(path: pathlib.Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def predict_slides(model_path, inputs, output_dir, settings: Settings | None = None, overwrite: bool = False,
-                   log: Callable = print, threads: int = 2, checkpoint_seconds: float = 30.0,
-                   model: Model | None = None, backend: str | None = None) -> dict:
-    """Scores every slide of ``inputs`` (files or directories) into ``output_dir/<slide id>/`` and
-    writes ``output_dir/slides.csv``. A slide that cannot be read is reported by name and the
-    others still run: the result's ``failed`` lists them."""
+def read_slide_rows(path: pathlib.Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _predict_local(slides, out, model, settings, overwrite, log, threads, checkpoint_seconds) -> list[dict]:
     import openslide
 
-    settings = (settings or Settings()).validate()
-    slides = reader.list_slides(inputs)
-    out = pathlib.Path(output_dir)
-    _check_output_dir(out, slides)
-    model = model or load_model(model_path, log, backend)
-    log(f"{len(slides)} slide(s); model {model.description} at {model.input_mpp:g} um/px "
-        f"({model.input_mpp_source}); outputs in {out}")
-    rows, t_all = [], time.perf_counter()
+    rows = []
     for n, path in enumerate(slides, 1):
         log(f"[{n}/{len(slides)}] {path.name}")
         t = time.perf_counter()
@@ -509,16 +504,39 @@ def predict_slides(model_path, inputs, output_dir, settings: Settings | None = N
         except (reader.SlideError, openslide.OpenSlideError) as e:
             message = str(e) if str(path) in str(e) else f"{path}: {e}"
             log(f"  FAILED {message}")
-            rows.append(_row(path, "failed", seconds=time.perf_counter() - t, error=message))
+            rows.append(slide_row(path, "failed", seconds=time.perf_counter() - t, error=message))
             continue
-        rows.append(_row(path, status, summary, time.perf_counter() - t))
+        rows.append(slide_row(path, status, summary, time.perf_counter() - t))
         if status == "done":
             log(f"  {summary['score_method']} score {summary['score']:.4f}, {summary['n_detections']} detections, "
                 f"{time.perf_counter() - t:.1f} s -> {out / path.stem}")
-    _write_rows(out / "slides.csv", rows)
+    write_slide_rows(out / "slides.csv", rows)
+    return rows
+
+
+def predict_slides(model_path, inputs, output_dir, settings: Settings | None = None, overwrite: bool = False,
+                   log: Callable = print, threads: int = 2, checkpoint_seconds: float = 30.0,
+                   model: Model | None = None, backend: str | None = None) -> dict:
+    """Scores every slide of ``inputs`` (files or directories) into ``output_dir/<slide id>/`` and
+    writes ``output_dir/slides.csv``. A slide that cannot be read is reported by name and the
+    others still run: the result's ``failed`` lists them. (On Apache Beam: hcdtf.slide.beam.)"""
+    settings = (settings or Settings()).validate()
+    slides = reader.list_slides(inputs)
+    out = pathlib.Path(output_dir)
+    check_output_dir(out, slides)
+    t_all = time.perf_counter()
+    model = model or load_model(model_path, log, backend)
+    log(f"{len(slides)} slide(s); model {model.description} at {model.input_mpp:g} um/px "
+        f"({model.input_mpp_source}); outputs in {out}")
+    rows = _predict_local(slides, out, model, settings, overwrite, log, threads, checkpoint_seconds)
+    return result_of(rows, out, time.perf_counter() - t_all, log)
+
+
+def result_of(rows: list[dict], out: pathlib.Path, seconds: float, log: Callable = print) -> dict:
+    """What a slide command returns: counts, the failures' messages, the summary CSV."""
     failed = [r for r in rows if r["status"] == "failed"]
     result = {"output_dir": str(out), "slides": len(rows), "failed": [r["error"] for r in failed],
               "done": sum(r["status"] == "done" for r in rows), "skipped": sum(r["status"] == "skipped" for r in rows),
-              "seconds": round(time.perf_counter() - t_all, 2), "summary_csv": str(out / "slides.csv")}
+              "seconds": round(seconds, 2), "summary_csv": str(out / "slides.csv")}
     log(f"{result['done']} scored, {result['skipped']} already done, {len(failed)} failed; {out / 'slides.csv'}")
     return result

@@ -1,0 +1,74 @@
+"""`hcdtf slide predict --runner RUNNER`: a cohort of slides on Apache Beam, one slide per element.
+
+Built with :func:`hcdtf.beam_predict.run_pipeline`: slide paths -> a ``DoFn`` that loads the model
+once per worker (``setup``) and runs :func:`hcdtf.slide.inference.predict_slide` on each slide ->
+``slides.csv``. Each slide's outputs go to ``<output-dir>/<slide id>/`` exactly as without Beam
+(same files, same bytes), so a rerun skips finished slides and resumes killed ones, and a slide
+that cannot be read is reported in ``slides.csv`` while the others finish. The slides and the
+output directory must be reachable by every worker (a shared file system).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable, Iterable
+
+
+def _scorer_fn(model_path: str, backend: str | None, out: str, settings_dict: dict, threads: int,
+               checkpoint_seconds: float):
+    import apache_beam as beam
+
+    class PredictSlide(beam.DoFn):
+        def setup(self):
+            from hcdtf.slide import inference
+
+            self.model = inference.load_model(model_path, log=lambda *_: None, backend=backend)
+
+        def process(self, path):
+            import time
+
+            import openslide
+
+            from hcdtf.slide import inference, reader
+
+            path, t = pathlib.Path(path), time.perf_counter()
+            settings = inference.Settings(**settings_dict)
+            try:
+                status, summary = inference.predict_slide(path, pathlib.Path(out), self.model, settings, False,
+                                                          lambda *_: None, threads, checkpoint_seconds)
+            except (reader.SlideError, openslide.OpenSlideError) as e:
+                message = str(e) if str(path) in str(e) else f"{path}: {e}"
+                yield inference.slide_row(path, "failed", seconds=time.perf_counter() - t, error=message)
+                return
+            yield inference.slide_row(path, status, summary, time.perf_counter() - t)
+
+    return beam.ParDo(PredictSlide())
+
+
+def predict_slides_beam(model_path, inputs, output_dir, settings, runner: str, options: Iterable[str] = (),
+                        backend: str | None = None, threads: int = 2, checkpoint_seconds: float = 30.0,
+                        log: Callable[[str], None] = print) -> dict:
+    """:func:`hcdtf.slide.inference.predict_slides` as a Beam pipeline on ``runner``."""
+    import time
+
+    import apache_beam as beam
+
+    from hcdtf import backends, beam_predict
+    from hcdtf.slide import inference, reader
+
+    options = list(options)
+    beam_predict.check_runner(runner, options)
+    settings = settings.validate()
+    slides = reader.list_slides(inputs)
+    out = pathlib.Path(output_dir)
+    inference.check_output_dir(out, slides)
+    backends.resolve(model_path, backend, log)  # a wrong path fails here, not on a worker
+    t = time.perf_counter()
+    score = _scorer_fn(str(model_path), backend, str(out), dataclasses.asdict(settings), threads, checkpoint_seconds)
+    sink = "Collect" >> beam.combiners.ToList() | "Summary" >> beam.Map(
+        lambda r: inference.write_slide_rows(out / "slides.csv", sorted(r, key=lambda x: x["slide"])))
+    log(f"{len(slides)} slide(s) on Apache Beam ({runner}); outputs in {out}")
+    beam_predict.run_pipeline(beam.Create([str(s) for s in slides]) | "Spread" >> beam.Reshuffle(), score, sink,
+                              runner, options)
+    return inference.result_of(inference.read_slide_rows(out / "slides.csv"), out, time.perf_counter() - t, log)
