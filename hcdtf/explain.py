@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from hcdtf.atomic import atomic_open
 from hcdtf.predict import ModelPathError, is_inside, list_images, read_patch
 
 OVERLAY_ALPHA = 0.45
@@ -101,7 +102,8 @@ def save_overlay(path: pathlib.Path, image: np.ndarray, heat: np.ndarray, title:
         ax.set_yticks([])
     fig.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, bbox_inches="tight")
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight")
 
 
 def explain(
@@ -114,18 +116,18 @@ def explain(
 ) -> list[dict]:
     """Writes a Grad-CAM PNG per patch into ``out_dir`` (at most ``max_images`` patches, in order)
     and returns one record per patch: id, probability, logit, file, heat (the map)."""
-    from hcdtf.evaluate import load_keras_model
+    from hcdtf.rundir import RunDir
 
-    run = pathlib.Path(run_dir)
+    run = RunDir(run_dir)
     out = pathlib.Path(out_dir)
     images = [pathlib.Path(p) for p in images]
-    if (run / "saved_model.pb").is_file():
-        raise ModelPathError(f"{run} is an exported SavedModel; explain needs the run directory it came "
+    if (run.path / "saved_model.pb").is_file():
+        raise ModelPathError(f"{run.path} is an exported SavedModel; explain needs the run directory it came "
                              "from (model.keras), whose layers Grad-CAM reads")
-    if (run / "model.npz").is_file():
-        raise ModelPathError(f"{run} is a logistic-regression baseline run; Grad-CAM explains CNN runs")
-    if not (run / "config.yaml").is_file():
-        raise ModelPathError(f"RUN_DIR {str(run)!r} is not an hcdtf run directory (no config.yaml)")
+    if not run.is_run():
+        raise ModelPathError(f"RUN_DIR {str(run.path)!r} is not an hcdtf run directory (no config.yaml)")
+    if run.kind() == "baseline":
+        raise ModelPathError(f"{run.path} is a logistic-regression baseline run; Grad-CAM explains CNN runs")
     for p in images:
         folder = p if p.is_dir() else p.parent
         if is_inside(out, folder):
@@ -136,10 +138,10 @@ def explain(
         log(f"explaining the first {max_images} of {len(files)} patches (--max)")
         files = files[:max_images]
     patches = [read_patch(f) for f in files]  # every file is checked before any work
-    model = load_keras_model(run)
+    model = run.load_keras_model()
     grad_model, layer = gradcam_model(model)
     out.mkdir(parents=True, exist_ok=True)
-    log(f"Grad-CAM of {len(files)} patches on layer base/{layer} of {run}")
+    log(f"Grad-CAM of {len(files)} patches on layer base/{layer} of {run.path}")
     records = []
     for i in range(0, len(files), batch_size):
         batch = np.stack(patches[i:i + batch_size])
@@ -149,7 +151,7 @@ def explain(
             png = out / f"{f.stem}_gradcam.png"
             save_overlay(png, image, h, f"{f.stem}: P(tumour) = {prob:.3f} (logit {z:+.2f})")
             records.append({"id": f.stem, "probability": prob, "logit": float(z), "file": str(png), "heat": h})
-    with open(out / "explain.csv", "w", newline="") as fh:
+    with atomic_open(out / "explain.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "probability", "logit", "file"])
         for r in records:

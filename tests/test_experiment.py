@@ -18,7 +18,7 @@ from hcdtf import experiment
 from hcdtf.cli import main
 from hcdtf.config import ConfigError
 
-from conftest import CONFIGS
+from conftest import CONFIGS, cli_fails
 
 
 def _write(tmp_path, text, name="grid.yaml"):
@@ -30,18 +30,23 @@ def _write(tmp_path, text, name="grid.yaml"):
 @pytest.mark.parametrize(
     "text, words",
     [
-        ("archs: [ResNet18]\nepochs: 3\n", ["unknown key 'epochs'", "archs", "per_strategy"]),
+        ("archs: [ResNet18]\nepochs: 3\n", ["unknown config key 'epochs'", "archs", "per_transfer"]),
         ("archs: [ResNet18, ResNet19]\n", ["archs", "ResNet19", "ResNet152"]),
-        ("strategies: [fine_tune, linear_probe]\n", ["strategies", "linear_probe", "freeze_base"]),
-        ("per_strategy:\n  partial: {set: []}\n", ["per_strategy", "partial", "fine_tune"]),
-        ("per_strategy:\n  fine_tune: {sets: []}\n", ["per_strategy.fine_tune", "sets", "configs"]),
+        ("transfers: [fine_tune, linear_probe]\n", ["transfers", "linear_probe", "freeze_base"]),
+        ("strategies: [fine_tune, linear_probe]\n", ["transfers", "linear_probe", "freeze_base"]),  # old name
+        ("per_transfer:\n  partial: {set: []}\n", ["per_transfer", "partial", "fine_tune"]),
+        ("per_transfer:\n  fine_tune: {sets: []}\n", ["per_transfer.fine_tune", "sets", "configs"]),
         ("set: [train.epoch=3]\n", ["set[0]", "train.epoch", "epochs"]),
         ("set: [train.epochs=three]\n", ["set[0]", "train.epochs", "int"]),
         ("set: [model.arch=ResNet50]\n", ["set[0]", "model.arch", "archs:"]),
+        ("set: [seed=3]\n", ["set[0]", "seed", "seeds:"]),
         ("set: train.epochs=3\n", ["set must be a list"]),
-        ("baseline: maybe\n", ["baseline", "true or false"]),
+        ("baseline: maybe\n", ["baseline", "bool"]),
         ("compare: {n_bootstrap: 10, alpha: 0.05}\n", ["compare.", "alpha", "n_bootstrap"]),
         ("sample: {n: 10}\n", ["sample.n", ">= 40"]),
+        ("seeds: [0, 1, 0]\n", ["seeds", "twice"]),
+        ("seeds: [-1]\n", ["seeds", ">= 0"]),
+        ("seeds: 3\n", ["seeds", "must be a list"]),
         ("- ResNet18\n", ["top level must be a mapping"]),
         ("archs: [ResNet18\n", ["not valid YAML"]),
     ],
@@ -67,7 +72,9 @@ def test_missing_config_file_and_grid_keys_on_the_command_line(tmp_path):
     with pytest.raises(ConfigError, match=r"--set 'train\.epoch=2'.*epochs"):
         experiment.plan(ok, overrides=["train.epoch=2"])
     with pytest.raises(ConfigError, match="ResNet19"):
-        experiment.plan(ok, archs=["ResNet19"])
+        experiment.narrow(ok, archs=["ResNet19"])
+    with pytest.raises(ConfigError, match="--seeds"):
+        experiment.plan(ok, overrides=["seed=1"])
 
 
 def test_cli_reports_a_bad_experiment_in_one_line(tmp_path):
@@ -75,7 +82,7 @@ def test_cli_reports_a_bad_experiment_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["experiment", str(path)])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert str(path) in result.output and "unknown key 'arch'" in result.output
+    assert str(path) in result.output and "unknown config key 'arch'" in result.output
     result = CliRunner().invoke(main, ["experiment", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2 and "does not exist" in result.output and "paper_smoke" in result.output
 
@@ -93,7 +100,8 @@ def test_shipped_experiments_plan_the_papers_grid():
     assert all(str(r.run_dir).startswith("outputs/paper/runs/") for r in runs)
 
     smoke = experiment.load_experiment("paper_smoke")  # a shipped experiment by name
-    runs = experiment.plan(smoke, overrides=["train.epochs=2"], archs=["ResNet34"], baseline=False)
+    experiment.narrow(smoke, archs=["ResNet34"], baseline=False)
+    runs = experiment.plan(smoke, overrides=["train.epochs=2"])
     assert [r.name for r in runs] == ["resnet34_freeze_base", "resnet34_fine_tune"]
     cfg = runs[0].cfg
     assert cfg.data.data_dir == "outputs/paper_smoke/tensorflow_datasets"  # {output_dir} substituted
@@ -116,9 +124,7 @@ def test_smoke_experiment_end_to_end_and_resume(data_dir, tmp_path):
         assert (out / "runs" / name / "metrics.json").is_file()
     assert not (out / "sample").exists()  # the data set was built already: no sample written
     report = (out / "comparison" / "report.md").read_text()
-    models_table = report.split("## Models")[1].split("## Pairwise")[0]
-    rows = [line for line in models_table.splitlines() if line.startswith(tuple(f"| {n} |" for n in names))]
-    assert len(rows) == 3, report
+    assert all(f"| {n} |" in report for n in names), report
     assert "0.992" in report  # the paper's ResNet-34 figure beside ours
     comparison = json.loads((out / "comparison" / "comparison.json").read_text())
     assert [m["name"] for m in comparison["models"]] == names
@@ -139,3 +145,64 @@ def test_smoke_experiment_end_to_end_and_resume(data_dir, tmp_path):
     # A changed config is refused (never silently mixed into the report) unless --overwrite.
     result = CliRunner().invoke(main, [*args, "--set", "train.learning_rate=0.01", "--no-baseline"])
     assert result.exit_code == 2 and "another config" in result.output, result.output
+
+
+def test_repeats_over_seeds_name_their_runs_and_are_compared_across_repeats(data_dir, tmp_path):
+    path = _write(tmp_path, """
+        archs: [ResNet18]
+        transfers: [freeze_base]
+        per_transfer: {freeze_base: {set: [data.augment=false]}}
+        baseline: false
+        compare: {n_bootstrap: 20}
+    """)
+    overrides = [f"data.data_dir={data_dir}", "model.weights=none", "train.batch_size=8", "train.epochs=1",
+                 "train.steps_per_epoch=1", "eval.n_bootstrap=20"]
+    exp = experiment.load_experiment(path)
+    experiment.narrow(exp, seeds=[0, 1])
+    runs = experiment.plan(exp, overrides)
+    assert [(r.name, r.cfg.seed) for r in runs] == [("resnet18_freeze_base_seed0", 0), ("resnet18_freeze_base_seed1", 1)]
+    result = CliRunner().invoke(main, ["experiment", str(path), "--output-dir", str(tmp_path / "out"),
+                                       "--seeds", "0,1", *[a for o in overrides for a in ("--set", o)]])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((tmp_path / "out" / "comparison" / "comparison.json").read_text())
+    assert sorted((m["name"], m["seed"]) for m in comparison["models"]) == [
+        ("resnet18_freeze_base_seed0", 0), ("resnet18_freeze_base_seed1", 1)]
+    assert "across_repeats" in comparison
+    cli_fails(["experiment", str(path), "--seeds", "0,0"], "twice")
+    cli_fails(["experiment", str(path), "--seeds", "a"], "integers")
+
+
+def test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupted_one(data_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = _write(tmp_path, """
+        archs: [ResNet18]
+        transfers: [fine_tune, freeze_base]
+        per_transfer: {freeze_base: {set: [data.augment=false]}}
+        baseline: false
+        compare: {n_bootstrap: 20}
+    """)
+    overrides = [f"data.data_dir={data_dir}", "model.weights=none", "train.batch_size=8", "train.epochs=2",
+                 "train.steps_per_epoch=2", "eval.n_bootstrap=20", "train.early_stopping_patience=0"]
+    reference = experiment.run(path, overrides=overrides, output_dir=str(tmp_path / "ref"), log=lambda *_: None)
+    cmd = [sys.executable, "-m", "hcdtf.cli", "experiment", str(path), "--output-dir", str(tmp_path / "out"),
+           *[a for o in overrides for a in ("--set", o)]]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    for point in ("experiment-between-runs:1", "mid-epoch:3"):  # after run 1; in run 2's second epoch
+        killed = subprocess.run(cmd, env={**env, "HCDTF_KILL_AT": point}, cwd=REPO, capture_output=True,
+                                text=True, timeout=900)
+        assert killed.returncode == -9, f"{point}: {killed.stdout}{killed.stderr[-2000:]}"
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "already complete, skipped" in done.stdout and "resuming after epoch 1" in done.stdout
+    for r in reference["runs"]:
+        a, b = tmp_path / "ref" / "runs" / r["name"], tmp_path / "out" / "runs" / r["name"]
+        for name in ("history.csv", "val_predictions.csv", "predictions.csv"):
+            assert (a / name).read_text() == (b / name).read_text(), f"{r['name']}/{name}"
+    ref = json.loads((tmp_path / "ref" / "comparison" / "comparison.json").read_text())
+    out = json.loads((tmp_path / "out" / "comparison" / "comparison.json").read_text())
+    assert [(m["name"], m["auc"]) for m in ref["models"]] == [(m["name"], m["auc"]) for m in out["models"]]

@@ -1,0 +1,106 @@
+"""A killed `hcdtf train` resumes as the same training: SIGKILL at many instants (inside the epoch,
+inside and around every end-of-epoch write, during the final writes), rerun the same command each
+time, and the result equals an uninterrupted run's bit for bit (op determinism is on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from hcdtf import artifacts, rundir, train
+
+from conftest import CONFIGS, REPO, testing_config
+
+# Dropout and augmentation on: their random state must survive a kill too.
+SETTINGS = ("train.epochs=3", "train.steps_per_epoch=2", "model.dropout=0.5", "data.augment=true")
+
+# Each process of the chain resumes what the previous one left and is killed at the next point
+# ("name:n" = the n-th time this process reaches it). Epoch 1 is killed at every step of its
+# commit; the resumed run is killed while it repairs what the commit had not written yet.
+CHAIN = (
+    "mid-epoch:2",              # epoch 1, second step
+    "before-state-write:1",     # epoch 1 trained, nothing committed
+    "inside-state-write:1",     # the state file written under its temporary name only
+    "after-state-commit:1",     # committed; best checkpoint and history.csv not yet written
+    "after-best-write:1",       # the resumed process, repairing epoch 1's files
+    "after-history:2",          # epoch 2 committed with all its files
+    "mid-epoch:1",              # epoch 3, first step
+    "inside-state-write:1",
+    "after-state-commit:1",     # epoch 3 committed
+    "before-model-save",        # nothing left to train: the final writes
+    "after-model-save",
+    "after-val-predictions",
+    "after-summary",            # finished; the backup is not removed yet
+)
+
+
+def _cmd(data_dir, run):
+    sets = [a for s in SETTINGS for a in ("--set", s)]
+    return [sys.executable, "-m", "hcdtf.cli", "train", "--config", str(CONFIGS / "testing.yaml"),
+            "--data-dir", str(data_dir), "--output-dir", str(run), *sets]
+
+
+def _weights(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _same_training(a, b):
+    assert (a / "history.csv").read_text() == (b / "history.csv").read_text()
+    wa, wb = _weights(a / "checkpoints" / "best.weights.h5"), _weights(b / "checkpoints" / "best.weights.h5")
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    _, _, sa = artifacts.read_predictions(a / "val_predictions.csv")
+    _, _, sb = artifacts.read_predictions(b / "val_predictions.csv")
+    np.testing.assert_array_equal(sa, sb)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train.train(testing_config(data_dir, run, *SETTINGS), log=lambda *_: None)
+    return run
+
+
+def test_killed_at_every_instant_resumes_to_the_uninterrupted_result(data_dir, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    for point in CHAIN:
+        done = subprocess.run(_cmd(data_dir, run), env={**env, "HCDTF_KILL_AT": point}, cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == -9, f"{point}: not killed there\n{done.stdout}{done.stderr[-3000:]}"
+        assert not list(run.glob("history.csv.tmp*"))
+    done = subprocess.run(_cmd(data_dir, run), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "already complete" in done.stdout  # the kill came after the summary
+    assert not (run / "backup").exists()  # and the stale backup is gone
+    assert not [p for p in run.rglob("*") if rundir.TMP_MARK in p.name]  # no temporaries left
+    _same_training(run, uninterrupted)
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_completed"] == 3 and summary["sessions"] > 1
+    assert summary["wall_time_s"] >= summary["train_time_s"] > 0  # every session's time counted
+
+
+def test_an_unreadable_newest_state_falls_back_to_the_previous_one(data_dir, uninterrupted, tmp_path):
+    """Killed after epoch 2 with its state file damaged (as a failing disk would): the run says so
+    in one line, resumes from epoch 1's state, and still ends as the uninterrupted run."""
+    run = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    killed = subprocess.run(_cmd(data_dir, run), env={**env, "HCDTF_KILL_AT": "mid-epoch:5"}, cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    states = sorted((run / "backup").glob("state-*.npz"))
+    assert [p.name for p in states] == ["state-0001.npz", "state-0002.npz"]
+    states[-1].write_bytes(states[-1].read_bytes()[:1000])  # truncated
+    done = subprocess.run(_cmd(data_dir, run), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "state-0002.npz: unreadable resume state" in done.stdout
+    assert "resuming after epoch 1" in done.stdout
+    _same_training(run, uninterrupted)
