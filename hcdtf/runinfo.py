@@ -1,11 +1,9 @@
 """How a run identifies itself in a comparison: one normalised record per run directory.
 
-:func:`read_run_info` is the one place that reads a run's ``train_summary.json`` (and, for what a
-summary lacks, its ``config.yaml``) for reports. It accepts the field names of every hcdtf
-version: the transfer strategy is ``transfer`` (older runs: ``strategy``, where the baseline
-wrote ``strategy: baseline``), the kind of run is ``kind`` (older runs: derived from the arch and
-strategy; run.json records it too), and ``seed``/``fold`` come from the summary or else from
-the config (``seed``; ``data.fold``).
+:func:`read_run_info` turns a run directory into what a report needs. The run's summary and kind
+come from :class:`hcdtf.rundir.RunDir`, which reads runs of every hcdtf version with today's names
+(``transfer``, ``kind``); what a summary lacks (``seed``, ``data.fold``, an older run's transfer
+strategy) is read from the raw ``config.yaml``, unvalidated, so that a report reads any run.
 
 :func:`model_key` says which runs are repeats of one model (same kind, arch, transfer strategy
 and kind of initial weights) and :func:`repeat_key` pairs repeats across models (same seed and
@@ -24,7 +22,7 @@ from typing import Any, Optional
 
 __all__ = ["RunInfo", "arch_key", "model_key", "read_json", "read_run_info", "repeat_key", "weights_kind"]
 
-TRANSFERS = ("freeze_base", "fine_tune")
+from hcdtf.models.registry import TRANSFERS
 
 _NUMBERS = ("depth", "params_total", "params_trainable", "wall_time_s", "images_per_s",
             "flops_per_image")
@@ -128,18 +126,6 @@ def _depth_from_arch(arch: Any) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _kind(summary: dict[str, Any], arch: Any, recorded: Any = None) -> str | None:
-    """The summary's ``kind``, else the one run.json recorded, else derived (older runs)."""
-    for kind in (summary.get("kind"), recorded):
-        if kind in ("cnn", "baseline"):
-            return kind
-    if summary.get("strategy") == "baseline" or "logistic" in arch_key(arch or ""):
-        return "baseline"
-    if summary.get("model") == "model.npz":
-        return "baseline"
-    return "cnn" if _depth_from_arch(arch) is not None else None
-
-
 def read_run_info(run_dir: str | Path | None) -> RunInfo:
     """The :class:`RunInfo` of a run directory, from ``train_summary.json`` and ``config.yaml``.
 
@@ -148,8 +134,11 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
     """
     if run_dir is None:
         return RunInfo()
+    from hcdtf.rundir import RunDir
+
     run = Path(run_dir)
-    summary = read_json(run / "train_summary.json") or {}
+    read_json(run / "train_summary.json")  # a file that is not JSON is an error naming it
+    summary = RunDir(run).summary() or {}  # today's names (kind, transfer) for runs of any version
     config = _read_config(run / "config.yaml")
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
@@ -157,8 +146,10 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
     where = run / "train_summary.json"
 
     arch = summary.get("arch") or None
-    kind = _kind(summary, arch, (read_json(run / "run.json") or {}).get("kind"))
-    transfer = summary.get("transfer", summary.get("strategy"))
+    kind = RunDir(run).kind() if summary or (run / "run.json").is_file() else None
+    if kind is None and "logistic" in arch_key(arch or ""):
+        kind = "baseline"
+    transfer = summary.get("transfer")
     if transfer not in TRANSFERS and kind == "cnn":
         transfer = model_cfg.get("transfer", model_cfg.get("strategy"))
     transfer = transfer if kind == "cnn" and transfer in TRANSFERS else None

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from hcdtf import baseline, data
+from hcdtf import baseline, data, evaluate
 from hcdtf.config import load_config
+from hcdtf.models import logistic
 
 from conftest import CONFIGS, REPO, testing_config
 
@@ -35,12 +36,12 @@ def _cfg(data_dir, out, *overrides):
 def test_learns_above_chance_and_writes_run_artifacts(larger_data_dir, trained_run, tmp_path):
     out = tmp_path / "lr"
     summary = baseline.run(_cfg(larger_data_dir, out), log=lambda *_: None)
-    m = json.loads((out / "metrics.json").read_text())
+    assert not (out / "metrics.json").exists()  # fitting does not evaluate: callers do, as for CNNs
+    m = evaluate.evaluate_run(out, log=lambda *_: None)
     assert m["auc"] > 0.6, m["auc"]
     assert summary["arch"] == "LogisticRegression" and summary["params_total"] == 96 * 96 * 3 + 1
+    assert summary["kind"] == "baseline" and m["kind"] == "baseline"
     # The same layout as a CNN run, so `evaluate` and `compare` treat both alike.
-    from hcdtf import evaluate
-
     evaluate.evaluate_run(trained_run, log=lambda *_: None)
     for name in ("config.yaml", "train_summary.json", "metrics.json", "predictions.csv", "val_predictions.csv", "roc.png"):
         assert (out / name).is_file() and (trained_run / name).is_file(), name
@@ -75,7 +76,7 @@ def test_deterministic_for_a_seed(data_dir, tmp_path):
 
 def test_streamed_standardizer_matches_numpy():
     x = np.random.default_rng(0).normal(3, 2, (1000, 7)).astype(np.float32)
-    s = baseline.StreamedStandardizer(7)
+    s = logistic.StreamedStandardizer(7)
     for chunk in np.array_split(x, 9):
         s.update(chunk)
     mean, scale = s.finalize()
@@ -98,6 +99,18 @@ def test_peak_memory_does_not_grow_with_the_data(data_dir, larger_data_dir, tmp_
     large = _peak_rss(larger_data_dir, tmp_path / "large")  # 480 training patches
     assert small < 2048 and large < 2048
     assert large - small < 150, (small, large)
+
+
+def test_scoring_images_matches_the_streamed_features(data_dir, tmp_path):
+    """The run's scorer (uint8 patches in) gives the validation predictions the fit wrote."""
+    from hcdtf import artifacts, scoring
+    from hcdtf.rundir import RunDir
+
+    cfg = _cfg(data_dir, tmp_path / "lr", "baseline.features=center32")
+    baseline.run(cfg, log=lambda *_: None)
+    ids, labels, scores = scoring.score_split(RunDir(cfg.output_dir).scorer(), cfg.data, "validation")
+    _, _, written = artifacts.read_predictions(tmp_path / "lr" / "val_predictions.csv")
+    np.testing.assert_allclose(scores, written, rtol=1e-6)
 
 
 def test_missing_data_set_is_a_clear_error(tmp_path):
