@@ -339,8 +339,8 @@ class Spawner:
 
     Linux keeps a process's peak-RSS high-water mark (``ru_maxrss``) across ``fork`` and
     ``execve``: a child started directly from a 3 GB benchmark process reports a peak RSS of at
-    least 3 GB, whatever it really used (the ``peak_rss_mb`` that hcdtf's baseline writes comes from
-    ``ru_maxrss`` too). Children of this ~10 MB helper report their own peak."""
+    least 3 GB, whatever it really used (where VmHWM is missing, the ``peak_rss_mb`` that hcdtf's
+    baseline writes comes from ``ru_maxrss``). Children of this small helper report their own peak."""
 
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, "-c", _SPAWNER], stdin=subprocess.PIPE,
@@ -361,15 +361,11 @@ class Spawner:
             self.proc.wait(timeout=30)
 
 
-def vm_hwm_mb() -> float | None:
-    """This process's own peak RSS (VmHWM of its address space; not inherited from a parent)."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return None
+def vm_hwm_mb() -> float:
+    """This process's own peak RSS in MB (hcdtf's measure: VmHWM, not inherited from a parent)."""
+    from hcdtf import runtime
+
+    return round(runtime.peak_rss_mb(), 1)
 
 
 # ----------------------------------------------------------------------------- output

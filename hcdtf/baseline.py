@@ -34,21 +34,6 @@ def feature_batches(cfg: Config, split: str, shuffle: bool, epoch: int = 0) -> I
         yield x, y.astype(np.int64)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. ``VmHWM`` first: Linux carries a parent's
-    ``ru_maxrss`` into a forked child, so that figure can be the parent's peak."""
-    import resource
-
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _summary(cfg: Config, wall: float, seen: int) -> dict:
     n_features = logistic.FEATURES[cfg.baseline.features]
     return {
@@ -70,7 +55,7 @@ def _summary(cfg: Config, wall: float, seen: int) -> dict:
         "params_total": n_features + 1,
         "params_trainable": n_features + 1,
         "flops_per_image": 2 * n_features,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(runtime.peak_rss_mb(), 1),
         "hcdtf_version": __version__,
         "model": "model.npz",
     }

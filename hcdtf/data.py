@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hcdtf.config import DataConfig
 
+# The resolution of Kaggle/PCam patches, and so of every model trained on them: level 2 of
+# Camelyon16's 40x slides (0.243 um/px at level 0), in um per pixel.
+PATCH_MPP = 0.972
+
 # Macenko/Ruifrok H&E-DAB stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
 _RGB_FROM_HED = (
     (0.65, 0.70, 0.29),

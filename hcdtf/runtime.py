@@ -31,10 +31,10 @@ def prefer_onednn() -> None:
     """Turns on TensorFlow's oneDNN kernels on x86-64 CPUs, unless the user chose already.
 
     TensorFlow enables them by default only on CPUs with AVX-512 VNNI/BF16 or AMX. On the
-    others (AVX2 machines like our 2-core AMD EPYC) the default is the Eigen kernels, whose
-    convolution backward pass is slow: ResNet-50 training runs 1.6-2.0x faster with oneDNN there
-    (benchmarks/README.md). Must run before TensorFlow is imported; ``TF_ENABLE_ONEDNN_OPTS=0``
-    in the environment keeps the Eigen kernels.
+    others (AVX2 machines) the default is the Eigen kernels, whose convolution backward pass is
+    slow, so training is much faster with oneDNN (figures in benchmarks/README.md). Must run
+    before TensorFlow is imported; ``TF_ENABLE_ONEDNN_OPTS=0`` in the environment keeps the
+    Eigen kernels.
     """
     if "tensorflow" in sys.modules:
         return
@@ -103,6 +103,21 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
     else:
         tf_config.disable_op_determinism()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB. ``VmHWM`` first: Linux carries a parent's
+    ``ru_maxrss`` into a forked child, so that figure can be the parent's peak."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def has_gpu() -> bool:

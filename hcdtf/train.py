@@ -29,8 +29,6 @@ from hcdtf.atomic import TMP_MARK
 from hcdtf.config import Config, ConfigError
 from hcdtf.rundir import ResumeState, RunDir, RunDirError, kill_point, load_state, save_state
 
-INPUT_MPP = 0.972  # um/px of PCam/Kaggle patches (Camelyon16 level 2), the models' input resolution
-
 
 # --------------------------------------------------------------------------- schedule rules
 def best_epoch(history: list[dict]) -> int | None:
@@ -413,7 +411,7 @@ def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
         "seed": cfg.seed,
         "fold": getattr(cfg.data, "fold", None),
         "dataset": f"{cfg.data.dataset}/{cfg.data.dataset_config}",
-        "input_mpp": INPUT_MPP,
+        "input_mpp": data.PATCH_MPP,
         "n_train": session.n_train,
         "n_validation": session.n_val,
         "epochs_requested": cfg.train.epochs,

@@ -11,12 +11,10 @@ import pathlib
 from typing import Callable
 
 from hcdtf import __version__
+from hcdtf.data import PATCH_MPP as DEFAULT_INPUT_MPP  # for a run that did not record its input_mpp
 from hcdtf.export import bundle
 from hcdtf.export.int8 import DEFAULT_CALIBRATION_SIZE, DEFAULT_MARGIN
 from hcdtf.export.signatures import IMAGE_SIZE, SIGNATURES
-
-# PCam's patches are level 2 of Camelyon16's 40x slides (0.243 um/px at level 0): 0.972 um/px.
-DEFAULT_INPUT_MPP = 0.972
 
 
 class BaselineRunError(ValueError):
