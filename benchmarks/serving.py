@@ -109,7 +109,7 @@ def bench_arch(arch: str, args, workdir: pathlib.Path) -> dict:
 
     from hcdtf import export, models
 
-    model = models.build_classifier(arch, weights=None, strategy="fine_tune")
+    model = models.build_classifier(arch, weights=None, transfer="fine_tune")
     path = workdir / arch
     t0 = time.perf_counter()
     export.write_saved_model(model, path, {"arch": arch, "benchmark": True})

@@ -61,7 +61,7 @@ class TrainStep:
         keras.mixed_precision.set_global_policy(self.precision)
         try:
             with self._determinism():
-                self.model = models.build_classifier(self.arch, weights=None, strategy=self.strategy)
+                self.model = models.build_classifier(self.arch, weights=None, transfer=self.strategy)
                 train.compile_model(self.model, cfg, steps_per_epoch=100)
         finally:
             keras.mixed_precision.set_global_policy("float32")
@@ -259,10 +259,10 @@ def figure_feature_cache(session) -> dict:
     n = min(n_avail, session.feature_cache_examples)
     cfg = session.workspace.config(
         "data.augment=false", f"data.max_train_examples={n}", f"train.batch_size={b}", f"model.arch={arch}",
-        "model.strategy=freeze_base", "model.weights=none", "train.schedule=constant")
+        "model.transfer=freeze_base", "model.weights=none", "train.schedule=constant")
     steps = math.ceil(n / b)
     log = common.LoadLog()
-    model = models.build_classifier(arch, weights=None, strategy="freeze_base")
+    model = models.build_classifier(arch, weights=None, transfer="freeze_base")
     train.compile_model(model, cfg, steps)
 
     def through_base(take=None):

@@ -93,11 +93,6 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
 
-    @property
-    def strategy(self) -> str:
-        """Deprecated name of ``transfer`` (hcdtf 0.1)."""
-        return self.transfer
-
 
 @dataclasses.dataclass
 class TrainConfig:

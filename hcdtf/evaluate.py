@@ -19,14 +19,6 @@ from hcdtf.rundir import RunDir, RunNotFoundError
 __all__ = ["RunNotFoundError", "evaluate_run", "resolve_threshold"]
 
 
-def load_run_config(run_dir) -> Config:  # transitional: callers move to RunDir(run_dir).config()
-    return RunDir(run_dir).config()
-
-
-def load_keras_model(run_dir):  # transitional: callers move to RunDir(run_dir).load_keras_model()
-    return RunDir(run_dir).load_keras_model()
-
-
 def resolve_threshold(run: RunDir, threshold: str) -> tuple[float, str]:
     """A number, or ``youden``: the Youden-optimal threshold on the run's validation predictions."""
     if threshold != "youden":

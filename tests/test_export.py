@@ -142,7 +142,7 @@ def _make_mixed_run(run: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        mixed = models.build_classifier("ResNet18", weights=None, strategy="fine_tune")
+        mixed = models.build_classifier("ResNet18", weights=None, transfer="fine_tune")
     finally:
         keras.mixed_precision.set_global_policy(previous)
     mixed.set_weights(trained.get_weights())

@@ -114,9 +114,9 @@ def test_grad_cam_maps_and_pngs(trained_run, patches, tmp_path):
 
 
 def test_grad_cam_layer_and_cli(trained_run, exported, patches, tmp_path):
-    from hcdtf.evaluate import load_keras_model
+    from hcdtf.rundir import RunDir
 
-    model = load_keras_model(trained_run)
+    model = RunDir(trained_run).load_keras_model()
     layer = explain.last_conv_layer(model.get_layer("base"))
     assert layer.name.startswith("conv5_block") and layer.name.endswith("_out")
 

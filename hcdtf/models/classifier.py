@@ -98,7 +98,6 @@ def build_classifier(
     dropout=0.2,
     input_shape=(96, 96, 3),
     name=None,
-    strategy=None,
 ):
     """Builds the binary patch classifier of the study.
 
@@ -128,7 +127,6 @@ def build_classifier(
             present, so layer names do not depend on the rate).
         input_shape: Shape of one uint8 RGB image, channels last.
         name: Model name. Defaults to e.g. `"resnet34_fine_tune"`.
-        strategy: Deprecated name of `transfer` (hcdtf < 0.2).
 
     Returns:
         A `keras.Model` mapping uint8 `(N, H, W, 3)` images to float32
@@ -141,8 +139,6 @@ def build_classifier(
             and the weights file is not in the Keras cache.
     """
     spec = registry.get_arch(arch)
-    if strategy is not None:
-        transfer = strategy
     _validate_transfer(transfer, trainable_from)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(
