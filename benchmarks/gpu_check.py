@@ -28,6 +28,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+VARIANTS = ("float32/fused_bn", "float32/keras_bn", "mixed_float16/fused_bn", "mixed_float16/keras_bn")
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
@@ -37,12 +39,18 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing, autotuning)")
     p.add_argument("--serve-batches", default="1,64,256", help="SavedModel batch sizes to time")
     p.add_argument("--serve-calls", type=int, default=50, help="timed calls per serving batch size")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"training variants, comma-separated (default all: {','.join(VARIANTS)})")
     p.add_argument("--tiny", action="store_true", help="ResNet18, batch 4, 3 steps, serving at 1 and 4 (a CPU smoke run)")
     args = p.parse_args(argv)
     if args.tiny:
         args.arch, args.batch, args.steps, args.warmup, args.serve_batches, args.serve_calls = \
             "ResNet18", 4, 3, 1, "1,4", 3
     args.serve_batches = [int(b) for b in args.serve_batches.split(",")]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown --variants {', '.join(sorted(unknown))}; valid: {', '.join(VARIANTS)}")
     return args
 
 
@@ -104,12 +112,13 @@ def main(argv=None) -> dict:
               "steps": args.steps, "tensorflow": tf.__version__, "python": platform.python_version(),
               "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
               "training": {}}
-    for policy in ("float32", "mixed_float16"):
-        for fused in (True, False):
-            result["training"][f"{policy}/{'fused_bn' if fused else 'keras_bn'}"] = train_variant(
-                args.arch, policy, fused, args)
-    fp32 = result["training"]["float32/fused_bn"]["images_per_s"]
-    result["mixed_float16_vs_float32"] = round(result["training"]["mixed_float16/fused_bn"]["images_per_s"] / fp32, 3)
+    for variant in args.variants:
+        policy, bn = variant.split("/")
+        result["training"][variant] = train_variant(args.arch, policy, bn == "fused_bn", args)
+    rates = {v: r["images_per_s"] for v, r in result["training"].items()}
+    for bn in ("fused_bn", "keras_bn"):
+        if f"float32/{bn}" in rates and f"mixed_float16/{bn}" in rates:
+            result[f"mixed_float16_vs_float32/{bn}"] = round(rates[f"mixed_float16/{bn}"] / rates[f"float32/{bn}"], 3)
     with tempfile.TemporaryDirectory(prefix="hcdtf-gpu-check-") as tmp:
         path = pathlib.Path(tmp) / "1"
         model = models.build_classifier(args.arch, weights=None, transfer="fine_tune")

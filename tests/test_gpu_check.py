@@ -11,14 +11,13 @@ pytest.importorskip("tensorflow")
 def test_gpu_check_tiny_runs_and_reports_everything(capsys):
     from benchmarks import gpu_check
 
-    result = gpu_check.main(["--tiny", "--steps", "2"])
+    # Both precisions and both BatchNorm layers, in two of the four variants (each costs a trace).
+    result = gpu_check.main(["--tiny", "--steps", "2", "--variants", "float32/fused_bn,mixed_float16/keras_bn"])
     assert result["ok"] is True and result["arch"] == "ResNet18"
-    assert set(result["training"]) == {"float32/fused_bn", "float32/keras_bn", "mixed_float16/fused_bn",
-                                       "mixed_float16/keras_bn"}
+    assert set(result["training"]) == {"float32/fused_bn", "mixed_float16/keras_bn"}
     for variant in result["training"].values():
         assert variant["images_per_s"] > 0 and variant["losses_finite"]
     assert set(result["serving"]) == {"batch1", "batch4"} and result["export_s"] > 0
-    assert result["mixed_float16_vs_float32"] > 0
     assert '"benchmark": "gpu_check"' in capsys.readouterr().out  # the JSON a GPU run prints
     import keras
 
