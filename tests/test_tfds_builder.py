@@ -990,3 +990,30 @@ def test_train_accepts_every_config_a_build_can_make_and_lists_the_built_ones(da
                   f"hcdtf build-dataset --manual-dir DIR --data-dir {data_dir} --dataset-config {config}")
     cli_fails(["train", "--data-dir", str(data_dir), "--dataset-config", "kaggle_80_10_10", "--output-dir", str(run)],
               "'kaggle_80_10_10'", "neither built", "built there: kaggle", "kaggle[_val<F>_test<F>]")
+
+
+def test_tfds_users_get_the_same_checks_through_download_and_prepare(tmp_path):
+    """What `tfds build` calls: the builder itself refuses other inputs and, in TFDS's overwrite
+    mode, rebuilds beside the old data set."""
+    import tensorflow_datasets as tfds
+
+    small, big, out = tmp_path / "small", tmp_path / "big", tmp_path / "tfds"
+    make_kaggle(small, n=12, n_test=0, seed=1)
+    make_kaggle(big, n=20, n_test=0, seed=2)
+
+    def prepare(manual, mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS):
+        builder = hcd.Builder(config="kaggle", data_dir=str(out))
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual),
+                                                                                  download_mode=mode))
+        return builder
+
+    prepare(small)
+    prepare(small)  # the same inputs: reused
+    with pytest.raises(hcd.InputsChangedError, match=r"train/: 20 files.*\(was 12 files"):
+        prepare(big)
+    rebuilt = prepare(big, tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+    assert rebuilt.info.splits["train"].num_examples + rebuilt.info.splits["test"].num_examples + \
+        rebuilt.info.splits["validation"].num_examples == 20
+    with pytest.raises(BadInputError, match="config 'kaggle_skip_bad': its name means"):
+        hcd.Builder(config=hcd.HcdConfig(name="kaggle_skip_bad", source="kaggle"), data_dir=str(out)
+                    ).download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(small)))
