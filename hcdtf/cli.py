@@ -403,21 +403,24 @@ def export_cmd(run_dir, export_dir, version, formats, quantize, int8_max_auc_dro
 @main.command("quickstart", context_settings=CONTEXT)
 @click.option("--output-dir", default="outputs/quickstart", show_default=True)
 @click.option("--n", default=2000, show_default=True, type=click.IntRange(min=40), help="Synthetic patches.")
+@click.option("--slides", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Synthetic whole slides for the slide demo (0: no slide demo).")
 @click.option("--overwrite", is_flag=True, help="Start again from scratch in --output-dir.")
 @config_options
 @friendly
-def quickstart_cmd(output_dir, n, overwrite, config_files, overrides):
+def quickstart_cmd(output_dir, n, slides, overwrite, config_files, overrides):
     """The whole chain on a generated sample, offline, in minutes on a CPU.
 
-    sample-data -> TFDS build -> train ResNet18 (fine-tuned and frozen base) -> logistic
-    regression -> evaluate -> compare -> export a SavedModel. Rerunning resumes.
+    The experiment configs/experiments/quickstart.yaml: sample-data -> TFDS build -> train ResNet18
+    (fine-tuned and frozen base) -> logistic regression -> evaluate -> compare -> export a
+    SavedModel; then the whole-slide demo: the exported model over synthetic slides, with heat maps,
+    slide AUC and FROC. Rerunning resumes.
     """
     _quiet()
     from hcdtf import quickstart
 
     quickstart.run(output_dir, n=n, overwrite=overwrite, config_files=config_files,
-                   overrides=overrides, log=click.echo)
-
+                   overrides=overrides, slides=slides, log=click.echo)
 
 
 # ----------------------------------------------------------------------------- experiments, inference

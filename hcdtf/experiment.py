@@ -240,11 +240,12 @@ def load_experiment(path: str | pathlib.Path) -> Experiment:
 def _config_file(exp: Experiment, name: str, key: str) -> pathlib.Path:
     name = name.replace("{output_dir}", exp.output_dir)
     p = pathlib.Path(name).expanduser()
-    candidates = [p] if p.is_absolute() else [exp.path.parent / p, config_lib.configs_dir() / p]
+    shipped = config_lib.configs_dir()
+    candidates = [p] if p.is_absolute() else [exp.path.parent / p, shipped / p]
     for c in candidates:
-        # An experiment file is never a run config (configs/experiments/quickstart.yaml vs
-        # configs/quickstart.yaml).
-        if c.is_file() and c.resolve() != exp.path.resolve():
+        # The shipped experiment files are never run configs (configs/experiments/quickstart.yaml
+        # is the quick start's grid, configs/quickstart.yaml its run settings).
+        if c.is_file() and c.resolve().parent != (shipped / "experiments").resolve():
             return c
     raise ExperimentError(f"experiment file {str(exp.path)!r}: {key}: config file {name!r} not found (looked in "
                           f"{', '.join(str(c.parent) for c in candidates)})")
@@ -262,13 +263,13 @@ def narrow(exp: Experiment, archs=None, transfers=None, baseline=None, seeds=Non
 
 
 def _repeats(spec: ExperimentSpec, base: Config) -> list[tuple[int, Optional[int], str]]:
-    """(seed, fold, suffix of the run name) of every repeat; one repeat keeps the plain name."""
+    """(seed, fold, suffix of the run name) of every repeat: the name says the seed and/or fold
+    where the grid repeats over them (one repeat keeps the plain name)."""
     seeds = spec.seeds or [base.seed]
     folds = spec.folds or [base.data.fold]
-    many = len(seeds) * len(folds) > 1
     out = []
     for seed, fold in itertools.product(seeds, folds):
-        suffix = (f"_seed{seed}" + (f"_fold{fold}" if fold is not None else "")) if many else ""
+        suffix = (f"_seed{seed}" if len(seeds) > 1 else "") + (f"_fold{fold}" if len(folds) > 1 else "")
         out.append((seed, fold, suffix))
     return out
 
@@ -306,7 +307,22 @@ def plan(exp: Experiment, overrides=()) -> list[PlannedRun]:
     if len(data_keys) > 1:
         raise ExperimentError(f"experiment file {str(exp.path)!r}: all runs of an experiment must use the same data "
                               f"set (data.data_dir, data.dataset_config); the grid gives {sorted(data_keys)}")
+    _check_folds(spec.folds, runs[0].cfg.data.dataset_config)
     return runs
+
+
+def _check_folds(folds: Optional[list[int]], dataset_config: str) -> None:
+    """Folds need a fold build with at least that many folds (checked before any work)."""
+    from tfds_builder.hcd import names
+
+    if not folds:
+        return
+    k = names.parse(dataset_config).folds if names.follows_grammar(dataset_config) else 0
+    if not k:
+        raise ExperimentError(f"folds: {folds} need a fold build, e.g. --set data.dataset_config=kaggle_folds5 "
+                              f"(built with `hcdtf build-dataset --folds 5`); {dataset_config!r} has no folds")
+    if max(folds) >= k:
+        raise ExperimentError(f"folds: {folds}: {dataset_config!r} has folds 0..{k - 1}")
 
 
 def ensure_dataset(exp: Experiment, cfg: Config, log: Callable[[str], None]) -> None:

@@ -63,6 +63,26 @@ def cli_fails(args, *words):
     return result  # a helper, not a test, wherever it is imported
 
 
+# The quick start at test size: 1,000 patches; batch 8 for 2 epochs (200 steps, enough for
+# BatchNorm's moving statistics to settle in a ResNet trained from scratch), no augmentation;
+# 4 small demo slides.
+QUICKSTART = dict(
+    n=1000, slides=4, slide_size=(1536, 1152),
+    overrides=["train.epochs=2", "train.batch_size=8", "data.augment=false", "baseline.epochs=2",
+               "eval.n_bootstrap=50"],
+)
+
+
+@pytest.fixture(scope="session")
+def quickstart_dir(tmp_path_factory) -> pathlib.Path:
+    """`hcdtf quickstart` run once for the session (its ResNet also serves the slide tests)."""
+    from hcdtf import quickstart
+
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    quickstart.run(str(out), log=lambda *_: None, **QUICKSTART)
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run(data_dir, tmp_path_factory) -> pathlib.Path:
     """A finished one-epoch ResNet18 run (random init) on the shared data set."""

@@ -206,3 +206,21 @@ def test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupt
     ref = json.loads((tmp_path / "ref" / "comparison" / "comparison.json").read_text())
     out = json.loads((tmp_path / "out" / "comparison" / "comparison.json").read_text())
     assert [(m["name"], m["auc"]) for m in ref["models"]] == [(m["name"], m["auc"]) for m in out["models"]]
+
+
+def test_fold_repeats_need_a_fold_build_and_name_their_runs():
+    exp = experiment.load_experiment("paper_smoke")
+    experiment.narrow(exp, archs=["ResNet18"], transfers=["fine_tune"], folds=[0, 1])
+    with pytest.raises(ConfigError, match="need a fold build.*kaggle_folds5"):
+        experiment.plan(exp)
+    runs = experiment.plan(exp, ["data.dataset_config=kaggle_folds3"])
+    assert [(r.name, r.cfg.data.fold) for r in runs] == [
+        ("resnet18_fine_tune_fold0", 0), ("logistic_regression_fold0", 0),
+        ("resnet18_fine_tune_fold1", 1), ("logistic_regression_fold1", 1)]
+    with pytest.raises(ConfigError, match="--folds"):
+        experiment.plan(exp, ["data.dataset_config=kaggle_folds3", "data.fold=1"])
+    experiment.narrow(exp, folds=[0, 1, 2], seeds=[3, 4])
+    with pytest.raises(ConfigError, match="folds 0..1"):
+        experiment.plan(exp, ["data.dataset_config=kaggle_folds2"])
+    runs = experiment.plan(exp, ["data.dataset_config=kaggle_folds3"])
+    assert len(runs) == 12 and runs[0].name == "resnet18_fine_tune_seed3_fold0" and runs[0].cfg.seed == 3

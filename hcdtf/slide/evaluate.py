@@ -152,7 +152,7 @@ def evaluate_slides(pred_dir, annotations_dir, reference=None, output_dir=None, 
     from hcdtf.slide import report
 
     report.write(out, metrics, truths)
-    log(_headline(metrics) + f"; {out / 'slide_report.md'}")
+    log(headline(metrics) + f"; {out / 'slide_report.md'}")
     return metrics
 
 
@@ -177,7 +177,8 @@ def _metrics(truths: list[SlideTruth], n_bootstrap: int) -> dict:
     return {"slide_auc": auc, "froc": froc, "slides": per_slide, "fp_rates": list(camelyon.FP_RATES)}
 
 
-def _headline(m: dict) -> str:
+def headline(m: dict) -> str:
+    """One line of slide figures: slide AUC, FROC, lesion/ITC/slide counts."""
     auc, froc = m["slide_auc"]["auc"], m["froc"]["score"]
     return (f"slide AUC {'n/a' if auc is None else f'{auc:.3f}'}, FROC {'n/a' if froc is None else f'{froc:.3f}'} "
             f"({m['froc']['n_lesions']} lesions, {m['froc']['n_itc']} ITCs, {len(m['slides'])} slides)")
