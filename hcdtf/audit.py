@@ -53,7 +53,8 @@ def choose_config(data_dir: str, dataset_config: str | None) -> str:
     if len(built) == 1:
         return built[0]
     if not built:
-        raise data.DatasetNotBuiltError(f"{data_dir}: no hcd data set is built there (hcdtf build-dataset builds one)")
+        raise data.DatasetNotBuiltError(
+            f"{data_dir}: no hcd data set is built there (hcdtf build-dataset builds one)")
     raise ValueError(f"{data_dir} holds several builds ({', '.join(built)}): choose one with --dataset-config")
 
 
@@ -88,9 +89,11 @@ def audit(data_dir: str, dataset_config: str | None = None, slide_map: str | Non
     from hcdtf.config import DataConfig
 
     if threshold is not None and not 0 <= threshold <= duplicates.MAX_THRESHOLD:
-        raise ValueError(f"--threshold {threshold}: the near-duplicate threshold must be 0..{duplicates.MAX_THRESHOLD} bits")
+        raise ValueError(
+            f"--threshold {threshold}: the near-duplicate threshold must be 0..{duplicates.MAX_THRESHOLD} bits")
     data_dir = os.path.expanduser(data_dir)
-    builder = data.load_builder(DataConfig(data_dir=data_dir, dataset_config=choose_config(data_dir, dataset_config)))
+    config = choose_config(data_dir, dataset_config)
+    builder = data.load_builder(DataConfig(data_dir=data_dir, dataset_config=config))
     meta = dict(builder.info.metadata or {})
     records = duplicates.Records()
     for split in builder.info.splits:
@@ -108,7 +111,14 @@ def audit(data_dir: str, dataset_config: str | None = None, slide_map: str | Non
 
 
 def _pairs(counts: dict) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "-"
+
+
+def _counts(part: dict, across_unit: str, within_unit: str) -> str:
+    """'N <across_unit> across splits (a/b: n); M <within_unit> within splits (s: m)'."""
+    across, within = part["across"], part["within"]
+    return (f"{sum(across.values())} {across_unit} across splits ({_pairs(across)}); "
+            f"{sum(within.values())} {within_unit} within splits ({_pairs(within)})")
 
 
 def format_summary(summary: dict) -> str:
@@ -117,22 +127,24 @@ def format_summary(summary: dict) -> str:
     n = summary["examples_per_split"]
     lines = [
         f"{summary.get('dataset', 'data set')}: {sum(n.values())} patches ({_pairs(n)})",
-        f"exact duplicates (same pixels): {sum(ex['across'].values())} groups across splits ({_pairs(ex['across']) or '-'}); "
-        f"{sum(ex['within'].values())} extra copies within splits ({_pairs(ex['within']) or '-'}); "
+        f"exact duplicates (same pixels): {_counts(ex, 'groups', 'extra copies')}; "
         f"label conflicts: {ex['label_conflicts']}",
-        f"near duplicates (dHash <= {summary['threshold']} bits, pixels differ): {sum(near['across'].values())} pairs "
-        f"across splits ({_pairs(near['across']) or '-'}); {sum(near['within'].values())} within "
-        f"({_pairs(near['within']) or '-'}); {near['low_detail']} low-detail patches not compared",
-        "slides in several splits: " + ("unknown (no slide map: pass --slide-map)" if slides is None else
-                                        f"{slides['in_several_splits']} of {slides['slides']} ({_pairs(slides['across']) or '-'})"),
-    ]  # fmt: skip
+        f"near duplicates (dHash <= {summary['threshold']} bits, pixels differ): {_counts(near, 'pairs', 'pairs')}; "
+        f"{near['low_detail']} low-detail patches not compared",
+    ]
+    if slides is None:
+        lines.append("slides in several splits: unknown (no slide map: pass --slide-map)")
+    else:
+        lines.append(f"slides in several splits: {slides['in_several_splits']} of {slides['slides']} "
+                     f"({_pairs(slides['across'])})")
     if summary.get("dropped"):
         lines.append(f"dropped by the build (--drop-duplicates): {_pairs(summary['dropped'])}")
     for e in summary["examples"]:
         kind = "exact" if e["kind"] == "exact" else f"near ({e['bits']} bits)"
         lines.append(f"  e.g. {kind}: " + ", ".join(f"{i} ({s})" for i, s in zip(e["ids"], e["splits"])))
-    lines.append("result: " + ("no leak across splits found" if not summary["leaks"] else
-                               f"{summary['leaks']} leaks across splits (exact groups + near pairs + slides)"))
+    leaks = summary["leaks"]
+    lines.append("result: " + (f"{leaks} leaks across splits (exact groups + near pairs + slides)" if leaks
+                               else "no leak across splits found"))
     return "\n".join(lines)
 
 

@@ -70,7 +70,9 @@ def image_hashes(images: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarra
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else np.unpackbits(x.view(np.uint8)).reshape(-1, 64).sum(1)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x)
+    return np.unpackbits(x.view(np.uint8)).reshape(-1, 64).sum(1)
 
 
 def _bands(threshold: int) -> list[tuple[int, int]]:
@@ -191,7 +193,8 @@ def _slides_summary(records: Records, slides: dict[str, str] | None, order: dict
         for a, b in itertools.combinations(sorted(splits, key=order.get), 2):
             across[f"{a}/{b}"] += 1
     several = sorted(s for s, sp in where.items() if len(sp) > 1)
-    return {"slides": len(where), "in_several_splits": len(several), "across": dict(across), "examples": several[:_EXAMPLES]}
+    return {"slides": len(where), "in_several_splits": len(several), "across": dict(across),
+            "examples": several[:_EXAMPLES]}
 
 
 def _exact(records: Records, order: dict[str, int]):
@@ -225,8 +228,10 @@ def _near(records: Records, group_of: np.ndarray, threshold: int, order: dict[st
             within[sa] += 1
         else:
             across[_pair_key(sa, sb, order)] += 1
-        examples.append({"kind": "near", "ids": [records.ids[a], records.ids[b]], "splits": [sa, sb], "bits": int(bits)})
-    summary = {"pairs": int(not_exact.sum()), "within": dict(within), "across": dict(across), "low_detail": int(low.sum())}
+        examples.append({"kind": "near", "ids": [records.ids[a], records.ids[b]], "splits": [sa, sb],
+                         "bits": int(bits)})
+    summary = {"pairs": int(not_exact.sum()), "within": dict(within), "across": dict(across),
+               "low_detail": int(low.sum())}
     return summary, examples
 
 
@@ -265,7 +270,8 @@ def headline(summary: dict) -> str:
         f"{sum(ex['within'].values())} extra copies within splits",
         f"near duplicates (dHash <= {summary['threshold']} bits): {sum(near['across'].values())} pairs "
         f"across splits, {sum(near['within'].values())} within",
-        "slides in several splits: " + ("unknown (no slide map)" if slides is None else str(slides["in_several_splits"])),
+        "slides in several splits: "
+        + ("unknown (no slide map)" if slides is None else str(slides["in_several_splits"])),
     ]
     if summary.get("dropped"):
         parts.append(f"dropped before writing: {sum(summary['dropped'].values())} cross-split copies")

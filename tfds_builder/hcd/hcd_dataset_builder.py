@@ -48,6 +48,7 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
+import functools
 import gzip
 import io
 import itertools
@@ -228,17 +229,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         root, config_dir = os.fspath(self.data_dir_root), os.path.dirname(os.fspath(self.data_path))
         created = _dirs_to_create(root, config_dir)
         _make_writable_dir(root)
-        manual_dir = os.fspath(download_config.manual_dir or os.path.join(download_dir or os.path.join(root, "downloads"), "manual"))
+        downloads = download_dir or os.path.join(root, "downloads")  # TFDS's defaults
+        manual_dir = os.fspath(download_config.manual_dir or os.path.join(downloads, "manual"))
+        prepare = functools.partial(super().download_and_prepare, download_dir=download_dir, **kwargs)
         with _build_lock(config_dir):
             try:
                 _remove_incomplete(config_dir)
                 if not self.is_prepared():
-                    super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+                    prepare(download_config=download_config)
                 elif download_config.download_mode.overwrite_dataset:
                     self._rebuild_and_swap(download_dir, download_config, **kwargs)
                 else:
-                    self.check_same_inputs(manual_dir)  # then TFDS logs "Reusing dataset"
-                    super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+                    self.check_same_inputs(manual_dir)
+                    prepare(download_config=download_config)  # TFDS logs "Reusing dataset"
             finally:
                 if not self.is_prepared():
                     _prune_created(created, config_dir)
@@ -293,8 +296,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         fresh = type(self)(config=self.builder_config, data_dir=staging)
         fresh.shown_data_dir = self.shown_data_dir  # errors name the data dir the user gave
         reuse = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        fresh.download_and_prepare(download_dir=download_dir,
-                                   download_config=dataclasses.replace(download_config, download_mode=reuse), **kwargs)
+        config = dataclasses.replace(download_config, download_mode=reuse)
+        fresh.download_and_prepare(download_dir=download_dir, download_config=config, **kwargs)
         old = os.path.join(config_dir, f"{INCOMPLETE_PREFIX}replaced_{token}")
         os.replace(self.data_path, old)
         _fault("swap")
@@ -323,7 +326,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _kaggle_splits(self, manual_dir: str) -> dict:
         cfg = self.builder_config
-        labelled, problems = scan_kaggle(manual_dir, strict=not cfg.skip_bad_examples, hint=self._skip_hint(manual_dir))
+        strict, hint = not cfg.skip_bad_examples, self._skip_hint(manual_dir)
+        labelled, problems = scan_kaggle(manual_dir, strict=strict, hint=hint)
         self._slides = read_slide_map(manual_dir, [i for i, _ in labelled])
         assignment = self._assign(labelled, self._slides)
         train_dir = os.path.join(manual_dir, "train")
@@ -334,15 +338,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["split_by"] = "slide" if self._slides else "patch"
         splits = {
             name: self._generate_examples(
-                "kaggle", split=name, image_dir=train_dir, items=[(i, l) for i, l in labelled if assignment[i] == name]
+                "kaggle", split=name, image_dir=train_dir, items=[(i, y) for i, y in labelled if assignment[i] == name]
             )
             for name in cfg.options().split_names()
         }
         test_problems: dict[str, int] = {}
         test_dir = os.path.join(manual_dir, "test")
         if os.path.isdir(test_dir):
-            unlabelled, test_problems = scan_unlabelled(test_dir, strict=not cfg.skip_bad_examples,
-                                                        hint=self._skip_hint(manual_dir))
+            unlabelled, test_problems = scan_unlabelled(test_dir, strict=strict, hint=hint)
             self.info.metadata["bad_examples_kaggle_test"] = dict(test_problems)
             if unlabelled:
                 splits["kaggle_test"] = self._generate_examples(
@@ -723,7 +726,8 @@ def _read_labels(csv_path: str, problems: dict[str, list[str]]) -> tuple[dict[st
                 problems["bad_label"].append(f"{where}: label {raw!r} for id {id_!r} is not 0 or 1")
                 badly_labelled.add(id_)
             elif id_ in rows:
-                problems["duplicate_id"].append(f"{where}: id {id_!r} appears again (first in row {first_row[id_]})")
+                first = first_row[id_]
+                problems["duplicate_id"].append(f"{where}: id {id_!r} appears again (first in row {first})")
                 duplicated.add(id_)
             else:
                 rows[id_], first_row[id_] = int(raw), line_no
@@ -950,7 +954,8 @@ def _remove_incomplete(config_dir: str) -> None:
     for path in leftovers:
         shutil.rmtree(path)
     if leftovers:
-        _LOG.warning("hcd: removed %d leftover directories of an interrupted build in %s", len(leftovers), config_dir)
+        _LOG.warning("hcd: removed %d leftover directories of an interrupted build in %s",
+                     len(leftovers), config_dir)
 
 
 def _prune_created(created: list[str], config_dir: str) -> None:

@@ -86,13 +86,15 @@ def differences(old: dict, new: dict) -> list[str]:
             continue
         if key == "options":
             changed = sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
-            out.append("options: " + ", ".join(f"{k} {(b or {}).get(k)!r} (was {(a or {}).get(k)!r})" for k in changed))
+            a, b = a or {}, b or {}
+            out.append("options: " + ", ".join(f"{k} {b.get(k)!r} (was {a.get(k)!r})" for k in changed))
         elif key.endswith("/") or key == "files":
             label = key if key.endswith("/") else "files"
             if a and b and a.get("names") == b.get("names") and a.get("bytes") == b.get("bytes"):
                 out.append(f"{label}: the same {b['count']} file names and sizes, other modification times")
             elif a and b and a.get("names") == b.get("names"):
-                out.append(f"{label}: the same {b['count']} file names, other sizes ({b['bytes']:,} bytes, was {a['bytes']:,})")
+                out.append(f"{label}: the same {b['count']} file names, other sizes "
+                           f"({b['bytes']:,} bytes, was {a['bytes']:,})")
             else:
                 out.append(f"{label}: {_describe_dir(b)} (was {_describe_dir(a)})")
         elif key == "slide_map":
