@@ -15,6 +15,7 @@ from hcdtf.backends import BACKENDS
 from hcdtf.beam_predict import RUNNERS
 from hcdtf.config import (ARCHS, BASELINE_FEATURES, BASELINE_SOLVERS, DISTRIBUTIONS, PRECISIONS, STAGES, TRANSFERS,
                           ConfigError, load_config)
+from hcdtf.models.weights import TORCHVISION_ARCHS
 from tfds_builder.hcd import names  # the data set config grammar; imports no TensorFlow
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -224,7 +225,8 @@ def weights_group():
 
 @weights_group.command("import", context_settings=CONTEXT)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--arch", required=True, type=click.Choice(["ResNet18", "ResNet34"]))
+@click.option("--arch", required=True, type=click.Choice(TORCHVISION_ARCHS),
+              help="The architecture the file holds weights for.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Output .weights.h5 [default: where --weights imagenet looks].")
 @friendly
@@ -238,7 +240,7 @@ def weights_import(file, arch, out):
 
 
 @weights_group.command("fetch", context_settings=CONTEXT)
-@click.argument("arch", type=click.Choice(["ResNet18", "ResNet34"]))
+@click.argument("arch", type=click.Choice(TORCHVISION_ARCHS))
 @friendly
 def weights_fetch(arch):
     """Download timm/resnet{18,34}.tv_in1k and convert it (needs the internet)."""
@@ -260,7 +262,7 @@ def weights_fetch(arch):
 @click.option("--weights", default=None, help="imagenet, none, or a path to a weights file.")
 @click.option("--data-dir", default=None, help="TFDS data_dir with the built data set.")
 @click.option("--dataset-config", default=None, metavar="NAME", help=f"Built data set config: {DATASET_CONFIG_HELP}.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: train.epochs].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="auto: mixed_float16 on a GPU, float32 on a CPU.")
@@ -271,7 +273,7 @@ def weights_fetch(arch):
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in --output-dir (finished, or of another config); the old one stays until "
                    "the new one has a finished epoch.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Seed of weights, data order and augmentation [default: seed].")
 @config_options
 @friendly
 def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_config, epochs, batch_size,
@@ -303,10 +305,10 @@ def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_con
 @click.option("--solver", type=click.Choice(BASELINE_SOLVERS), default=None,
               help="sgd: streamed SGDClassifier(log_loss), memory independent of data size; "
                    "lbfgs: exact LogisticRegression, the whole split must fit in RAM.")
-@click.option("--data-dir", default=None)
-@click.option("--output-dir", default=None)
+@click.option("--data-dir", default=None, help="TFDS data_dir with the built data set [default: data.data_dir].")
+@click.option("--output-dir", default=None, help="Run directory [default: output_dir].")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run or a run of another config in --output-dir.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Seed of the SGD solver and the data order [default: seed].")
 @config_options
 @friendly
 def baseline_cmd(features, solver, data_dir, output_dir, overwrite, seed, config_files, overrides):
@@ -401,7 +403,8 @@ def export_cmd(run_dir, export_dir, version, formats, quantize, int8_max_auc_dro
 
 
 @main.command("quickstart", context_settings=CONTEXT)
-@click.option("--output-dir", default="outputs/quickstart", show_default=True)
+@click.option("--output-dir", default="outputs/quickstart", show_default=True,
+              help="Where the sample, data set, runs, report, export and slides go.")
 @click.option("--n", default=2000, show_default=True, type=click.IntRange(min=40), help="Synthetic patches.")
 @click.option("--slides", default=4, show_default=True, type=click.IntRange(min=0),
               help="Synthetic whole slides for the slide demo (0: no slide demo).")
@@ -466,7 +469,8 @@ def experiment_cmd(experiment_file, overrides, output_dir, archs, transfers, bas
               help="Directory of 96x96 RGB .tif/.png patches (e.g. Kaggle's test/); only read. With --runner, "
                    "any tf.io.gfile path (gs://, s3://).")
 @click.option("--out", required=True, type=click.Path(), help="Submission CSV to write (id,label).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Patches scored per batch.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="Runtime to use [default: detected from MODEL]; picks a format inside an export directory.")
 @click.option("--runner", type=click.Choice(RUNNERS), default=None,

@@ -21,11 +21,53 @@ def _commands(group, prefix=()):
 ALL = [()] + list(_commands(main))
 
 
+def _command(path):
+    cmd = main
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
 @pytest.mark.parametrize("cmd", ALL, ids=lambda c: " ".join(c) or "hcdtf")
-def test_help_works_for_every_command(cmd):
-    result = CliRunner().invoke(main, [*cmd, "--help"])
+def test_help_documents_every_command_and_option(cmd):
+    """--help works everywhere and says what the command does and what each visible option is
+    for, with the choices the vocabulary defines (hidden options are old names kept working)."""
+    import click
+
+    command = _command(cmd)
+    result = CliRunner().invoke(main, [*cmd, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output
+    assert result.output.startswith("Usage: main " + " ".join(cmd))
+    assert command.help and command.help.strip().splitlines()[0].split("(")[0].strip()[:40] in result.output
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.hidden:
+            continue
+        assert param.help, f"{' '.join(cmd)} {param.opts[0]} has no help text"
+        for opt in param.opts:
+            assert opt in result.output, opt
+        if isinstance(param.type, click.Choice):
+            assert all(str(c) in result.output for c in param.type.choices), param.opts
+    for param in command.params:
+        if isinstance(param, click.Option) and param.hidden:
+            assert param.opts[0] not in result.output.replace(param.opts[0] + "-", "")
+
+
+def test_choices_come_from_the_vocabulary():
+    from hcdtf import config
+
+    params = {p.name: p for p in _command(("train",)).params}
+    assert tuple(params["dist"].type.choices) == config.DISTRIBUTIONS
+    assert tuple(params["precision"].type.choices) == config.PRECISIONS
+    assert tuple(params["trainable_from"].type.choices) == config.STAGES
+    params = {p.name: p for p in _command(("experiment",)).params}
+    assert tuple(params["transfers"].type.choices) == config.TRANSFERS
+
+
+def test_old_option_names_still_work(tmp_path):
+    """--strategy was train's distribution and experiment's transfer strategy (hcdtf 0.1)."""
+    cli_fails(["train", "--strategy", "mirrored", "--data-dir", str(tmp_path)], "not built")
+    cli_fails(["experiment", str(tmp_path / "x.yaml"), "--strategy", "fine_tune"], "does not exist")
+    cli_fails(["train", "--strategy", "nope"], "nope", "mirrored")
 
 
 def test_version():

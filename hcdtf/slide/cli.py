@@ -31,7 +31,8 @@ def _predict_options(fn):
                      type=click.FloatRange(0, 1, max_open=True),
                      help="Lowest HSV saturation counted as tissue (Otsu's threshold is used when higher)."),
         click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms of each patch (8x slower)."),
-        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1)),
+        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1),
+                     help="Patches scored per batch."),
         click.option("--score", "score_method", type=click.Choice(heatmap.SLIDE_SCORES), default="max",
                      show_default=True, help="Slide score from the smoothed heat map."),
         click.option("--sigma", default=heatmap.DEFAULT_SIGMA, show_default=True, type=click.FloatRange(min=0),
@@ -135,7 +136,7 @@ def commands(friendly, context) -> list[click.Command]:
     @click.argument("out_dir", type=click.Path(file_okay=False))
     @click.option("--n", default=4, show_default=True, type=click.IntRange(min=1),
                   help="Slides; even-numbered ones have tumour, odd-numbered ones are normal.")
-    @click.option("--seed", default=0, show_default=True, type=int)
+    @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the slides (same seed, same files).")
     @click.option("--width", default=8192, show_default=True, type=click.IntRange(min=1536),
                   help="Level-0 width in px (0.243 um/px).")
     @click.option("--height", default=6144, show_default=True, type=click.IntRange(min=1536),
