@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -214,3 +215,13 @@ def test_beam_direct_runner_writes_the_same_outputs(trained_run, small_slides, t
     assert [r.split(",")[:2] for r in rows[1:]] == [["slide_000", "done"], ["slide_001", "done"]]
     cli_fails(["slide", "predict", str(trained_run), str(small_slides), "--output-dir", str(on_beam),
                "--pipeline-option=--x=1"], "--pipeline-option applies to Beam")
+
+
+def test_demo_writes_slides_predicts_and_evaluates(trained_run, tmp_path):
+    from hcdtf.slide import demo
+
+    result = demo(trained_run, tmp_path / "demo", log=lambda *_: None, n=2, size=SIZE)
+    assert (tmp_path / "demo" / "slides" / "slide_000.svs").is_file()
+    assert pathlib.Path(result["report"]).is_file() and result["slide_auc"]["n_tumour"] == 1
+    again = demo(trained_run, tmp_path / "demo", log=lambda *_: None, n=2, size=SIZE)  # resumes: nothing to do
+    assert again["slides"] == result["slides"]

@@ -5,7 +5,7 @@ A slide is rendered at the model's resolution (0.972 um/px, PCam's level 2) as a
 tiles drawn by the synthetic H&E patch renderer (:func:`hcdtf.synthetic.generate_patch`): tissue
 islands with wavy outlines on white glass; inside them, normal lymph-node tissue (tiles without
 any tumour cell) and, on tumour slides, metastases of several sizes at known places, made of
-tiles that hold tumour clusters. One metastasis per tumour slide is a single tile, smaller than
+tiles filled with tumour cells (the clusters of five tumour patches pasted together). One metastasis per tumour slide is a single tile, smaller than
 200 um: an isolated tumour cell cluster (ITC) in Camelyon16's protocol. Level 0 (0.243 um/px,
 the 40x of Camelyon16) is the rendering enlarged 4x, so reading level 1 gives back the
 rendered pixels exactly; the pyramid has downsamples 1, 4, 16 (and 64 on large slides), in
