@@ -1,4 +1,4 @@
-"""Run directories: what a run directory holds, its lock, atomic writes, resume state and status.
+"""Run directories: what a run directory holds, its kind, its lock, resume state, staging and status.
 
 Every stage asks this module about a run instead of probing files itself::
 
