@@ -13,6 +13,8 @@ the int8 model's metadata.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import pathlib
 from typing import Callable, Iterable
@@ -42,8 +44,10 @@ def quantize(fp32_xml: pathlib.Path, calibration: np.ndarray, out_dir: pathlib.P
     model = ov.Core().read_model(str(fp32_xml))
     # One patch per item: NNCF's subset_size counts items, whatever their batch size.
     items = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    quantized = nncf.quantize(model, items, subset_size=len(calibration),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)
+    # NNCF draws progress bars on stdout, which is the CLI's and the benchmarks' JSON channel.
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantized = nncf.quantize(model, items, subset_size=len(calibration),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.xml"
     ov.save_model(quantized, str(path), compress_to_fp16=False)

@@ -9,10 +9,8 @@
 * ``<export_dir>/batching_parameters.txt``: a ``BatchingParameters`` text proto for
   ``--enable_batching --batching_parameters_file``.
 
-The batching values come from the batch-size sweep of ``benchmarks/serving.py`` (see
-benchmarks/README.md): throughput of a ResNet on a CPU stops growing past a batch of about 64,
-and batch-1 latency is in the tens of milliseconds, so a few milliseconds of waiting to form a
-batch cost little.
+The batching values come from the SavedModel batch-size sweep of ``benchmarks/inference.py``
+(see benchmarks/README.md and ``BATCHING`` below).
 """
 
 from __future__ import annotations
@@ -24,16 +22,21 @@ import pathlib
 WARMUP_FILE = "tf_serving_warmup_requests"
 MODELS_CONFIG = "models.config"
 BATCHING_FILE = "batching_parameters.txt"
-WARMUP_BATCH_SIZES = (1, 8, 64)
 BATCHING = {
-    "max_batch_size": 64,
-    "batch_timeout_micros": 5000,
-    "max_enqueued_batches": 64,
+    # Per CPU-second, a SavedModel's throughput grows up to a batch of about 8 and is flat beyond:
+    # larger batches add latency and no throughput on a CPU.
+    "max_batch_size": 32,
+    # A batch-1 call takes tens of milliseconds; a 2 ms wait to merge requests costs little.
+    "batch_timeout_micros": 2000,
+    "max_enqueued_batches": 16,  # bounds the queue (and the latency) under overload
     # One batch per core at a time: each batch already uses every core through TensorFlow's
     # intra-op threads. Set it to the serving machine's core count.
     "num_batch_threads": 2,
-    "allowed_batch_sizes": (8, 16, 32, 64),
+    # Batches are padded up to the next of these: 1 and 4 keep a lone request from paying for 8.
+    "allowed_batch_sizes": (1, 4, 8, 16, 32),
 }
+# One warm-up request per signature and per shape the batching can produce.
+WARMUP_BATCH_SIZES = BATCHING["allowed_batch_sizes"]
 SERVING_API = "tensorflow-serving-api==2.21.0"
 # tensorflow-serving-api declares a dependency on the `tensorflow` package, which would install a
 # second TensorFlow beside tensorflow-cpu; its protos need only the one already installed.
