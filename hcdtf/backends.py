@@ -62,7 +62,8 @@ def resolve(model_path, backend: str | None = None, log: Callable[[str], None] =
     if found is None and p.is_dir():
         latest = _latest(p, backend or "saved_model")
         if latest is not None:
-            log(f"{p} holds exported versions; using the latest, {latest} (as TF Serving does)")
+            log(f"{p} holds exported versions; using the latest" + (f" with a {backend} model" if backend
+                not in (None, "saved_model") else "") + f", {latest} (as TF Serving does)")
             p, found = latest, _detect(latest)
     if found is None:
         raise ModelPathError(
