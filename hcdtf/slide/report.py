@@ -14,7 +14,7 @@ def plot_froc(path: pathlib.Path, avg_fp: list, sens: list, rates: list, score: 
 
     fig = Figure(figsize=(4.8, 4.0), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(avg_fp, sens, lw=1.5, drawstyle="default", label="FROC" if score is None else f"FROC score {score:.3f}")
+    ax.plot(avg_fp, sens, lw=1.5, marker=".", ms=4, label="FROC" if score is None else f"FROC score {score:.3f}")
     for r in rates:
         ax.axvline(r, color="grey", lw=0.5, ls=":")
     ax.set_xscale("symlog", linthresh=0.25)
