@@ -31,7 +31,8 @@ def run(
     """Runs (or continues) the quick start in ``output_dir`` with a sample of ``n`` patches and
     ``slides`` demo slides (0: none); returns the summary written to ``quickstart.json``."""
     from hcdtf import atomic, experiment
-    from hcdtf.slide import demo, evaluate
+    from hcdtf.slide import demo as slide_demo
+    from hcdtf.slide import evaluate
 
     out = pathlib.Path(output_dir)
     if overwrite and out.exists():
@@ -49,7 +50,7 @@ def run(
     }
     if slides:
         log(f"whole-slide demo: {slides} synthetic slides scored by {result['saved_model']}")
-        found = demo.demo(result["saved_model"], out / "slides", log=log, n=slides,
+        found = slide_demo(result["saved_model"], out / "slides", log=log, n=slides,
                           **({"size": tuple(slide_size)} if slide_size else {}))
         summary["slides"] = {"slide_auc": found["slide_auc"]["auc"], "froc": found["froc"]["score"],
                              "report": found["report"], "headline": evaluate.headline(found)}
