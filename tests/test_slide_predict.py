@@ -99,7 +99,7 @@ def test_outputs_and_layout(trained_run, small_slides, tmp_path):
     result = CliRunner().invoke(main, ["slide", "predict", str(trained_run), str(small_slides / "slide_000.svs"),
                                        "--output-dir", str(out), "--score", "p99"])
     assert result.exit_code == 0, result.output
-    assert "patches/s" in result.output or "scored" in result.output
+    assert "1 scored, 0 already done, 0 failed" in result.output
     folder = out / "slide_000"
     summary = json.loads((folder / "slide_summary.json").read_text())
     heat = np.load(folder / "heatmap.npy")
@@ -126,7 +126,13 @@ def test_outputs_and_layout(trained_run, small_slides, tmp_path):
     assert result.exit_code == 0 and "detections and score again" in result.output, result.output
     assert (folder / "heatmap.npy").stat().st_mtime_ns == before
     assert json.loads((folder / "slide_summary.json").read_text())["score"] == pytest.approx(float(np.nanmax(heat)), abs=1e-6)
-    # other scoring settings: refused, then replaced with --overwrite
+    # a finished slide with an output gone is scored again, not taken as finished
+    (folder / "overlay.png").unlink()
+    result = CliRunner().invoke(main, ["slide", "predict", str(trained_run), str(small_slides / "slide_000.svs"),
+                                       "--output-dir", str(out), "--score", "max", "--sigma", "0"])
+    assert result.exit_code == 0 and "some outputs are missing" in result.output, result.output
+    assert (folder / "overlay.png").is_file() and np.array_equal(np.load(folder / "heatmap.npy"), heat, equal_nan=True)
+    # other scoring settings: refused
     cli_fails(["slide", "predict", str(trained_run), str(small_slides / "slide_000.svs"), "--output-dir", str(out),
                "--stride", "48"], "another model or other settings", "stride", "--overwrite")
 
@@ -225,3 +231,11 @@ def test_demo_writes_slides_predicts_and_evaluates(trained_run, tmp_path):
     assert pathlib.Path(result["report"]).is_file() and result["slide_auc"]["n_tumour"] == 1
     again = demo(trained_run, tmp_path / "demo", log=lambda *_: None, n=2, size=SIZE)  # resumes: nothing to do
     assert again["slides"] == result["slides"]
+
+
+def test_progress_line_has_rate_and_eta():
+    from hcdtf.slide.inference import _bar
+
+    line = _bar(300, 1200, 30.0)
+    assert line.startswith("[#####...............] 300/1200 patches") and "30 patches/s" in line
+    assert line.endswith("ETA 00:00:30")

@@ -37,7 +37,7 @@ def _scorer_fn(model_path: str, backend: str | None, out: str, settings_dict: di
             try:
                 status, summary = inference.predict_slide(path, pathlib.Path(out), self.model, settings, False,
                                                           lambda *_: None, threads, checkpoint_seconds)
-            except (reader.SlideError, openslide.OpenSlideError) as e:
+            except (reader.SlideError, openslide.OpenSlideError, inference.StaleOutputError) as e:  # a row, not a crash
                 message = str(e) if str(path) in str(e) else f"{path}: {e}"
                 yield inference.slide_row(path, "failed", seconds=time.perf_counter() - t, error=message)
                 return

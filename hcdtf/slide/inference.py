@@ -381,12 +381,12 @@ def finish_slide(path, folder: pathlib.Path, layout: _Layout, model: Model, sett
 
 
 # --------------------------------------------------------------------------- slides
-def _finished(folder: pathlib.Path) -> dict | None:
+def _read_summary(folder: pathlib.Path) -> dict | None:
     try:
         summary = json.loads((folder / SUMMARY).read_text())
     except (OSError, ValueError):
         return None
-    return summary if all((folder / f).is_file() for f in OUTPUTS) else None
+    return summary if isinstance(summary, dict) else None
 
 
 def _clear(folder: pathlib.Path) -> None:
@@ -415,19 +415,23 @@ def predict_slide(path: pathlib.Path, out_root: pathlib.Path, model: Model, sett
     try:
         folder = out_root / path.stem
         key = scoring_key(path, layout.slide, model, settings, layout.plan)
-        old = _finished(folder)
+        old = _read_summary(folder)
         if old is not None and old.get("key") == key:
-            if old.get("post") == settings.post():
+            if not all((folder / f).is_file() for f in OUTPUTS):
+                log("  finished before, but some outputs are missing: scoring it again")
+                _clear(folder)
+            elif old.get("post") == settings.post():
                 log(f"  already done ({folder / SUMMARY}); skipped")
                 return "skipped", old
-            log("  heat map already done; detections and score again for the new settings")
-            return "updated", _refresh(path, folder, layout, model, settings, old)
-        if old is not None or (folder / SUMMARY).exists():
+            else:
+                log("  heat map already done; detections and score again for the new settings")
+                return "updated", _refresh(path, folder, layout, model, settings, old)
+        elif old is not None:
             if not overwrite:
                 raise StaleOutputError(
                     f"{folder} holds results of another model or other settings (differs in: "
-                    f"{_differs(old.get('key', {}) if old else {}, key)}); rerun with --overwrite to replace "
-                    "them, or use another --output-dir")
+                    f"{_differs(old.get('key') or {}, key)}); rerun with --overwrite to replace them, or use "
+                    "another --output-dir")
             _clear(folder)
         folder.mkdir(parents=True, exist_ok=True)
         g = layout.grid
