@@ -17,7 +17,6 @@ its tiles' tumour-cell masks, closed over 48 um gaps, traced as a polygon in lev
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
@@ -149,8 +148,6 @@ def _tumour_patch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 def render(spec: SlideSpec, bank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [height, width, 3] rendered slide, bool [height / LR, width / LR] tumour cells).
     ``bank``: draw normal tissue from that many rendered tiles, cycled (fast, for huge slides)."""
-    from hcdtf.synthetic import generate_patch
-
     rows, cols = spec.height // PATCH, spec.width // PATCH
     canvas = np.empty((spec.height, spec.width, 3), np.uint8)
     tumour = np.zeros((spec.height // LR, spec.width // LR), bool)
