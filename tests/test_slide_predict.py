@@ -239,3 +239,23 @@ def test_progress_line_has_rate_and_eta():
     line = _bar(300, 1200, 30.0)
     assert line.startswith("[#####...............] 300/1200 patches") and "30 patches/s" in line
     assert line.endswith("ETA 00:00:30")
+
+
+def test_tta_and_a_slide_read_with_resizing(trained_run, small_slides, tmp_path):
+    slide = str(small_slides / "slide_001.svs")
+    plain, tta = tmp_path / "plain", tmp_path / "tta"
+    for out, extra in ((plain, []), (tta, ["--tta"])):
+        result = CliRunner().invoke(main, ["slide", "predict", str(trained_run), slide, "--output-dir", str(out), *extra])
+        assert result.exit_code == 0, result.output
+    a, b = (np.load(o / "slide_001" / "heatmap.npy") for o in (plain, tta))
+    assert np.array_equal(np.isfinite(a), np.isfinite(b)) and not np.allclose(a, b, equal_nan=True)
+    cli_fails(["slide", "predict", str(trained_run), slide, "--output-dir", str(plain), "--tta"], "differs in: tta")
+    # --mpp 0.486: the model's 0.972 um/px is level 0 shrunk 2x (no level is that fine but coarser)
+    half = tmp_path / "half"
+    result = CliRunner().invoke(main, ["slide", "predict", str(trained_run), slide, "--output-dir", str(half),
+                                       "--mpp", "0.486"])
+    assert result.exit_code == 0, result.output
+    s = json.loads((half / "slide_001" / "slide_summary.json").read_text())
+    assert s["read"] == {"level": 0, "level_downsample": 1.0, "resize": 2.0}
+    assert (s["heatmap"]["rows"], s["heatmap"]["cols"]) == (SIZE[1] * 4 // 64, SIZE[0] * 4 // 64)
+    assert s["slide_mpp_source"] == "--mpp" and s["heatmap"]["cell_level0"] == pytest.approx(64.0)
