@@ -3,9 +3,10 @@ data set an uninterrupted build writes: SIGKILL at five points (while an overwri
 checks images and writes a split, between the two renames that swap it in, while a build writes a
 split, right before its metadata is written), each followed by the same command.
 
-Every process runs with the same PYTHONHASHSEED: protobuf serialises the feature map of each
-tf.train.Example in an order that follows the process's hash seed, so the shards of two processes
-are byte-identical only under the same seed (their records are equal under any seed)."""
+The files are compared byte for byte, except the TFRecord shards, whose records are compared one
+by one, in order, each re-serialised deterministically: protobuf (upb) writes the entries of each
+tf.train.Example's feature map in an order that differs from process to process (its hash seed
+is not PYTHONHASHSEED), so two processes writing the same records give different shard bytes."""
 
 from __future__ import annotations
 
@@ -20,10 +21,20 @@ from tfds_builder.hcd.hcd_dataset_builder import FAULT_ENV
 from test_tfds_builder import make_kaggle
 
 
-def _files(version_dir: pathlib.Path) -> dict[str, str]:
-    """Every file of a built data set with its SHA-256 (TFRecord shards, dataset_info.json,
-    features.json, metadata.json with the fingerprint and audit; none holds a timestamp)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(version_dir.iterdir())}
+def _files(version_dir: pathlib.Path) -> dict[str, object]:
+    """Every file of a built data set: the SHA-256 of dataset_info.json, features.json and
+    metadata.json (with the fingerprint and the audit; none holds a timestamp), and for each
+    TFRecord shard the SHA-256 of every record, in order, re-serialised deterministically."""
+    import tensorflow as tf
+
+    out: dict[str, object] = {}
+    for p in sorted(version_dir.iterdir()):
+        if ".tfrecord-" in p.name:
+            records = (tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(p)))
+            out[p.name] = [hashlib.sha256(e.SerializeToString(deterministic=True)).hexdigest() for e in records]
+        else:
+            out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def _hcdtf() -> list[str]:
@@ -32,7 +43,7 @@ def _hcdtf() -> list[str]:
 
 
 def _run(args: list[str], fault: str | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     env.pop(FAULT_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
