@@ -24,6 +24,8 @@ import shutil
 import tempfile
 from typing import Callable, Iterable
 
+import numpy as np
+
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 _ENDPOINTS = {"FlinkRunner": ("--flink_master", "--job_endpoint"), "SparkRunner": ("--spark_master_url", "--job_endpoint")}
@@ -90,7 +92,6 @@ def scorer_model_handler(model_path: str, backend: str | None, batch_size: int):
             return backends.load(_local_copy(model_path), backend, log=lambda *_: None)
 
         def run_inference(self, batch, model, inference_args=None):
-            import numpy as np
 
             probs = model(np.stack(batch))
             return [PredictionResult(x, float(p)) for x, p in zip(batch, probs)]

@@ -30,14 +30,12 @@ import dataclasses
 import datetime
 import fcntl
 import json
-import logging
 import os
 import pathlib
 import shutil
 import signal
 import socket
 import sys
-import time
 import zipfile
 from typing import Any, Callable, Iterator
 
@@ -48,7 +46,6 @@ from hcdtf.atomic import TMP_MARK, atomic_output, write_text
 from hcdtf.config import Config, ConfigError, from_dict, load_yaml
 
 KINDS = ("cnn", "baseline")
-_LOG = logging.getLogger(__name__)
 
 # Entries of a run directory that hcdtf writes (everything clear() may remove).
 _ARTIFACTS = (
@@ -457,7 +454,3 @@ def _remove(p: pathlib.Path) -> None:
         shutil.rmtree(p)
     elif p.exists() or p.is_symlink():
         p.unlink()
-
-
-def elapsed_since(t0: float) -> float:
-    return round(time.time() - t0, 3)

@@ -4,6 +4,7 @@ that keeps the old run until the new one has an epoch, old runs still readable, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -171,6 +172,7 @@ def test_overwrite_of_a_baseline_replaces_it_when_the_fit_is_done(data_dir, tmp_
 def test_a_run_of_the_previous_release_still_evaluates(data_dir, trained_run, tmp_path, caplog):
     """hcdtf 0.1 wrote no run.json, called the transfer strategy `strategy` (in config.yaml and
     train_summary.json) and the distribution `train.strategy`."""
+    caplog.set_level(logging.WARNING, logger="hcdtf.config")
     run = _copy_run(trained_run, tmp_path)
     (run / "run.json").unlink()
     raw = yaml.safe_load((run / "config.yaml").read_text())

@@ -19,6 +19,7 @@ import logging
 import pathlib
 from typing import Callable, Iterable
 
+import numpy as np
 
 DEFAULT_MARGIN = 0.002
 DEFAULT_CALIBRATION_SIZE = 300
@@ -55,7 +56,6 @@ def quantize(fp32_xml: pathlib.Path, calibration: np.ndarray, out_dir: pathlib.P
 
 
 def _openvino_scorer(xml: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
-    import numpy as np
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(xml), "CPU")
@@ -64,7 +64,6 @@ def _openvino_scorer(xml: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
 
 def score_both(fp32_xml, int8_xml, test_batches: Iterable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, float32 scores, int8 scores) over ``test_batches`` of (uint8 images, labels)."""
-    import numpy as np
 
     fp32, int8 = _openvino_scorer(fp32_xml), _openvino_scorer(int8_xml)
     labels, a, b = [], [], []
@@ -79,7 +78,6 @@ def score_both(fp32_xml, int8_xml, test_batches: Iterable) -> tuple[np.ndarray, 
 
 def guard(labels: np.ndarray, fp32: np.ndarray, int8: np.ndarray, margin: float = DEFAULT_MARGIN) -> dict:
     """The guard's figures; raises :class:`Int8Refused` when the int8 model is not good enough."""
-    import numpy as np
 
     from hcdtf import metrics
 
