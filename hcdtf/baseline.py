@@ -44,7 +44,7 @@ def _summary(cfg: Config, wall: float, seen: int) -> dict:
         "transfer": None,
         "weights": "none",
         "seed": cfg.seed,
-        "fold": getattr(cfg.data, "fold", None),
+        "fold": cfg.data.fold,
         "features": cfg.baseline.features,
         "solver": cfg.baseline.solver,
         "dataset": f"{cfg.data.dataset}/{cfg.data.dataset_config}",

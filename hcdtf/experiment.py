@@ -228,8 +228,6 @@ def load_experiment(path: str | pathlib.Path) -> Experiment:
     spec = ExperimentSpec()
     try:
         config_lib.merge(spec, raw, source, renamed=RENAMED)
-    except ExperimentError:
-        raise
     except ConfigError as e:
         raise ExperimentError(str(e)) from None
     validate(spec, source)

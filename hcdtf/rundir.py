@@ -16,11 +16,11 @@ Every stage asks this module about a run instead of probing files itself::
     .lock                  held (flock) by the one process writing the run
     .staging/              a replacement run (--overwrite) until it has a finished epoch
 
-Writes are atomic (``hcdtf.atomic``: a temporary name in the same directory, then ``os.replace``),
-so a process killed at any instant leaves either the old file or the new one. The resume state is one file per
-epoch holding every variable of the model and optimizer plus the run's bookkeeping (history,
-best epoch, elapsed time); it is the commit point of an epoch: the history, the best checkpoint and
-TensorBoard are derived from it, so they can always be rebuilt after a kill.
+Writes are atomic (``hcdtf.atomic``: a temporary name in the same directory, then
+``os.replace``), so a process killed at any instant leaves either the old file or the new one.
+The resume state is one file per epoch holding every variable of the model and optimizer plus the
+run's bookkeeping (history, elapsed time); it is the commit point of an epoch: the history, the
+best checkpoint and TensorBoard are derived from it, so they can always be rebuilt after a kill.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ KINDS = ("cnn", "baseline")
 # Entries of a run directory that hcdtf writes (everything clear() may remove).
 _ARTIFACTS = (
     "run.json", "config.yaml", "history.csv", "backup", "checkpoints", "model.keras", "model.npz",
-    "val_predictions.csv", "train_summary.json", "logs", "metrics.json", "predictions.csv", "plots",
-    "roc.png", "pr.png", "reliability.png", "confusion_matrix.png", "calibration",
+    "val_predictions.csv", "train_summary.json", "logs", "metrics.json", "predictions.csv",
+    "roc.png", "pr.png", "reliability.png", "confusion_matrix.png",
 )
 _ARTIFACT_GLOBS = ("eval_*", "metrics_*.json", "reliability_*.png")
 _LOCK = ".lock"
@@ -92,13 +92,13 @@ def kill_point(name: str) -> None:
     target, _, nth = spec.partition(":")
     if target != name:
         return
-    kill_point.seen[name] = kill_point.seen.get(name, 0) + 1  # type: ignore[attr-defined]
-    if kill_point.seen[name] == int(nth or 1):  # type: ignore[attr-defined]
+    _KILL_POINTS_SEEN[name] = _KILL_POINTS_SEEN.get(name, 0) + 1
+    if _KILL_POINTS_SEEN[name] == int(nth or 1):
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-kill_point.seen = {}  # type: ignore[attr-defined]
+_KILL_POINTS_SEEN: dict[str, int] = {}
 
 
 # --------------------------------------------------------------------------- resume state
@@ -161,7 +161,11 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot write in {str(self.path.parent)!r} ({e.strerror}); choose a writable "
+                              "directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -184,8 +188,8 @@ class RunLock:
 
 # --------------------------------------------------------------------------- the run directory
 def _legacy_summary(summary: dict) -> dict:
-    """Summaries written before the vocabulary was renamed use 'strategy' for the transfer
-    strategy and 'distribution' for tf.distribute; give every summary the current keys."""
+    """Summaries of hcdtf 0.1 call the transfer strategy 'strategy' (the baseline's is
+    'baseline') and record no 'kind'; give every summary today's keys."""
     s = dict(summary)
     if "transfer" not in s and s.get("strategy") in ("fine_tune", "freeze_base"):
         s["transfer"] = s["strategy"]
@@ -202,9 +206,6 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
-
-    def __truediv__(self, name: str) -> pathlib.Path:
-        return self.path / name
 
     # -- files
     @property

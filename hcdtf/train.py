@@ -409,7 +409,7 @@ def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
         "trainable_from": cfg.model.trainable_from,
         "weights": session.weights_used,
         "seed": cfg.seed,
-        "fold": getattr(cfg.data, "fold", None),
+        "fold": cfg.data.fold,
         "dataset": f"{cfg.data.dataset}/{cfg.data.dataset_config}",
         "input_mpp": data.PATCH_MPP,
         "n_train": session.n_train,
