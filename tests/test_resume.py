@@ -22,7 +22,9 @@ SETTINGS = ("train.epochs=3", "train.steps_per_epoch=2", "model.dropout=0.5", "d
 
 # Each process of the chain resumes what the previous one left and is killed at the next point
 # ("name:n" = the n-th time this process reaches it). Epoch 1 is killed at every step of its
-# commit; the resumed run is killed while it repairs what the commit had not written yet.
+# commit; the resumed run is killed while it repairs what the commit had not written yet. Before
+# the process marked DAMAGED starts, the newest state file (epoch 2's) is truncated, as a failing
+# disk would leave it: that process says so, falls back to epoch 1's state and trains epoch 2 again.
 CHAIN = (
     "mid-epoch:2",              # epoch 1, second step
     "before-state-write:1",     # epoch 1 trained, nothing committed
@@ -30,7 +32,7 @@ CHAIN = (
     "after-state-commit:1",     # committed; best checkpoint and history.csv not yet written
     "after-best-write:1",       # the resumed process, repairing epoch 1's files
     "after-history:2",          # epoch 2 committed with all its files
-    "mid-epoch:1",              # epoch 3, first step
+    "mid-epoch:3",              # DAMAGED: epoch 2 again, then epoch 3's first step
     "inside-state-write:1",
     "after-state-commit:1",     # epoch 3 committed
     "before-model-save",        # nothing left to train: the final writes
@@ -38,6 +40,7 @@ CHAIN = (
     "after-val-predictions",
     "after-summary",            # finished; the backup is not removed yet
 )
+DAMAGED = CHAIN.index("mid-epoch:3")
 
 
 def _cmd(data_dir, run):
@@ -72,11 +75,18 @@ def uninterrupted(data_dir, tmp_path_factory):
 def test_killed_at_every_instant_resumes_to_the_uninterrupted_result(data_dir, uninterrupted, tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    for point in CHAIN:
+    for i, point in enumerate(CHAIN):
+        if i == DAMAGED:
+            states = sorted((run / "backup").glob("state-*.npz"))
+            assert [p.name for p in states] == ["state-0001.npz", "state-0002.npz"]  # the last two kept
+            states[-1].write_bytes(states[-1].read_bytes()[:1000])
         done = subprocess.run(_cmd(data_dir, run), env={**env, "HCDTF_KILL_AT": point}, cwd=REPO,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == -9, f"{point}: not killed there\n{done.stdout}{done.stderr[-3000:]}"
         assert not list(run.glob("history.csv.tmp*"))
+        if i == DAMAGED:
+            assert "state-0002.npz: unreadable resume state" in done.stdout, done.stdout
+            assert "resuming after epoch 1" in done.stdout, done.stdout
     done = subprocess.run(_cmd(data_dir, run), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "already complete" in done.stdout  # the kill came after the summary
@@ -86,21 +96,3 @@ def test_killed_at_every_instant_resumes_to_the_uninterrupted_result(data_dir, u
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["epochs_completed"] == 3 and summary["sessions"] > 1
     assert summary["wall_time_s"] >= summary["train_time_s"] > 0  # every session's time counted
-
-
-def test_an_unreadable_newest_state_falls_back_to_the_previous_one(data_dir, uninterrupted, tmp_path):
-    """Killed after epoch 2 with its state file damaged (as a failing disk would): the run says so
-    in one line, resumes from epoch 1's state, and still ends as the uninterrupted run."""
-    run = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    killed = subprocess.run(_cmd(data_dir, run), env={**env, "HCDTF_KILL_AT": "mid-epoch:5"}, cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    states = sorted((run / "backup").glob("state-*.npz"))
-    assert [p.name for p in states] == ["state-0001.npz", "state-0002.npz"]
-    states[-1].write_bytes(states[-1].read_bytes()[:1000])  # truncated
-    done = subprocess.run(_cmd(data_dir, run), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "state-0002.npz: unreadable resume state" in done.stdout
-    assert "resuming after epoch 1" in done.stdout
-    _same_training(run, uninterrupted)
