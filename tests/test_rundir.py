@@ -200,8 +200,11 @@ def test_evaluating_the_unlabelled_kaggle_test_split_says_so(trained_run):
 
 def test_ctrl_c_exits_130_with_one_line(data_dir, tmp_path):
     run = tmp_path / "run"
+    # SIGINT's default action restored in the child: a shell's background job (`pytest &`) starts
+    # with SIGINT ignored, which Python then leaves ignored.
     proc = subprocess.Popen(_train_cmd(data_dir, run, "--epochs", "3"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (run / "config.yaml").is_file():  # training has started
         assert time.time() < deadline and proc.poll() is None
