@@ -21,7 +21,7 @@ quickstart: setup
 	$(BIN)/hcdtf quickstart
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2  # two pytest-xdist workers; each makes the session fixtures it needs
 
 bench: setup
 	$(BIN)/python -m benchmarks
