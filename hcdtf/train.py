@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from hcdtf import __version__, artifacts, atomic, data, runtime
+from hcdtf import precision as precision_lib
 from hcdtf.atomic import TMP_MARK
 from hcdtf.config import Config, ConfigError
 from hcdtf.rundir import ResumeState, RunDir, RunDirError, kill_point, load_state, save_state
@@ -156,7 +157,13 @@ def class_weights(cfg: Config) -> dict[int, float]:
         split=data.split_spec(cfg.data, cfg.data.train_split),
         decoders={"image": tfds.decode.SkipDecoding()},
     )
-    labels = np.fromiter((int(e["label"]) for e in ds.as_numpy_iterator()), np.int64)
+    return balanced_class_weights(np.fromiter((int(e["label"]) for e in ds.as_numpy_iterator()), np.int64))
+
+
+def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
+    """scikit-learn's "balanced" weights of 0/1 labels, n / (2 * count of the class): both classes
+    then weigh n / 2 in the loss (a class with no examples gets weight n / 2)."""
+    labels = np.asarray(labels, np.int64)
     counts = np.bincount(labels, minlength=2).astype(float)
     return {c: float(len(labels) / (2 * max(counts[c], 1))) for c in (0, 1)}
 
@@ -224,13 +231,17 @@ def cached_feature_epochs(model, cfg: Config, steps: int, log: Callable[[str], N
 class _Session:
     """What one process needs to train a run: the model, its data and the epoch function."""
 
-    def __init__(self, cfg: Config, log: Callable[[str], None]):
+    def __init__(self, cfg: Config, log: Callable[[str], None], precision: tuple[str, dict] | None = None):
         from hcdtf import models
         from hcdtf.distributed import MultiWorkerEpoch
 
         self.cfg, self.log, self.t0 = cfg, log, time.time()
+        # `auto` is resolved before anything else is built (its probe builds and clears models);
+        # a resumed run passes the precision its first session chose.
+        self.precision, self.precision_figures = precision or precision_lib.resolve_training(
+            cfg.train.precision, cfg.model.arch, cfg.train.batch_size, cfg.train.distribution, log)
         runtime.set_seed(cfg.seed, cfg.deterministic)
-        self.precision = runtime.set_precision(cfg.train.precision)
+        runtime.set_precision(self.precision)
         self.strategy, self.distribution = runtime.make_strategy(cfg.train.distribution)
         self.replicas = self.strategy.num_replicas_in_sync
         bs = cfg.train.batch_size
@@ -239,7 +250,7 @@ class _Session:
                 f"train.batch_size={bs} is not divisible by the {self.replicas} replicas of the "
                 f"{self.distribution} distribution; use a multiple of {self.replicas}"
             )
-        log(f"precision: {self.precision} (train.precision={cfg.train.precision}); distribution: "
+        log(f"{precision_lib.describe(self.precision, self.precision_figures)}; distribution: "
             f"{self.distribution} ({self.replicas} replica{'s' if self.replicas > 1 else ''}); oneDNN: "
             f"{'on' if runtime.onednn_enabled() else 'off'}; op determinism: {'on' if cfg.deterministic else 'off'}")
         self.n_train = data.num_examples(cfg.data, cfg.data.train_split)
@@ -424,6 +435,8 @@ def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
         "train_time_s": round(train_seconds, 3),
         "images_per_s": round(images / train_seconds, 3) if train_seconds > 0 else None,
         "precision": session.precision,
+        "precision_choice": session.precision_figures,
+        "cpu": precision_lib.cpu_features(),
         "distribution": session.distribution,
         "replicas": session.replicas,
         "onednn": runtime.onednn_enabled(),
@@ -486,13 +499,28 @@ def _epochs(session: _Session, work: RunDir, target: RunDir, meta: dict, writer:
     return work, ran
 
 
+def _recorded_precision(work: RunDir, cfg: Config) -> tuple[str, dict] | None:
+    """The precision a run started in, for its resumed sessions: the probe behind ``auto`` is not
+    repeated (it could choose differently), so the resume stays exact. Runs of hcdtf <= 0.2 did
+    not record it: their ``auto`` was float32 on a CPU and mixed_float16 on a GPU."""
+    if not work.path.exists() or not work.is_run():
+        return None
+    recorded = work.recorded("precision")
+    if recorded:
+        return recorded, {**work.recorded("precision_figures", {}), "reused_on_resume": True}
+    if cfg.train.precision == "auto":
+        return ("mixed_float16" if precision_lib.has_gpu() else "float32"), {"rule": "auto of hcdtf <= 0.2"}
+    return None
+
+
 def _train_into(work: RunDir, target: RunDir, cfg: Config, writer: bool, log) -> dict:
-    session = _Session(cfg, log)  # the weights/data checks happen here, before anything is recorded
+    # the weights/data checks happen here, before anything is recorded
+    session = _Session(cfg, log, _recorded_precision(work, cfg))
     meta = _resume(session, work, writer, log) if work.path.exists() else _fresh_meta()
     meta["sessions"] = meta.get("sessions", 0) + 1
     meta["elapsed_before"] = meta.get("elapsed_s", 0.0)
     if writer and not meta["history"]:
-        work.start(cfg, "cnn")
+        work.start(cfg, "cnn", precision=session.precision, precision_figures=session.precision_figures)
     work, ran = _epochs(session, work, target, meta, writer)
     if not writer:
         log(f"multiworker: worker finished {ran} epochs; the chief writes the run directory")
