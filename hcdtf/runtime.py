@@ -15,9 +15,9 @@ import tempfile
 
 import numpy as np
 
+from hcdtf.precision import PRECISIONS, has_gpu  # noqa: F401  (re-exported: config and layers use them)
+
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-# Keras dtype policies a run may ask for; "auto" is resolved by `resolve_precision`.
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # tf.distribute strategies by short name; "auto" is resolved by `make_strategy`.
 DISTRIBUTIONS = ("auto", "one", "mirrored", "multiworker")
 
@@ -120,26 +120,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` means mixed_float16 on a GPU and float32 on a CPU: on CPUs without AVX-512/AMX
-    (like our 2-core dev machines) float16 and bfloat16 are slower than float32."""
-    if precision == "auto":
-        return "mixed_float16" if has_gpu() else "float32"
-    return precision
-
-
-def set_precision(precision: str) -> str:
+def set_precision(policy: str) -> str:
+    """Sets the Keras global dtype policy (a resolved one: ``auto`` is resolved by
+    :func:`hcdtf.precision.resolve_training`, with its probe, before the run is built)."""
     import keras
 
-    resolved = resolve_precision(precision)
-    keras.mixed_precision.set_global_policy(resolved)
-    return resolved
+    if policy == "auto":
+        raise ValueError("set_precision takes a resolved policy; resolve 'auto' with hcdtf.precision.resolve_training")
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
 
 
 def virtual_cpus() -> int:

@@ -68,7 +68,10 @@ def cli_fails(args, *words):
 # 4 small demo slides.
 QUICKSTART = dict(
     n=1000, slides=4, slide_size=(1536, 1152),
+    # float32: the figures the tests check must not depend on the CPU kind (`auto` picks bfloat16
+    # where a probe finds it faster; tests/test_precision.py covers that path)
     overrides=["train.epochs=2", "train.batch_size=8", "data.augment=false", "baseline.epochs=2",
+               "train.precision=float32",
                "eval.n_bootstrap=50"],
 )
 
