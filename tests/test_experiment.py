@@ -167,7 +167,10 @@ def test_repeats_over_seeds_name_their_runs_and_are_compared_across_repeats(data
     comparison = json.loads((tmp_path / "out" / "comparison" / "comparison.json").read_text())
     assert sorted((m["name"], m["seed"]) for m in comparison["models"]) == [
         ("resnet18_freeze_base_seed0", 0), ("resnet18_freeze_base_seed1", 1)]
-    assert "across_repeats" in comparison
+    # The two seeds are repeats of one model (not two models of one run each).
+    (model,) = comparison["across_repeats"]["models"]
+    assert model["n_repeats"] == 2 and sorted(r[0] for r in model["repeats"]) == [0, 1]
+    assert comparison["across_repeats"]["has_repeats"] is True
     cli_fails(["experiment", str(path), "--seeds", "0,0"], "twice")
     cli_fails(["experiment", str(path), "--seeds", "a"], "integers")
 

@@ -59,6 +59,10 @@ def test_resolution_matching_reads_the_best_level_and_resizes_the_rest(slides, o
         x, y, w, h = 40, 24, 64, 48
         got = reader.read_resampled(s, plan, x, y, w, h)
         assert got.shape == (h, w, 3)
+        if out_mpp == 0.972:  # level 1 read as is (the path of all slide inference) = rendered pixels
+            assert np.array_equal(got, rendered[y:y + h, x:x + w])
+            edge = reader.read_resampled(s, plan, SIZE[0] - 8, 0, 16, 4)  # past the right edge: white glass
+            assert np.array_equal(edge[:, :8], rendered[:4, -8:]) and (edge[:, 8:] == 255).all()
         if out_mpp == 0.486:  # level 0 (rendered x4, nearest) shrunk 2x = rendered x2
             want = rendered.repeat(2, 0).repeat(2, 1)[y:y + h, x:x + w]
             assert np.array_equal(got, want)
