@@ -10,7 +10,9 @@ ASAP XML (Camelyon16's format)::
 
 Coordinates are level-0 px. Groups ``_0``, ``_1`` and ``Tumor`` are tumour, ``_2`` and
 ``Exclusion`` are excluded from the tumour (holes in it); any other group is an error, as is a
-polygon with fewer than three points or a coordinate that is not a number.
+polygon with fewer than three points or a coordinate that is not a number. ``Dot`` annotations
+are points, not regions: :func:`read_asap` skips them and :func:`read_asap_detections` reads
+those with a ``Probability`` attribute (the detections ``hcdtf slide annotations`` writes).
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ def read_asap(path: str | os.PathLike) -> list[Polygon]:
     for k, a in enumerate(root.iter("Annotation")):
         name = a.get("Name", f"#{k}")
         kind = a.get("Type", "Polygon")
+        if kind == "Dot":
+            continue  # a point, not a region (read_asap_detections reads them)
         if kind not in POLYGON_TYPES:
             raise AnnotationError(f"{path}: annotation {name!r} has Type {kind!r}; only "
                                   f"{', '.join(POLYGON_TYPES)} outline a region")
@@ -92,6 +96,33 @@ def read_asap(path: str | os.PathLike) -> list[Polygon]:
         _group_kind(path, name, group)
         out.append(Polygon(group, _points(path, name, a)))
     return out
+
+
+def read_asap_detections(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probability, x, y) of the ``Dot`` annotations of an ASAP XML file that carry a
+    ``Probability`` attribute, in file order: detections, as ``detections.csv`` holds them."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise AnnotationError(f"{path}: not well-formed XML ({e})") from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot be read ({e})") from None
+    rows = []
+    for k, a in enumerate(root.iter("Annotation")):
+        if a.get("Type") != "Dot" or a.get("Probability") is None:
+            continue
+        name = a.get("Name", f"#{k}")
+        c = a.find("Coordinates/Coordinate")
+        try:
+            p, x, y = float(a.get("Probability")), float(c.get("X")), float(c.get("Y"))
+        except (AttributeError, TypeError, ValueError):
+            raise AnnotationError(f"{path}: detection {name!r} needs a numeric Probability and one "
+                                  "Coordinate with numeric X and Y") from None
+        if not (0.0 <= p <= 1.0 and np.isfinite(x) and np.isfinite(y)):
+            raise AnnotationError(f"{path}: detection {name!r}: probability must be in [0, 1] and X, Y finite")
+        rows.append((p, x, y))
+    a = np.array(rows, np.float64).reshape(-1, 3)
+    return a[:, 0], a[:, 1], a[:, 2]
 
 
 def write_asap(path: str | os.PathLike, polygons: list[Polygon]) -> None:

@@ -323,7 +323,8 @@ def _write_npy(path: pathlib.Path, array: np.ndarray) -> None:
 
 def write_findings(folder: pathlib.Path, name: str, heat: np.ndarray, grid: grid_lib.Grid,
                    thumbnail: np.ndarray, settings: Settings, slide_mpp: float) -> dict:
-    """detections.csv, overlay.png and the slide score from the heat map; returns the figures."""
+    """detections.csv, overlay.png, the annotation files and the slide score from the heat map;
+    returns the figures."""
     from hcdtf.atomic import write_text
 
     smoothed = heatmap_lib.smooth(heat, settings.sigma)
@@ -335,6 +336,10 @@ def write_findings(folder: pathlib.Path, name: str, heat: np.ndarray, grid: grid
     value = heatmap_lib.slide_score(smoothed, settings.score, cell_mm2)
     heatmap_lib.write_overlay(folder / "overlay.png", thumbnail, heat, THUMB_PER_CELL,
                               f"{name}: {settings.score} {value:.3f}, {len(i)} detections", (i, j))
+    from hcdtf.slide import annotations_out  # annotations.geojson (QuPath) and annotations.xml (ASAP)
+
+    annotations_out.write_slide(folder, name, smoothed, (smoothed[i, j].astype(np.float64), x, y),
+                                grid.cell_level0, slide_mpp)
     return {"score": value, "n_detections": int(len(i)),
             "top_detection": None if not len(i) else {"probability": float(smoothed[i[0], j[0]]),
                                                       "x": int(x[0]), "y": int(y[0])}}
