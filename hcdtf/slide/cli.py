@@ -1,4 +1,4 @@
-"""The whole-slide commands: ``hcdtf slide predict|evaluate`` and ``hcdtf sample-slides``.
+"""The whole-slide commands: ``hcdtf slide predict|evaluate|annotations|view`` and ``hcdtf sample-slides``.
 
 hcdtf.cli adds them to its group with ``commands(friendly, CONTEXT)``: they get the same handling
 of user errors (one line, exit code 2) without this module importing hcdtf.cli.
@@ -59,9 +59,12 @@ def _predict_options(fn):
 def commands(friendly, context) -> list[click.Command]:
     """The ``slide`` group and ``sample-slides``, with ``friendly`` turning user errors into one line."""
 
+    from hcdtf.slide import annotations_out
+
     @click.group("slide", context_settings=context)
     def slide():
-        """Whole-slide inference (heat maps, detections, slide scores) and Camelyon16 evaluation."""
+        """Whole-slide inference (heat maps, detections, slide scores), Camelyon16 evaluation, annotations
+        for QuPath and ASAP, and a browser viewer."""
 
     @slide.command("predict", context_settings=context)
     @click.argument("model", type=click.Path())
@@ -131,6 +134,52 @@ def commands(friendly, context) -> list[click.Command]:
                                            log=click.echo)
         if metrics["failed"]:
             sys.exit(1)
+
+    @slide.command("annotations", context_settings=context)
+    @click.argument("pred_dir", type=click.Path(file_okay=False))
+    @click.option("--format", "formats", type=click.Choice((*annotations_out.FORMATS, "both")), default="both",
+                  show_default=True, help="geojson: QuPath; asap: ASAP XML (what `slide evaluate` reads).")
+    @click.option("--threshold", default=annotations_out.REGION_THRESHOLD, show_default=True,
+                  type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                  help="Smoothed probability above which the heat map is outlined as a tumour region.")
+    @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+                  help="Write <slide id>.geojson / <slide id>.xml here [default: PRED_DIR/<slide id>/annotations.*].")
+    @friendly
+    def annotations_cmd(pred_dir, formats, threshold, output_dir):
+        """Detections and tumour regions of a `slide predict` folder, for QuPath and ASAP.
+
+        Level-0 coordinates: detections as points with their probability, tumour regions as the
+        outlines of the smoothed heat map above --threshold. `slide predict` writes them too; this
+        command (re)writes them for existing results. Example:
+
+        hcdtf slide annotations outputs/slides --format geojson --output-dir outputs/qupath
+        """
+        chosen = annotations_out.FORMATS if formats == "both" else (formats,)
+        annotations_out.from_predictions(pred_dir, chosen, threshold, output_dir, log=click.echo)
+
+    @slide.command("view", context_settings=context)
+    @click.argument("pred_dir", type=click.Path(file_okay=False))
+    @click.option("--slides", "slides_dir", required=True, type=click.Path(file_okay=False),
+                  help="Folder of the slide files (only read).")
+    @click.option("--annotations", "annotations_dir", type=click.Path(file_okay=False), default=None,
+                  help="Folder of ground truth (<slide id>.xml ASAP or <slide id>_mask.tif), drawn on top.")
+    @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+                  help="TCP port (0: any free one).")
+    @click.option("--host", default="127.0.0.1", show_default=True,
+                  help="Address to listen on; anything but loopback exposes the slides to the network.")
+    @friendly
+    def view_cmd(pred_dir, slides_dir, annotations_dir, port, host):
+        """Browse slides with their heat maps and findings in a web browser (read-only, offline).
+
+        Serves a page listing the slides with score and status, and per slide a deep-zoom view
+        with the heat map (opacity, colour bar), tumour regions, detections (click one for its
+        probability) and, with --annotations, the ground truth. Example:
+
+        hcdtf slide view outputs/slides --slides ~/camelyon16/images --annotations ~/camelyon16/annotations
+        """
+        from hcdtf.slide import viewer
+
+        viewer.serve(pred_dir, slides_dir, annotations_dir, host, port, log=click.echo)
 
     @click.command("sample-slides", context_settings=context)
     @click.argument("out_dir", type=click.Path(file_okay=False))
