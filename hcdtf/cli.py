@@ -527,6 +527,9 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
 from hcdtf.slide.cli import commands as _slide_commands  # noqa: E402  (`hcdtf slide ...`, `hcdtf sample-slides`)
 for _command in _slide_commands(friendly, CONTEXT):
     main.add_command(_command)
+from hcdtf.stain_cli import commands as _stain_commands  # noqa: E402  (`hcdtf stain fit|apply`)
+for _command in _stain_commands(friendly, CONTEXT):
+    main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

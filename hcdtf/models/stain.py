@@ -1,0 +1,504 @@
+"""Stain normalisation inside the model: `MacenkoNormalization` and `ReinhardNormalization`.
+
+Both are Keras layers that take a batch of RGB images (uint8 or float on [0, 255],
+`(N, H, W, 3)`) and return the batch normalised to a fitted target, float32 on [0, 255], one
+image at a time (each image's own statistics, as torchstain and TIAToolbox do). They sit before
+`ImagePreprocessing` in a classifier, so the SavedModel and every format converted from it
+(ONNX, OpenVINO, LiteRT) normalise by themselves.
+
+In-graph, in plain TensorFlow ops that every converter takes:
+
+- Macenko's eigen-decomposition of the 3x3 optical-density covariance is a fixed number of
+  cyclic Jacobi rotations (no `tf.linalg.eigh`, which ONNX, OpenVINO and LiteRT lack);
+- percentiles (Macenko's alpha / 100 - alpha angle percentiles and the 99th percentile of the
+  concentrations) are `tf.math.top_k` over the few values of the tail they need, with NumPy's
+  linear interpolation, so a 96x96 patch sorts ~100 values, not 9,216;
+- the 3x2 least-squares solve is the closed-form 2x2 normal equations.
+
+Arithmetic follows torchstain's NumPy backend (`torchstain.normalizers.MacenkoNormalizer` and
+`ReinhardNormalizer`, `method=None`) step by step; `tests/test_stain.py` checks the agreement.
+The one deliberate difference: torchstain truncates its result to uint8, the layers keep float32.
+
+Little tissue: an image with fewer than `min_tissue` (fraction of its pixels) tissue pixels
+(all three optical densities >= beta, Macenko's own criterion), or whose statistics degenerate
+(collinear stain vectors, zero concentrations or spread, anything not finite), is passed through
+unchanged. `return_fallback=True` makes the layer also return that per-image boolean, which is
+how `hcdtf stain apply` counts them.
+
+The layers compute in float32 whatever the global dtype policy (`dtype` is forced), so a
+`mixed_float16` / `mixed_bfloat16` model normalises exactly as the float32 one. They are
+registered for `keras.saving` (`hcdtf>MacenkoNormalization`, `hcdtf>ReinhardNormalization`);
+the target is part of the layer's config, saved with the model.
+
+Target files (`hcdtf stain fit`) are JSON: ``{"format": "hcdtf-stain-target", "version": 1,
+"method": "macenko"|"reinhard", "params": {layer arguments}, "n_images": K}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+
+METHODS = ("macenko", "reinhard")
+TARGET_FORMAT = "hcdtf-stain-target"
+TARGET_VERSION = 1
+
+# Macenko's usual parameters (torchstain, TIAToolbox, the original MATLAB code).
+DEFAULT_IO = 240.0
+DEFAULT_ALPHA = 1.0
+DEFAULT_BETA = 0.15
+DEFAULT_MIN_TISSUE = 0.01
+# torchstain's default reference (HERef columns, maxCRef): the original implementation's.
+MACENKO_REFERENCE_HE = ((0.5626, 0.7201, 0.4062), (0.2159, 0.8012, 0.5581))
+MACENKO_REFERENCE_MAX_C = (1.9705, 1.0308)
+
+# Reinhard: a channel spread below this (L*a*b* units; ~1 is a just-noticeable difference) is none:
+# float32 rounding alone gives a flat image a spread of ~1e-4.
+MIN_LAB_STD = 0.01
+JACOBI_SWEEPS = 6  # cyclic Jacobi converges quadratically: 3x3 float32 is exact after 4-5
+_BIG = 1e30  # stands for "no value" in the top-k tails (finite: every runtime compares it)
+
+# sRGB (D65) <-> XYZ and the white point, as torchstain's rgb2lab/lab2rgb use them.
+_RGB2XYZ = np.array([[0.412453, 0.357580, 0.180423],
+                     [0.212671, 0.715160, 0.072169],
+                     [0.019334, 0.119193, 0.950227]])
+_XYZ2RGB = np.linalg.inv(_RGB2XYZ)
+_WHITE = (0.95047, 1.0, 1.08883)
+
+
+class TargetError(ValueError):
+    """A stain target file or target parameters are unusable."""
+
+
+# ---------------------------------------------------------------------------------- graph parts
+def _finite(x):
+    """True where x is finite: |x| < 1e30 is False for NaN and inf (no IsFinite op needed)."""
+    import tensorflow as tf
+
+    return tf.abs(x) < _BIG
+
+
+def _upper_percentile(x, p, valid=None, n_static=None):
+    """np.percentile(x[b][valid[b]], p) for each row b of x [B, N], for p >= 50.
+
+    The top k values (k = what the (100 - p) tail needs at most) are all that is sorted; NumPy's
+    default linear interpolation between the two neighbouring order statistics."""
+    import tensorflow as tf
+
+    q = (100.0 - float(p)) / 100.0
+    if valid is None:
+        n = tf.cast(tf.shape(x)[1], tf.float32) * tf.ones_like(tf.reduce_sum(x, axis=1))
+        masked = x
+    else:
+        n = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
+        masked = tf.where(valid, x, -_BIG)
+    if n_static is not None:
+        k = min(math.floor(q * (n_static - 1)) + 2, n_static)
+    else:
+        k = tf.shape(x)[1]
+    top = tf.math.top_k(masked, k=k, sorted=True).values  # [B, k], descending
+    r = q * tf.maximum(n - 1.0, 0.0)  # position from the top
+    lo = tf.floor(r)
+    frac = r - lo
+    hi = tf.minimum(lo + 1.0, tf.maximum(n - 1.0, 0.0))
+    idx = tf.expand_dims(tf.cast(tf.range(tf.shape(top)[1]), tf.float32), 0)
+    weights = (_col(1.0 - frac) * tf.cast(tf.equal(idx, _col(lo)), tf.float32)
+               + _col(frac) * tf.cast(tf.equal(idx, _col(hi)), tf.float32))
+    return tf.reduce_sum(tf.where(weights > 0, top, 0.0) * weights, axis=1)
+
+
+def _lower_percentile(x, p, valid=None, n_static=None):
+    return -_upper_percentile(-x, 100.0 - float(p), valid, n_static)
+
+
+def symmetric_eig3(a):
+    """Eigenvalues [B, 3] and eigenvectors [B, 3, 3] (columns) of symmetric 3x3 matrices a
+    [B, 3, 3], by cyclic Jacobi rotations in plain ops (unsorted; no eye/diag ops, which
+    OpenVINO's TensorFlow front end lacks)."""
+    import tensorflow as tf
+
+    a = tf.convert_to_tensor(a, tf.float32)
+    eye = tf.constant(np.eye(3, dtype=np.float32))
+    v = tf.zeros_like(a) + eye
+    for _ in range(JACOBI_SWEEPS):
+        for p, q in ((0, 1), (0, 2), (1, 2)):
+            pq = np.zeros((3, 3), np.float32)
+            pq[p, q], pq[q, p] = 1.0, -1.0
+            diag = np.zeros((3, 3), np.float32)
+            diag[p, p] = diag[q, q] = 1.0
+            entries = tf.unstack(tf.reshape(a, [-1, 9]), axis=1)
+            apq, app, aqq = entries[3 * p + q], entries[4 * p], entries[4 * q]
+            # Numerical Recipes' rotation: tan(theta) = t zeroes a[p, q].
+            small = tf.abs(apq) <= 1e-30
+            tau = (aqq - app) / (2.0 * tf.where(small, tf.ones_like(apq), apq))
+            sign = tf.where(tau >= 0.0, 1.0, -1.0)
+            t = sign / (tf.abs(tau) + tf.sqrt(1.0 + tf.minimum(tau * tau, _BIG)))
+            t = tf.where(small, tf.zeros_like(t), t)
+            c = 1.0 / tf.sqrt(1.0 + t * t)
+            s = t * c
+            rot = eye + _col(_col(c - 1.0)) * diag + _col(_col(s)) * pq
+            a = tf.matmul(tf.matmul(rot, a, transpose_a=True), rot)
+            v = tf.matmul(v, rot)
+    entries = tf.unstack(tf.reshape(a, [-1, 9]), axis=1)
+    return tf.stack([entries[0], entries[4], entries[8]], axis=1), v
+
+
+def _col(x):
+    """x with a trailing axis of 1 (tf.expand_dims: a [:, None] slice needs LiteRT's Flex ops)."""
+    import tensorflow as tf
+
+    return tf.expand_dims(x, -1)
+
+
+def _channel(x, i):
+    """x[..., i] without a strided slice."""
+    import tensorflow as tf
+
+    return tf.unstack(x, axis=-1)[i]
+
+
+def _column(v, index):
+    """v[b, :, index[b]] for v [B, 3, 3] and integer index [B] (a one-hot sum, no gather)."""
+    import tensorflow as tf
+
+    onehot = tf.cast(tf.equal(tf.expand_dims(tf.range(3), 0), _col(index)), tf.float32)
+    return tf.reduce_sum(v * tf.expand_dims(onehot, 1), axis=2)
+
+
+def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, min_tissue=DEFAULT_MIN_TISSUE,
+                  n_static=None):
+    """Per-image Macenko estimates for rgb [B, N, 3] (float32 on [0, 255]).
+
+    Returns a dict: `he` [B, 2, 3] (H then E unit optical-density vectors), `max_c` [B, 2] (99th
+    percentile of each concentration), `conc` [B, N, 2] (concentrations), `ok` [B] (False:
+    too little tissue or degenerate statistics; the other values are then meaningless)."""
+    import tensorflow as tf
+
+    od = -tf.math.log((rgb + 1.0) / io)
+    tissue = tf.reduce_all(od >= beta, axis=-1)  # [B, N]
+    w = tf.cast(tissue, tf.float32)
+    n = tf.reduce_sum(w, axis=1)
+    n_all = tf.cast(tf.shape(rgb)[1], tf.float32)
+    n_safe = tf.maximum(n, 2.0)
+    mean = tf.reduce_sum(od * _col(w), axis=1) / _col(n_safe)
+    centred = (od - tf.expand_dims(mean, 1)) * _col(w)
+    cov = tf.matmul(centred, centred, transpose_a=True) / _col(_col(n_safe - 1.0))
+    values, vectors = symmetric_eig3(cov)
+    first = tf.argmax(values, axis=1, output_type=tf.int32)
+    last = tf.argmin(values, axis=1, output_type=tf.int32)
+    last = tf.where(tf.equal(first, last), (first + 1) % 3, last)
+    second = 3 - first - last
+    v1 = _column(vectors, first)  # largest eigenvalue
+    v2 = _column(vectors, second)
+    # The eigenvectors' signs are arbitrary: point the main one along the tissue's mean optical
+    # density, so the angles stay inside (-pi, pi] without wrapping (as the data lie).
+    flip = tf.where(tf.reduce_sum(v1 * mean, axis=1) < 0.0, -1.0, 1.0)
+    v1 = v1 * _col(flip)
+    # torchstain: That = ODhat . eigvecs[:, 1:3] (second, largest); phi = atan2(That1, That0).
+    t0 = tf.reduce_sum(od * tf.expand_dims(v2, 1), axis=-1)
+    t1 = tf.reduce_sum(od * tf.expand_dims(v1, 1), axis=-1)
+    phi = tf.math.atan2(t1, t0)
+    min_phi = _lower_percentile(phi, alpha, tissue, n_static)
+    max_phi = _upper_percentile(phi, 100.0 - alpha, tissue, n_static)
+    v_min = v2 * _col(tf.cos(min_phi)) + v1 * _col(tf.sin(min_phi))
+    v_max = v2 * _col(tf.cos(max_phi)) + v1 * _col(tf.sin(max_phi))
+    # Haematoxylin first: the vector with the larger red optical density.
+    h_first = _col(_channel(v_min, 0) > _channel(v_max, 0))
+    h = tf.where(h_first, v_min, v_max)
+    e = tf.where(h_first, v_max, v_min)
+    # Least squares od ~ [h e] c: the 2x2 normal equations in closed form.
+    hh, ee, he_dot = (tf.reduce_sum(h * h, 1), tf.reduce_sum(e * e, 1), tf.reduce_sum(h * e, 1))
+    det = hh * ee - he_dot * he_dot
+    ok = (n >= tf.maximum(min_tissue * n_all, 3.0)) & (det > 1e-6)
+    det_safe = tf.where(ok, det, tf.ones_like(det))
+    bh = tf.reduce_sum(od * tf.expand_dims(h, 1), axis=-1)
+    be = tf.reduce_sum(od * tf.expand_dims(e, 1), axis=-1)
+    c_h = (_col(ee) * bh - _col(he_dot) * be) / _col(det_safe)
+    c_e = (_col(hh) * be - _col(he_dot) * bh) / _col(det_safe)
+    n_pixels = n_static if n_static is not None else None
+    max_c = tf.stack([_upper_percentile(c_h, 99.0, None, n_pixels),
+                      _upper_percentile(c_e, 99.0, None, n_pixels)], axis=1)
+    he = tf.stack([h, e], axis=1)
+    ok = (ok & tf.reduce_all(max_c > 1e-6, axis=1) & tf.reduce_all(_finite(max_c), axis=1)
+          & tf.reduce_all(_finite(tf.reshape(he, [-1, 6])), axis=1))
+    return {"he": he, "max_c": max_c, "conc": tf.stack([c_h, c_e], axis=-1), "ok": ok}
+
+
+def _tissue_ok(rgb, min_tissue, n_static=None):
+    """[B]: at least `min_tissue` of the pixels are tissue by Macenko's default criterion."""
+    import tensorflow as tf
+
+    od = -tf.math.log((rgb + 1.0) / DEFAULT_IO)
+    w = tf.cast(tf.reduce_all(od >= DEFAULT_BETA, axis=-1), tf.float32)
+    return tf.reduce_mean(w, axis=1) >= min_tissue
+
+
+def rgb_to_lab(rgb):
+    """CIE L*a*b* (L on [0, 100]) of rgb [..., 3] on [0, 255], as torchstain's rgb2lab +
+    lab_split compute it."""
+    import tensorflow as tf
+
+    x = rgb / 255.0
+    lin = tf.where(x > 0.04045, tf.pow((tf.maximum(x, 0.04045) + 0.055) / 1.055, 2.4), x / 12.92)
+    xyz = tf.matmul(lin, tf.constant(_RGB2XYZ.T / np.array(_WHITE)[None, :], tf.float32))
+    f = tf.where(xyz > 0.008856, tf.pow(tf.maximum(xyz, 0.008856), 1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    fx, fy, fz = tf.unstack(f, axis=-1)
+    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def lab_to_rgb(lab):
+    """rgb [..., 3] on [0, 255] (clipped) of L*a*b*, as torchstain's lab2rgb (without its
+    final uint8 truncation)."""
+    import tensorflow as tf
+
+    lightness, a, b = tf.unstack(lab, axis=-1)
+    y = (lightness + 16.0) / 116.0
+    x = a / 500.0 + y
+    z = y - b / 200.0
+    f = tf.stack([x, y, z], axis=-1)
+    xyz = tf.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / 7.787)
+    lin = tf.matmul(xyz, tf.constant((_XYZ2RGB * np.array(_WHITE)[None, :]).T, tf.float32))
+    srgb = tf.where(lin > 0.0031308, 1.055 * tf.pow(tf.maximum(lin, 0.0031308), 1.0 / 2.4) - 0.055,
+                    12.92 * lin)
+    return tf.clip_by_value(srgb, 0.0, 1.0) * 255.0
+
+
+def lab_stats(rgb):
+    """Per-image mean and (population) standard deviation of L*, a*, b*: two [B, 3] tensors."""
+    import tensorflow as tf
+
+    lab = rgb_to_lab(rgb)
+    mean = tf.reduce_mean(lab, axis=1)
+    std = tf.sqrt(tf.reduce_mean(tf.square(lab - tf.expand_dims(mean, 1)), axis=1))
+    return lab, mean, std
+
+
+# ---------------------------------------------------------------------------------- layers
+class _StainNormalization(keras.layers.Layer):
+    """Shared plumbing: float32 whatever the policy, (N, H, W, 3) <-> (N, H*W, 3)."""
+
+    def __init__(self, min_tissue=DEFAULT_MIN_TISSUE, return_fallback=False, **kwargs):
+        kwargs["dtype"] = "float32"  # normalisation is float32 even in a mixed-precision model
+        super().__init__(**kwargs)
+        if not 0.0 <= float(min_tissue) <= 1.0:
+            raise ValueError(f"The `min_tissue` argument should be in [0, 1]. Received: min_tissue={min_tissue}")
+        self.min_tissue = float(min_tissue)
+        self.return_fallback = bool(return_fallback)
+
+    def _normalize(self, rgb, n_static):
+        raise NotImplementedError
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)
+        shape = tf.shape(x)
+        h, w = x.shape[1], x.shape[2]
+        n_static = int(h) * int(w) if h is not None and w is not None else None
+        flat = tf.reshape(x, [shape[0], -1, 3])
+        out, ok = self._normalize(flat, n_static)
+        out = tf.where(_col(_col(ok)), out, flat)
+        out = tf.reshape(out, shape)
+        if self.return_fallback:
+            return out, tf.logical_not(ok)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        if self.return_fallback:
+            return tuple(input_shape), (input_shape[0],)
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs):
+        out = keras.KerasTensor(inputs.shape, dtype="float32")
+        if self.return_fallback:
+            return out, keras.KerasTensor((inputs.shape[0],), dtype="bool")
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"min_tissue": self.min_tissue, "return_fallback": self.return_fallback})
+        return config
+
+
+def _vector(value, length, name):
+    try:
+        out = [float(v) for v in np.asarray(value, dtype=float).reshape(-1)]
+    except (TypeError, ValueError):
+        raise ValueError(f"The `{name}` argument should be {length} numbers. Received: {name}={value!r}") from None
+    if len(out) != length or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"The `{name}` argument should be {length} finite numbers. Received: {name}={value!r}")
+    return out
+
+
+@keras.saving.register_keras_serializable(package="hcdtf")
+class MacenkoNormalization(_StainNormalization):
+    """Macenko et al. (ISBI 2009) stain normalisation of each image to a target.
+
+    Args:
+        stain_matrix: Target H and E optical-density vectors, `[[h_r, h_g, h_b], [e_r, e_g,
+            e_b]]` (torchstain's `HERef` transposed). Default: torchstain's reference.
+        max_concentrations: Target 99th percentiles of the H and E concentrations (torchstain's
+            `maxCRef`). Default: torchstain's reference.
+        io: Transmitted light intensity (240).
+        alpha: Angle percentile, in percent (1).
+        beta: Optical density below which a pixel counts as background (0.15).
+        min_tissue: Smallest tissue fraction normalised; other images pass unchanged.
+        return_fallback: Also return a bool `(N,)`: True where the image was passed unchanged.
+    """
+
+    def __init__(self, stain_matrix=MACENKO_REFERENCE_HE, max_concentrations=MACENKO_REFERENCE_MAX_C,
+                 io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, min_tissue=DEFAULT_MIN_TISSUE,
+                 return_fallback=False, **kwargs):
+        super().__init__(min_tissue=min_tissue, return_fallback=return_fallback, **kwargs)
+        flat = _vector(stain_matrix, 6, "stain_matrix")
+        self.stain_matrix = [flat[:3], flat[3:]]
+        self.max_concentrations = _vector(max_concentrations, 2, "max_concentrations")
+        if min(self.max_concentrations) <= 0:
+            raise ValueError("The `max_concentrations` argument should be positive. "
+                             f"Received: max_concentrations={max_concentrations!r}")
+        self.io, self.alpha, self.beta = float(io), float(alpha), float(beta)
+        if not self.io > 0 or not 0 <= self.alpha < 50 or not self.beta >= 0:
+            raise ValueError(f"Expected io > 0, 0 <= alpha < 50, beta >= 0. Received: io={io}, alpha={alpha}, "
+                             f"beta={beta}")
+
+    def _normalize(self, rgb, n_static):
+        import tensorflow as tf
+
+        stats = macenko_stats(rgb, self.io, self.alpha, self.beta, self.min_tissue, n_static)
+        ok = stats["ok"]
+        max_c = tf.where(_col(ok), stats["max_c"], tf.ones_like(stats["max_c"]))
+        scale = tf.constant([self.max_concentrations], tf.float32) / max_c  # [B, 2]
+        conc = stats["conc"] * tf.expand_dims(scale, 1)
+        od = tf.matmul(conc, tf.constant([self.stain_matrix], tf.float32))  # [B, N, 3]
+        out = tf.minimum(self.io * tf.exp(-od), 255.0)
+        return out, ok & tf.reduce_all(_finite(tf.reduce_max(tf.abs(out), axis=1)), axis=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"stain_matrix": self.stain_matrix, "max_concentrations": self.max_concentrations,
+                       "io": self.io, "alpha": self.alpha, "beta": self.beta})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="hcdtf")
+class ReinhardNormalization(_StainNormalization):
+    """Reinhard et al. (2001) colour transfer in CIE L*a*b*: each image's per-channel mean and
+    standard deviation are set to the target's (torchstain's `ReinhardNormalizer`).
+
+    Args:
+        means: Target L*, a*, b* means (L* on [0, 100]).
+        stds: Target L*, a*, b* standard deviations (population).
+        min_tissue: Smallest tissue fraction normalised (tissue: every optical density >= 0.15
+            with Io 240, Macenko's criterion); other images, and images with a channel of no
+            spread, pass unchanged.
+        return_fallback: Also return a bool `(N,)`: True where the image was passed unchanged.
+    """
+
+    def __init__(self, means, stds, min_tissue=DEFAULT_MIN_TISSUE, return_fallback=False, **kwargs):
+        super().__init__(min_tissue=min_tissue, return_fallback=return_fallback, **kwargs)
+        self.means = _vector(means, 3, "means")
+        self.stds = _vector(stds, 3, "stds")
+        if min(self.stds) <= 0:
+            raise ValueError(f"The `stds` argument should be positive. Received: stds={stds!r}")
+
+    def _normalize(self, rgb, n_static):
+        import tensorflow as tf
+
+        lab, mean, std = lab_stats(rgb)
+        ok = _tissue_ok(rgb, self.min_tissue) & tf.reduce_all(std > MIN_LAB_STD, axis=1)
+        std_safe = tf.where(_col(ok), std, tf.ones_like(std))
+        scale = tf.constant([self.stds], tf.float32) / std_safe
+        lab = (lab - tf.expand_dims(mean, 1)) * tf.expand_dims(scale, 1) + tf.constant(self.means, tf.float32)
+        return lab_to_rgb(lab), ok
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"means": self.means, "stds": self.stds})
+        return config
+
+
+LAYERS = {"macenko": MacenkoNormalization, "reinhard": ReinhardNormalization}
+
+
+# ---------------------------------------------------------------------------------- targets
+def _pixels(images):
+    """All pixels of `images` (arrays [H, W, 3], any sizes) as one float32 [1, N, 3] tensor."""
+    import tensorflow as tf
+
+    arrays = [np.asarray(im) for im in images]
+    if not arrays:
+        raise TargetError("no images to fit a stain target to")
+    for a in arrays:
+        if a.ndim != 3 or a.shape[-1] != 3:
+            raise TargetError(f"expected RGB images [H, W, 3], got shape {a.shape}")
+    flat = np.concatenate([a.reshape(-1, 3).astype(np.float32) for a in arrays])
+    return tf.constant(flat[None]), flat.shape[0]
+
+
+def fit_target(images, method="macenko", io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA,
+               min_tissue=DEFAULT_MIN_TISSUE) -> dict:
+    """The target (a dict, see the module docstring) fitted to all pixels of `images` together
+    (as torchstain's `fit` on one image made of them). Raises TargetError if there is too little
+    tissue to fit."""
+    if method not in METHODS:
+        raise TargetError(f"unknown stain normalisation method {method!r}; choose from {', '.join(METHODS)}")
+    rgb, n = _pixels(images)
+    if method == "macenko":
+        stats = macenko_stats(rgb, float(io), float(alpha), float(beta), float(min_tissue), n_static=n)
+        if not bool(stats["ok"].numpy()[0]):
+            raise TargetError("too little tissue in the images to fit a Macenko target (fewer than "
+                              f"{min_tissue:.0%} of the pixels have every optical density >= {beta})")
+        params = {"stain_matrix": stats["he"].numpy()[0].tolist(), "max_concentrations":
+                  stats["max_c"].numpy()[0].tolist(), "io": float(io), "alpha": float(alpha), "beta": float(beta),
+                  "min_tissue": float(min_tissue)}
+    else:
+        _, mean, std = lab_stats(rgb)
+        std = std.numpy()[0]
+        if not np.all(std > MIN_LAB_STD):
+            raise TargetError("the images have no colour spread to fit a Reinhard target to")
+        params = {"means": mean.numpy()[0].tolist(), "stds": std.tolist(), "min_tissue": float(min_tissue)}
+    return {"format": TARGET_FORMAT, "version": TARGET_VERSION, "method": method, "params": params,
+            "n_images": len(images)}
+
+
+def check_target(target, where="target") -> dict:
+    """`target` (a dict) if it is a valid target; a TargetError naming `where` otherwise."""
+    if not isinstance(target, dict) or target.get("format") != TARGET_FORMAT:
+        raise TargetError(f"{where}: not an hcdtf stain target (no \"format\": \"{TARGET_FORMAT}\"; "
+                          "write one with hcdtf stain fit)")
+    if target.get("version") != TARGET_VERSION:
+        raise TargetError(f"{where}: stain target version {target.get('version')!r}, expected {TARGET_VERSION}")
+    if target.get("method") not in METHODS:
+        raise TargetError(f"{where}: unknown method {target.get('method')!r}; expected one of {', '.join(METHODS)}")
+    if not isinstance(target.get("params"), dict):
+        raise TargetError(f"{where}: \"params\" should be an object of the layer's arguments")
+    try:
+        LAYERS[target["method"]](**target["params"])
+    except (TypeError, ValueError) as e:
+        raise TargetError(f"{where}: bad {target['method']} parameters ({e})") from None
+    return target
+
+
+def read_target(path) -> dict:
+    """The target in the JSON file `path`, checked; TargetError naming the file otherwise."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            target = json.load(f)
+    except FileNotFoundError:
+        raise TargetError(f"{path}: stain target file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TargetError(f"{path}: cannot be read as a JSON stain target ({e})") from None
+    return check_target(target, path)
+
+
+def layer_from_target(target, name="stain", **kwargs):
+    """The normalisation layer for `target` (a dict or a JSON file's path)."""
+    if not isinstance(target, dict):
+        target = read_target(target)
+    target = check_target(target)
+    return LAYERS[target["method"]](**{**target["params"], **kwargs}, name=name)
