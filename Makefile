@@ -15,6 +15,7 @@ $(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	$(BIN)/python -m pip install -q --no-deps 'tensorflow-serving-api==2.21.0'  # its protos only (see setup.cfg)
+	$(BIN)/python -m pip install -q --no-deps 'keras-hub==0.32.0'  # not its tensorflow-text (see setup.cfg)
 	touch $@
 
 quickstart: setup

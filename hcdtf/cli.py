@@ -16,6 +16,7 @@ from hcdtf.beam_predict import RUNNERS
 from hcdtf.config import (ARCHS, BASELINE_FEATURES, BASELINE_SOLVERS, DISTRIBUTIONS, PRECISIONS, STAGES, TRANSFERS,
                           ConfigError, load_config)
 from hcdtf.models.weights import TORCHVISION_ARCHS
+from hcdtf.models.encoders.specs import ENCODERS  # published names; imports no TensorFlow
 from tfds_builder.hcd import names  # the data set config grammar; imports no TensorFlow
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -214,37 +215,56 @@ def models_cmd():
     """Table of every architecture: parameters per strategy and FLOPs per 96x96 patch."""
     _quiet()
     from hcdtf import models
+    from hcdtf.models.encoders import specs as encoder_specs
 
     click.echo(models.format_models_table(models.models_table()))
+    click.echo("\nPathology encoders (`hcdtf weights import`, `hcdtf embed`):\n")
+    click.echo(encoder_specs.format_encoders_table())
 
 
 @main.group("weights", context_settings=CONTEXT)
 def weights_group():
-    """Import or fetch ImageNet weights for ResNet18/34 (torchvision's, as published by timm)."""
+    """Import or fetch pretrained weights: ImageNet ResNet18/34 (torchvision's, as published by
+    timm) and the pathology encoders (H-optimus-0, UNI, Virchow2, ...; `hcdtf models` lists them)."""
 
 
 @weights_group.command("import", context_settings=CONTEXT)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--arch", required=True, type=click.Choice(TORCHVISION_ARCHS),
-              help="The architecture the file holds weights for.")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--arch", default=None, type=click.Choice(TORCHVISION_ARCHS + ENCODERS),
+              help="The architecture the weights are for (needed for a bare .safetensors file).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="Output .weights.h5 [default: where --weights imagenet looks].")
+              help="Output file [default: where --weights imagenet / pretrained looks].")
 @friendly
-def weights_import(file, arch, out):
-    """Convert a torchvision/timm model.safetensors FILE to Keras weights (no PyTorch needed)."""
+def weights_import(path, arch, out):
+    """Convert PATH to Keras weights (no PyTorch needed): a torchvision/timm ResNet
+    model.safetensors, or an encoder's hub folder (config.json + model.safetensors, timm or
+    transformers layout) or bare model.safetensors."""
     _quiet()
-    from hcdtf import models
+    if arch is not None and arch.lower() in {a.lower() for a in TORCHVISION_ARCHS}:
+        if pathlib.Path(path).is_dir():
+            raise click.UsageError(f"{path}: a folder; --arch {arch} takes the model.safetensors file")
+        from hcdtf import models
 
-    path = models.import_torchvision_safetensors(file, arch, out=out)
-    click.echo(f"wrote {path}")
+        click.echo(f"wrote {models.import_torchvision_safetensors(path, arch, out=out)}")
+        return
+    if arch is None and not pathlib.Path(path).is_dir():
+        raise click.UsageError(f"{path}: a bare weights file needs --arch")
+    from hcdtf.models.encoders import files as encoder_files
+
+    click.echo(f"wrote {encoder_files.import_checkpoint(path, arch, out=out)}")
 
 
 @weights_group.command("fetch", context_settings=CONTEXT)
-@click.argument("arch", type=click.Choice(TORCHVISION_ARCHS))
+@click.argument("arch", type=click.Choice(TORCHVISION_ARCHS + ENCODERS))
 @friendly
 def weights_fetch(arch):
-    """Download timm/resnet{18,34}.tv_in1k and convert it (needs the internet)."""
+    """Download ARCH's published weights and convert them (needs the internet)."""
     _quiet()
+    if arch.lower() in {a.lower() for a in ENCODERS}:
+        from hcdtf.models.encoders import files as encoder_files
+
+        click.echo(f"wrote {encoder_files.fetch(arch)}")
+        return
     from hcdtf import models
 
     click.echo(f"wrote {models.fetch(arch)}")
@@ -526,6 +546,9 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
 
 from hcdtf.slide.cli import commands as _slide_commands  # noqa: E402  (`hcdtf slide ...`, `hcdtf sample-slides`)
 for _command in _slide_commands(friendly, CONTEXT):
+    main.add_command(_command)
+from hcdtf.encoders_cli import commands as _encoder_commands  # noqa: E402  (`hcdtf embed`)
+for _command in _encoder_commands(friendly, CONTEXT):
     main.add_command(_command)
 from hcdtf.stain_cli import commands as _stain_commands  # noqa: E402  (`hcdtf stain fit|apply`)
 for _command in _stain_commands(friendly, CONTEXT):

@@ -18,6 +18,9 @@ import dataclasses
 import importlib
 
 ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
+# The pathology encoders by their published names (H-optimus-0, UNI, Virchow2, ...): their
+# entries (licence, access, input, mean/std, embedding rule) are `hcdtf.models.encoders.specs`.
+from hcdtf.models.encoders.specs import ENCODERS, get_encoder, is_encoder  # noqa: E402,F401
 # How much of an ImageNet base trains: every layer (the paper's fine-tuning) or only the head
 # on a frozen base (the paper's "train only the last layer").
 TRANSFERS = ("fine_tune", "freeze_base")

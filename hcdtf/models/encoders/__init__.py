@@ -1,0 +1,14 @@
+"""Pathology foundation encoders (ViT / DINOv2 family) beside the ResNets.
+
+- `specs`: the published encoders by name (licence, gated access, input, mean/std,
+  embedding rule, shape, cost); TF-free.
+- `convert`: hub checkpoints (timm or transformers layout) -> one canonical description
+  (NumPy only).
+- `files`: the self-describing converted file and where `--weights pretrained` finds it.
+- `model`: the Keras encoder (keras-hub's DINOV2Backbone, preprocessing and embedding rule
+  inside the model).
+
+Importing this package imports neither TensorFlow nor Keras.
+"""
+
+from hcdtf.models.encoders.specs import ENCODERS, EncoderSpec, get_encoder, is_encoder  # noqa: F401

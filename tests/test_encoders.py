@@ -1,0 +1,164 @@
+"""Pathology encoders: import of published hub layouts equals the reference library.
+
+The fixtures (tests/fixtures/encoders/, written by tools/make_encoder_fixtures.py with timm
+1.0 / transformers 5 / torch 2.13 in a separate venv) are tiny randomly initialised models in
+their publishers' hub layouts, three 96x96 patches, and the reference library's embeddings of
+those patches (upsampled to 112 px bilinearly, normalised, float32). Here: import with
+`hcdtf weights import`, embed with `hcdtf embed`, compare (relative error < 1e-5).
+"""
+
+import pathlib
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import cli_fails as _cli_fails
+from hcdtf.cli import main
+from hcdtf.models.encoders import convert
+from hcdtf.models.encoders import specs
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "encoders"
+IMAGES = FIXTURES / "images"
+# folder -> (published name whose layout it copies, what it covers)
+FAMILIES = {
+    "timm_hoptimus0": "H-optimus-0",  # timm, 4 registers w/o pos. emb., SwiGLU, layer scale, cls
+    "timm_virchow2": "Virchow2",  # timm, SwiGLU from code, registers with pos. emb., cls + mean
+    "timm_uni": "UNI",  # timm, GELU, no registers, patch 16
+    "hf_midnight": "Midnight-12k",  # transformers Dinov2 (hub names), SwiGLU, cls + mean, pos. interp.
+    "hf_hibou": "Hibou-B",  # transformers Dinov2WithRegisters (v5 names), antialiased pos. interp.
+}
+TOLERANCE = 1e-5
+
+
+def relative_error(out, ref):
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+def run(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def cli_fails(args, *words):
+    return _cli_fails([str(a) for a in args], *words)
+
+
+def read_embeddings(path):
+    with h5py.File(path, "r") as f:
+        assert f["features"].dtype == np.float32
+        return f["features"][...], [s.decode() if isinstance(s, bytes) else s for s in f["ids"][...]]
+
+
+@pytest.mark.parametrize("folder", sorted(FAMILIES))
+def test_import_then_embed_equals_reference(folder, tmp_path):
+    arch = FAMILIES[folder]
+    encoder_file = tmp_path / f"{folder}.encoder.h5"
+    out = run(["weights", "import", FIXTURES / folder, "--arch", arch, "--out", encoder_file])
+    assert str(encoder_file) in out
+    run(["embed", encoder_file, "--images", IMAGES, "--out", tmp_path / "e.h5", "--batch-size", 2])
+    features, ids = read_embeddings(tmp_path / "e.h5")
+    reference = np.load(FIXTURES / folder / "reference.npy")
+    assert ids == sorted(p.stem for p in IMAGES.glob("*.png"))
+    assert features.shape == reference.shape
+    assert relative_error(features, reference) < TOLERANCE
+    # a different encoder's weights would not pass: the comparison can fail
+    other = np.load(FIXTURES / ("timm_uni" if folder != "timm_uni" else "hf_hibou") / "reference.npy")
+    assert other.shape != reference.shape or relative_error(other, reference) > 1e-2
+
+
+def test_bare_safetensors_with_arch(tmp_path):
+    bare = tmp_path / "model.safetensors"
+    shutil.copy(FIXTURES / "timm_uni" / "model.safetensors", bare)
+    encoder_file = tmp_path / "uni.encoder.h5"
+    run(["weights", "import", bare, "--arch", "UNI", "--out", encoder_file])
+    config, weights = convert.read_checkpoint(FIXTURES / "timm_uni", "UNI")
+    from hcdtf.models.encoders import files
+
+    bare_config, bare_weights = files.read(encoder_file)
+    assert bare_config == config
+    assert sorted(bare_weights) == sorted(weights)
+    assert all(np.array_equal(bare_weights[k], weights[k]) for k in weights)
+
+
+def test_default_place_and_registry_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cli_fails(["embed", "Hibou-B", "--images", IMAGES, "--out", tmp_path / "e.h5"],
+              "Hibou-B", "hcdtf weights import", "histai/hibou-b")
+    out = run(["weights", "import", FIXTURES / "hf_hibou", "--arch", "Hibou-B"])
+    expected = tmp_path / "keras" / "models" / "hcdtf_hibou_b.encoder.h5"
+    assert f"wrote {expected}" in out
+    images = tmp_path / "images"  # mixed sizes: a 64x64 patch is resized inside the model too
+    shutil.copytree(IMAGES, images)
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(images / "zz_small.png")
+    run(["embed", "hibou-b", "--images", images, "--out", tmp_path / "e.h5"])
+    features, ids = read_embeddings(tmp_path / "e.h5")
+    assert ids[-1] == "zz_small" and features.shape == (4, 16)
+    reference = np.load(FIXTURES / "hf_hibou" / "reference.npy")
+    assert relative_error(features[:3], reference) < TOLERANCE
+    assert np.isfinite(features[3]).all()
+
+
+def test_user_errors_are_one_line(tmp_path):
+    cli_fails(["weights", "import", FIXTURES / "timm_uni" / "model.safetensors"], "needs --arch")
+    cli_fails(["weights", "import", FIXTURES / "timm_virchow2", "--arch", "UNI", "--out", tmp_path / "x.h5"],
+              "swiglu MLP", "UNI has a gelu MLP")
+    cli_fails(["weights", "import", FIXTURES / "hf_hibou"], "--out")  # no name, no default place
+    cli_fails(["weights", "import", IMAGES, "--arch", "UNI"], "no model.safetensors")
+    cli_fails(["embed", tmp_path / "missing.h5", "--images", IMAGES, "--out", tmp_path / "e.h5"],
+              "missing.h5")
+    cli_fails(["embed", FIXTURES / "timm_uni" / "config.json", "--images", tmp_path, "--out",
+               tmp_path / "e.h5"], "--images")
+    assert not (tmp_path / "e.h5").exists()
+
+
+def test_gated_fetch_says_how_to_get_access(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    cli_fails(["weights", "fetch", "UNI2-h"], "gated", "MahmoodLab/UNI2-h", "HF_TOKEN")
+
+
+def test_registry_entries_and_cost():
+    assert set(specs.ENCODERS) >= {"H-optimus-0", "Prov-GigaPath", "Midnight-12k", "Hibou-B", "Hibou-L",
+                                   "Phikon-v2", "UNI", "UNI2-h", "Virchow2"}
+    table = specs.format_encoders_table()
+    for name in specs.ENCODERS:
+        assert f"| {name} |" in table
+    # parameters from the published shapes vs the publishers' own figures
+    # (figure, half its last digit as the model card rounds it)
+    published = {"H-optimus-0": (1.1e9, 0.05e9), "Prov-GigaPath": (1.13e9, 0.005e9),
+                 "UNI": (303e6, 0.5e6), "UNI2-h": (681e6, 0.5e6), "Virchow2": (632e6, 0.5e6),
+                 "Hibou-B": (86e6, 0.5e6), "Hibou-L": (304e6, 0.5e6)}
+    for name, (params, rounding) in published.items():
+        assert abs(specs.spec_cost(specs.get_encoder(name))[0] - params) <= rounding + 0.002 * params, name
+    assert specs.get_encoder("virchow2").features == 2560
+
+
+@pytest.mark.parametrize("folder", ["timm_virchow2", "hf_hibou"])
+def test_analytic_params_match_the_keras_model(folder):
+    from hcdtf.models.encoders.model import build_encoder
+    from hcdtf.models.stats import count_params
+
+    config, weights = convert.read_checkpoint(FIXTURES / folder, FAMILIES[folder])
+    model = build_encoder(config, weights)
+    base = model.get_layer("base")
+    grid = config["image_size"] // config["patch_size"]
+    params, _ = specs.vit_cost(config["dim"], config["depth"], config["mlp_hidden"], config["patch_size"],
+                               grid * grid, 1 + config["registers"], config["mlp"])
+    # keras-hub keeps the position embeddings twice (as trained and at the input grid), each
+    # with a class-token row, which vit_cost counts as part of the class token
+    total, _ = count_params(base)
+    assert total - (1 + grid * grid) * config["dim"] - config["dim"] == params
+
+
+def test_torch_bicubic_resampling_is_separable_and_exact_on_constants():
+    pos = np.ones((25, 4), np.float32) * 3.0
+    for antialias in (False, True):
+        out = convert.resample_grid(pos, 8, antialias)
+        assert out.shape == (64, 4) and np.allclose(out, 3.0, atol=1e-6)
+    with pytest.raises(convert.ConversionError):
+        convert.resample_grid(np.ones((24, 4)), 8)
