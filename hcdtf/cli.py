@@ -385,7 +385,8 @@ def compare_cmd(inputs, output_dir, names, n_bootstrap, seed):
     name_list = [n.strip() for n in names.split(",")] if names is not None else None
     if name_list is not None and len(name_list) != len(inputs):
         raise click.UsageError(f"--names gives {len(name_list)} names for {len(inputs)} inputs; give one per input")
-    result = report.compare(list(inputs), output_dir, names=name_list, n_bootstrap=n_bootstrap, seed=seed)
+    result = report.compare(list(inputs), output_dir, names=name_list, n_bootstrap=n_bootstrap, seed=seed,
+                            log=click.echo)
     click.echo(result["verdict"].replace("**", ""))
     click.echo(f"wrote {pathlib.Path(output_dir) / 'report.md'}")
 

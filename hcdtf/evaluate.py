@@ -12,7 +12,7 @@ from __future__ import annotations
 import pathlib
 from typing import Callable
 
-from hcdtf import artifacts, data, metrics, scoring
+from hcdtf import artifacts, data, dataid, metrics, scoring
 from hcdtf.config import Config, ConfigError, EvalConfig
 from hcdtf.rundir import RunDir, RunNotFoundError
 
@@ -53,6 +53,22 @@ def _calibrate(run: RunDir, cfg: Config, scorer, labels, scores, out: pathlib.Pa
     return calibrated, info
 
 
+def _trained_on_this_build(run: RunDir, cfg: Config, split: str, log) -> bool | None:
+    """Whether the run was trained on the build it is evaluated on (None: unknown), said in one
+    line when not: a rebuild can move ids between splits, so the model may have trained on
+    patches of this split."""
+    changes = dataid.training_changes(run.data_record(), cfg)
+    if changes is None:
+        log(f"note: {run.path} records no identity of the data it was trained on (an older hcdtf, or the data "
+            "set is not built), so it cannot be checked against this build")
+        return None
+    if changes:
+        log(f"warning: {run.path} was trained on another build of {cfg.data.dataset}/{cfg.data.dataset_config} "
+            f"({'; '.join(changes)}): the {split} split may hold patches it trained on; retrain it on this build "
+            "(hcdtf train ... --overwrite) for a fair score")
+    return not changes
+
+
 def evaluate_run(
     run_dir,
     split: str | None = None,
@@ -64,7 +80,7 @@ def evaluate_run(
 ) -> dict:
     """Scores ``run_dir`` on ``split``, writes the artifacts and returns the metrics."""
     run = RunDir(run_dir)
-    cfg = run.config()
+    cfg = run.config_or_pending_swap()
     if data_dir:
         cfg.data.data_dir = data_dir
     split = split or cfg.eval.split
@@ -72,7 +88,8 @@ def evaluate_run(
     threshold = str(threshold or cfg.eval.threshold)
     EvalConfig(threshold=threshold).validate()
     _check_split(cfg, split)
-    with run.locked("evaluate"):
+    with run.locked("evaluate"):  # finishes an --overwrite swap that a kill interrupted
+        trained_here = _trained_on_this_build(run, cfg, split, log)
         scorer = run.scorer()
         if tta:
             scorer = scoring.with_tta(scorer)
@@ -85,6 +102,7 @@ def evaluate_run(
         result = metrics.compute_metrics(labels, scores, threshold=t, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.seed)
         summary = run.summary() or {}
         result.update({"split": split, "tta": bool(tta), "threshold_method": how, "model_stamp": run.model_stamp(),
+                       "data": dataid.evaluation_record(cfg.data, split, ids, labels, trained_here),
                        **{k: summary.get(k) for k in ("kind", "arch", "transfer", "depth", "weights", "seed", "fold")},
                        **extra})
         artifacts.write_eval_artifacts(out, ids, labels, scores, result)

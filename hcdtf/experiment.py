@@ -10,7 +10,8 @@ unknown key or a value of the wrong type is an error that names the file, the ke
 
 Nothing is done twice: a finished run with the same config is skipped, a killed run continues
 exactly where it stopped (``train.train``), an evaluation is redone only when the model it scored
-has changed (``RunDir.evaluation_current``). Rerunning the command after an interruption
+or the build of the data has changed (``RunDir.evaluation_current``). A run trained on another
+build of the data (``hcdtf.dataid``) is refused, naming what changed, unless ``--overwrite``. Rerunning the command after an interruption
 therefore continues the grid where it stopped.
 
 Schema (every key optional)::
@@ -363,6 +364,23 @@ def _status(pr: PlannedRun, overwrite: bool) -> str:
                 "pass --overwrite to retrain the runs whose config changed (finished runs whose config did "
                 "not change are kept), or use another --output-dir")
         return "changed"
+    if state in ("complete", "resume"):
+        from hcdtf import dataid
+
+        changes = dataid.training_changes(RunDir(pr.run_dir).data_record(), pr.cfg)
+        if changes and not overwrite:
+            raise RunDirError(
+                f"run {pr.name}: {pr.run_dir} was trained on another build of {pr.cfg.data.dataset}/"
+                f"{pr.cfg.data.dataset_config} ({'; '.join(changes)}); pass --overwrite to retrain the runs whose "
+                "data changed, or use another --output-dir")
+        if changes and state == "resume":  # an unfinished run on other data: start it again
+            with RunDir(pr.run_dir).locked("experiment --overwrite") as rd:
+                rd.clear()
+            return "fresh"
+        if changes:
+            return "data changed"
+        if changes is None:
+            return f"{state}, data unknown"
     return "fresh" if state == "unstarted" else state
 
 
@@ -371,12 +389,14 @@ def _run_one(pr: PlannedRun, state: str, tag: str, log) -> dict:
     from hcdtf.rundir import RunDir, kill_point
 
     t0 = time.time()
+    state = state.split(", ")[0]  # "complete, data unknown": the run is older than data identities
     if state != "complete":
-        what = {"fresh": "training", "resume": "resuming", "changed": "config changed, retraining"}[state]
+        what = {"fresh": "training", "resume": "resuming", "changed": "config changed, retraining",
+                "data changed": "data changed, retraining"}[state]
         log(f"{tag}: {what} {pr.label} -> {pr.run_dir}")
-        (baseline.run if pr.kind == "baseline" else train.train)(pr.cfg, overwrite=state == "changed", log=log)
+        (baseline.run if pr.kind == "baseline" else train.train)(pr.cfg, overwrite=state.endswith("changed"), log=log)
     run_dir, split = RunDir(pr.run_dir), pr.cfg.data.test_split
-    if run_dir.evaluation_current(split, split):
+    if run_dir.evaluation_current(split, split, pr.cfg.data):
         evaluated = "evaluation up to date"
     else:
         evaluate.evaluate_run(pr.run_dir, split=split, log=log)
@@ -444,6 +464,10 @@ def run(
     log(f"experiment {exp.path} -> {out}: {len(runs)} run{'s' if len(runs) > 1 else ''} "
         f"({', '.join(r.name for r in runs)})")
     states = {r.name: _status(r, overwrite) for r in runs}  # refuses conflicts before any work
+    unknown = [name for name, state in states.items() if state.endswith("data unknown")]
+    if unknown:
+        log(f"note: {', '.join(unknown)} record{'s' if len(unknown) == 1 else ''} no identity of the data "
+            "trained on (an older hcdtf): not checked against the current build")
     out.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out, "experiment")
     lock.acquire()
@@ -457,7 +481,7 @@ def run(
         comparison = out / "comparison"
         report.compare([r.run_dir for r in runs], comparison,
                        n_bootstrap=_or(exp.spec.compare.n_bootstrap, runs[0].cfg.eval.n_bootstrap),
-                       seed=_or(exp.spec.compare.seed, runs[0].cfg.seed))
+                       seed=_or(exp.spec.compare.seed, runs[0].cfg.seed), log=log)
         saved = _export_best(results, out, log) if exp.spec.export else None
     finally:
         lock.release()

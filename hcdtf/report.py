@@ -29,7 +29,7 @@ import itertools
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -462,6 +462,33 @@ def _read_inputs(inputs: Sequence[str | Path], names: Sequence[str] | None) -> l
     return runs
 
 
+def _check_test_sets(runs: list[dict[str, Any]]) -> str | None:
+    """Refuses runs evaluated on different test sets (metrics.json ``data``: the examples' ids and
+    labels and the source files, :mod:`hcdtf.dataid`), naming each group; returns a note naming
+    the inputs whose test set is unknown (older hcdtf, bare predictions files), or None."""
+    from hcdtf import dataid
+
+    groups: dict[tuple, list[str]] = {}
+    shown: dict[tuple, str] = {}
+    unknown = []
+    for run in runs:
+        recorded = (run["metrics_json"] or {}).get("data")
+        key = dataid.comparison_key(recorded)
+        if key is None:
+            unknown.append(run["name"])
+            continue
+        groups.setdefault(key, []).append(run["name"])
+        shown.setdefault(key, dataid.describe_test_set(recorded))
+    if len(groups) > 1:
+        raise ValueError("these runs were evaluated on different test sets and cannot share one table: " + "; ".join(
+            f"{', '.join(repr(n) for n in names)} on {shown[key]}" for key, names in groups.items())
+            + "; evaluate them again on one build (hcdtf evaluate RUN), or compare each group on its own")
+    if unknown:
+        return (f"test set not recorded for {', '.join(repr(n) for n in unknown)} (evaluated by an older hcdtf, "
+                "or a bare predictions file): checked by ids and labels only")
+    return None
+
+
 def _repeat_statistics(models: list[dict], rows: list[dict]) -> dict[str, Any]:
     pairs = repeats.compare_repeats(models, ALPHA)
     return {
@@ -482,6 +509,7 @@ def compare(
     names: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Compare runs scored on the same test examples; write and return the comparison.
 
@@ -494,8 +522,10 @@ def compare(
 
     The predictions are aligned by ``id`` (row order may differ). A ValueError is raised when the
     id sets differ (naming the inputs and counting missing/extra ids), when a predictions file
-    breaks the rules of :func:`hcdtf.artifacts.read_predictions`, or when two inputs give
-    different labels to the same id.
+    breaks the rules of :func:`hcdtf.artifacts.read_predictions`, when two inputs give
+    different labels to the same id, or when their metrics.json record different test sets (another
+    build's examples or source files, :mod:`hcdtf.dataid`); ``log`` gets one line naming the
+    inputs whose test set is not recorded.
 
     Writes ``comparison.json``, ``report.md``, ``roc_overlay.png``, ``auc_vs_depth.png`` and
     ``auc_vs_cost.png`` into ``output_dir`` (created if needed), each atomically, and returns the
@@ -505,6 +535,9 @@ def compare(
     if int(n_bootstrap) != n_bootstrap or n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be a non-negative integer, got {n_bootstrap}")
     runs = _read_inputs(inputs, names)
+    unknown_test_set = _check_test_sets(runs)
+    if unknown_test_set:
+        log(f"note: {unknown_test_set}")
     _, labels = _align(runs)
     n_pos = int(labels.sum())
     if n_pos in (0, labels.size):
@@ -513,6 +546,7 @@ def compare(
     out = _output_dir(output_dir)
     rows = [_run_row(run, labels, int(n_bootstrap), seed) for run in runs]
     models, notes = _models(rows)
+    notes = [*notes, *([unknown_test_set] if unknown_test_set else [])]
     across = _repeat_statistics(models, rows)
     delong = _delong_pairs(runs, rows, labels, by_repeat=across["has_repeats"])
     not_in_depth, not_in_cost = _figures(out, labels, runs, rows, models)

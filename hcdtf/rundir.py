@@ -260,6 +260,15 @@ class RunDir:
             return "cnn"
         return None
 
+    def data_record(self) -> dict | None:
+        """The data the run was trained on, as recorded when it started (``hcdtf.dataid``); None
+        for runs of older hcdtf versions."""
+        try:
+            record = json.loads((self.path / "run.json").read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return record if isinstance(record, dict) else None
+
     def config(self) -> Config:
         """The run's resolved config (older field names are accepted, with a notice)."""
         if not self.config_path.is_file():
@@ -268,6 +277,14 @@ class RunDir:
                 "--output-dir of `hcdtf train` or `hcdtf baseline`"
             )
         return from_dict(load_yaml(self.config_path), str(self.config_path))
+
+    def config_or_pending_swap(self) -> Config:
+        """:meth:`config`, after finishing an ``--overwrite`` swap that a kill interrupted (the
+        old run's files gone, the new one's not all moved in yet), under the run's lock."""
+        if not self.config_path.is_file() and (self.staging().path / _SWAP_JOURNAL).is_file():
+            with self.locked("finishing an interrupted --overwrite"):
+                pass
+        return self.config()
 
     def _read_summary(self) -> dict | None:
         try:
@@ -334,13 +351,17 @@ class RunDir:
                 shutil.rmtree(self.path, ignore_errors=True)
 
     def start(self, cfg: Config, kind: str) -> None:
-        """Records the run's kind and config: called when training actually starts."""
+        """Records the run's kind and config and the data it trains on: called when training
+        actually starts."""
         if kind not in KINDS:
             raise ValueError(f"unknown run kind {kind!r}; valid: {', '.join(KINDS)}")
+        from hcdtf import dataid
+
+        identity = dataid.training_record(cfg)  # the build and splits it trains on (read before any write)
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.path / "run.json", json.dumps(
             {"kind": kind, "hcdtf_version": __version__,
-             "created": datetime.datetime.now().isoformat(timespec="seconds")}, indent=2) + "\n")
+             "created": datetime.datetime.now().isoformat(timespec="seconds"), "data": identity}, indent=2) + "\n")
         write_text(self.config_path, cfg.dump_text())
 
     def clear(self) -> None:
@@ -423,9 +444,10 @@ class RunDir:
         st = path.stat()
         return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
-    def evaluation_current(self, split: str, test_split: str = "test") -> bool:
+    def evaluation_current(self, split: str, test_split: str = "test", data_cfg=None) -> bool:
         """metrics.json and predictions.csv exist for ``split`` and were computed from the
-        current model file."""
+        current model file (and, given ``data_cfg``, on the build it names now: an evaluation
+        that recorded no data, by an older hcdtf, is not current)."""
         out = self.eval_dir(split, test_split)
         try:
             recorded = json.loads((out / "metrics.json").read_text())
@@ -434,6 +456,11 @@ class RunDir:
         stamp = self.model_stamp()
         if stamp is None or not (out / "predictions.csv").is_file() or recorded.get("split") != split:
             return False
+        if data_cfg is not None:
+            from hcdtf import dataid
+
+            if not dataid.evaluation_current(recorded.get("data"), data_cfg, split):
+                return False
         if "model_stamp" in recorded:
             return recorded["model_stamp"] == stamp
         # Evaluations of older hcdtf versions: newer than the model file.

@@ -10,7 +10,7 @@ import math
 import pathlib
 from typing import Callable
 
-from hcdtf import __version__
+from hcdtf import __version__, dataid
 from hcdtf.data import PATCH_MPP as DEFAULT_INPUT_MPP  # for a run that did not record its input_mpp
 from hcdtf.export import bundle
 from hcdtf.export.int8 import DEFAULT_CALIBRATION_SIZE, DEFAULT_MARGIN
@@ -132,7 +132,9 @@ def export_run(run_dir, export_dir, version: int | None = None, formats=("saved_
     if data_dir:
         cfg.data.data_dir = data_dir
     int8 = int8_data(cfg, calibration_size, margin) if quantize == "int8" else None
-    target = bundle.export_model(model, run_metadata(run, cfg), export_dir, version, formats, quantize, int8, log)
+    meta = run_metadata(run, cfg)
+    meta["data"] = dataid.export_record(run.data_record(), cfg, str(run.path), log)  # recorded, not refused
+    target = bundle.export_model(model, meta, export_dir, version, formats, quantize, int8, log)
     names = ", ".join(sorted(p.name for p in target.parent.glob(f"{target.name}[.-]*")))
     log(f"exported {run.path} as SavedModel {target} (signatures: {', '.join(SIGNATURES)}) and {names}")
     return target
