@@ -555,5 +555,10 @@ from hcdtf.stain_cli import commands as _stain_commands  # noqa: E402  (`hcdtf s
 for _command in _stain_commands(friendly, CONTEXT):
     main.add_command(_command)
 
+from hcdtf.mil.cli import commands as _mil_commands, embed_command as _embed_command  # noqa: E402  (#24)
+main.commands["slide"].add_command(_embed_command(friendly, CONTEXT))  # `hcdtf slide embed`
+for _command in _mil_commands(friendly, CONTEXT):  # `hcdtf mil train|predict|evaluate|export`
+    main.add_command(_command)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
