@@ -44,6 +44,11 @@ SCHEMA_VERSION = 1
 # (one-FMA-pipe AVX-512 parts reach half); AVX without FMA: 8 x 2 (separate mul and add) = 16;
 # SSE: 4 x 2 x ... = 8.
 FLOPS_PER_CYCLE = (("avx512f", 64), ("fma", 32), ("avx", 16), ("sse2", 8))
+# bfloat16 FLOPs per cycle per core, by the unit that computes them: an AMX tile multiply
+# (TDPBF16PS: 16 x 16 float32 results from 32 bf16 pairs each, over 16 cycles: 512 multiply-adds a
+# cycle = 1024 FLOPs); AVX-512 BF16 (VDPBF16PS: 16 lanes x 2 bf16 pairs x 2 FLOPs x 2 FMA pipes =
+# 128). CPUs without either compute bfloat16 by converting to float32: no bfloat16 peak.
+BF16_FLOPS_PER_CYCLE = (("amx_bf16", 1024), ("avx512_bf16", 128))
 
 
 # ----------------------------------------------------------------------------- machine
@@ -124,6 +129,10 @@ def machine() -> dict:
     else:
         name = slugify(f"{model} {n} cores")
     peak = n * ghz * per_cycle if ghz else None
+    bf16_unit, bf16_per_cycle = next(((f, c) for f, c in BF16_FLOPS_PER_CYCLE if f in flags), (None, None))
+    peak_bf16 = n * ghz * bf16_per_cycle if ghz and bf16_per_cycle else None
+    from hcdtf import precision
+
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
@@ -135,12 +144,18 @@ def machine() -> dict:
         "logical_cpus": os.cpu_count(),
         "ghz": ghz,
         "ghz_source": ghz_source,
-        "simd": sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "f16c"}),
+        "simd": sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "f16c",
+                                                   "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "avx512_fp16"}),
+        "cpu_kind": precision.cpu_kind(),
+        "native_bf16": bool(bf16_unit),
         "flops_per_cycle_per_core_fp32": per_cycle,
         "peak_gflops_fp32": round(peak, 1) if peak else None,
+        "flops_per_cycle_per_core_bf16": bf16_per_cycle,
+        "peak_gflops_bf16": round(peak_bf16, 1) if peak_bf16 else None,
         "peak_assumption": (
             f"cores x GHz x FLOPs/cycle = {n} x {ghz} x {per_cycle} ({simd}: float32 lanes x 2 for the "
             "fused multiply-add x 2 FMA pipes per core; nominal clock, no turbo)"
+            + (f"; bfloat16: {n} x {ghz} x {bf16_per_cycle} ({bf16_unit})" if bf16_unit else "; no bfloat16 unit")
         ),
         "gpus": gpus,
         "memory_gb": mem_gb,
@@ -399,6 +414,7 @@ def markdown_tables(result: dict) -> str:
     m = result["machine"]
     lines = [f"Machine `{m['name']}`: {m['cpu_model']}, {m['cores']} cores at {m['ghz']} GHz "
              f"({', '.join(m['simd'])}), peak estimate {m['peak_gflops_fp32']} GFLOP/s float32"
+             + (f", {m['peak_gflops_bf16']} GFLOP/s bfloat16" if m.get("peak_gflops_bf16") else "")
              + (f", GPUs: {', '.join(m['gpus'])}" if m.get("gpus") else "") + f"; {result['mode']} run of "
              f"{result['created']}, {result['seconds']:.0f} s.", ""]
     for name, fig in result["figures"].items():

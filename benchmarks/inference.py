@@ -12,7 +12,9 @@ code of ``hcdtf predict --backend``):
 
 * ``saved_model``: TensorFlow, the ``serving_default`` signature (oneDNN, weights frozen: see below);
 * ``onnxruntime``: ONNX Runtime, CPU execution provider;
-* ``openvino_fp32`` / ``openvino_int8``: OpenVINO's CPU plugin, LATENCY hint (one request, all cores);
+* ``openvino_fp32`` / ``openvino_int8`` / ``openvino_bf16`` (CPUs with native BF16 only): OpenVINO's
+  CPU plugin, LATENCY hint (one request, all cores), the precision hint set as each export's
+  metadata says (f32 for float32 and int8, bf16 for bf16);
 * ``litert``: the LiteRT interpreter (XNNPACK), one thread per core.
 
 Batch 1 (``--calls`` calls per repetition) and batch 64 (``--batch-calls`` per repetition), every
@@ -44,6 +46,18 @@ from benchmarks import common  # noqa: E402
 
 VARIANTS = {"saved_model": "saved_model", "onnxruntime": "onnx", "openvino_fp32": "openvino",
             "openvino_int8": "openvino-int8", "litert": "litert"}
+
+
+def variants() -> dict:
+    """The variants timed here: ``openvino_bf16`` too on a CPU with native bfloat16 (elsewhere
+    ``hcdtf export`` refuses it: OpenVINO would compute it in float32)."""
+    from hcdtf import precision
+
+    return {**VARIANTS, "openvino_bf16": "openvino-bf16"} if precision.cpu_features()["native_bf16"] else VARIANTS
+
+
+def quantizations() -> tuple:
+    return tuple(k.removeprefix("openvino-") for k in variants().values() if k.startswith("openvino-"))
 
 
 def parse_args(argv):
@@ -78,7 +92,7 @@ def export_random(arch: str, workdir: pathlib.Path) -> pathlib.Path:
     labels = (p > np.median(p)).astype(int)
     data = export.Int8Data(calibration, lambda: [(test, labels)], margin=1.0)  # speed only: no real AUC
     return export.export_model(model, {"arch": arch, "benchmark": True}, workdir / arch, formats=export.FORMATS,
-                               quantize="int8", int8=data, log=common.eprint)
+                               quantize=quantizations(), int8=data, log=common.eprint)
 
 
 def bench_arch(arch: str, version_dir: pathlib.Path, args, peak: float | None) -> dict:
@@ -86,7 +100,7 @@ def bench_arch(arch: str, version_dir: pathlib.Path, args, peak: float | None) -
 
     from hcdtf import backends, models
 
-    scorers = {name: backends.load(version_dir.parent, kind, log=lambda *_: None) for name, kind in VARIANTS.items()}
+    scorers = {name: backends.load(version_dir.parent, kind, log=lambda *_: None) for name, kind in variants().items()}
     rng = np.random.default_rng(1)
     x1 = rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
     xb = rng.integers(0, 256, (args.batch, 96, 96, 3), dtype=np.uint8)
@@ -118,8 +132,10 @@ def bench_arch(arch: str, version_dir: pathlib.Path, args, peak: float | None) -
     b = f"batch{args.batch}"
     ratios = {f"{n}/{b} vs saved_model/{b}": common.rate_ratio(runs[f"{n}/{b}"], runs[f"saved_model/{b}"])
               for n in VARIANTS if n != "saved_model"}
-    ratios[f"openvino_int8/{b} vs openvino_fp32/{b}"] = common.rate_ratio(runs[f"openvino_int8/{b}"],
-                                                                         runs[f"openvino_fp32/{b}"])
+    for reduced in ("openvino_int8", "openvino_bf16"):
+        if f"{reduced}/{b}" in runs:
+            ratios[f"{reduced}/{b} vs openvino_fp32/{b}"] = common.rate_ratio(runs[f"{reduced}/{b}"],
+                                                                            runs[f"openvino_fp32/{b}"])
     best_fp32 = max((n for n in VARIANTS if n != "openvino_int8"), key=lambda n: results[f"{n}/{b}"]["median"])
     targets = {
         "best_fp32_fraction_of_peak": common.target(results[f"{best_fp32}/{b}"]["fraction_of_peak"], 0.8,
@@ -157,16 +173,17 @@ def batch_sweep(version_dir: pathlib.Path, sizes: list[int], reps: int) -> dict:
 
 
 def test_aucs(run_dir: str, workdir: pathlib.Path) -> dict:
-    """Export the run in every format (+ int8, guarded) and each format's AUC on its test split."""
+    """Export the run in every format (+ int8 and, where native, bf16, guarded) and each format's AUC
+    on its test split."""
     from hcdtf import backends, export, metrics, scoring
     from hcdtf.rundir import RunDir
 
-    target = export.export_run(run_dir, workdir / "run_export", formats=export.FORMATS, quantize="int8",
+    target = export.export_run(run_dir, workdir / "run_export", formats=export.FORMATS, quantize=quantizations(),
                                log=common.eprint)
     cfg = RunDir(run_dir).config()
-    out = {"run": str(run_dir), "int8_guard": json.loads((target / "assets" / "hcdtf_metadata.json").read_text())
-           .get("int8_guard")}
-    for name, kind in VARIANTS.items():
+    meta = json.loads((target / "assets" / "hcdtf_metadata.json").read_text())
+    out = {"run": str(run_dir), "int8_guard": meta.get("int8_guard"), "bf16_guard": meta.get("bf16_guard")}
+    for name, kind in variants().items():
         _, labels, scores = scoring.score_split(backends.load(target.parent, kind, log=lambda *_: None), cfg.data,
                                                 cfg.data.test_split)
         out[name] = {"auc": round(float(metrics.compute_metrics(labels, scores, n_bootstrap=0)["auc"]), 4),

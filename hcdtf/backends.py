@@ -2,8 +2,10 @@
 
 A model is a run directory, a ``.keras`` file, an exported SavedModel version directory, an
 export base directory (its latest version, as TF Serving picks it), or one of the other runtimes'
-exports: ``.onnx`` (ONNX Runtime), OpenVINO ``.xml`` (float32 or int8), ``.tflite`` (LiteRT), each
-as the file or as its ``<N>-<backend>/`` directory. ``resolve`` detects the backend from the path;
+exports: ``.onnx`` (ONNX Runtime), OpenVINO ``.xml`` (float32, int8 or bf16), ``.tflite`` (LiteRT),
+each as the file or as its ``<N>-<backend>/`` directory. Every backend computes in the precision
+the export names (float32 unless it is a reduced-precision variant), set explicitly: OpenVINO's
+CPU plugin would otherwise compute float32 models in bfloat16 on CPUs with native BF16. ``resolve`` detects the backend from the path;
 ``--backend`` picks one explicitly (needed to choose a runtime inside an export base directory).
 Every scorer takes uint8 ``[B, 96, 96, 3]`` RGB and returns float64 ``[B]`` probabilities.
 """
@@ -16,7 +18,8 @@ import pathlib
 from typing import Callable
 
 
-BACKENDS = ("saved_model", "keras", "onnx", "openvino", "openvino-int8", "litert")
+BACKENDS = ("saved_model", "keras", "onnx", "openvino", "openvino-int8", "openvino-bf16", "litert")
+_OPENVINO = ("openvino", "openvino-int8", "openvino-bf16")
 _SUFFIXES = {".keras": "keras", ".onnx": "onnx", ".xml": "openvino", ".tflite": "litert"}
 
 
@@ -47,7 +50,7 @@ def _detect(p: pathlib.Path) -> str | None:
         return "saved_model"
     for kind, name in MODEL_FILES.items():
         if (p / name).is_file():
-            return "openvino-int8" if p.name.endswith("-openvino-int8") else kind
+            return next((k for k in _OPENVINO[1:] if p.name.endswith(f"-{k}")), kind)
     from hcdtf.rundir import RunDir
 
     return "run" if RunDir(p).is_run() else None
@@ -72,7 +75,7 @@ def resolve(model_path, backend: str | None = None, log: Callable[[str], None] =
             "a .keras, .onnx, OpenVINO .xml or .tflite file" + (f" for --backend {backend}" if backend else "")
         )
     compatible = found == backend or (backend == "keras" and found == "run") or \
-        {found, backend} <= {"openvino", "openvino-int8"}
+        {found, backend} <= set(_OPENVINO)
     if backend is not None and not compatible:
         raise ValueError(f"--backend {backend} does not read {str(p)!r}, which is a {found} model; "
                          "leave --backend out to detect it from the path")
@@ -95,10 +98,11 @@ def load(model_path, backend: str | None = None, log: Callable[[str], None] = pr
     from hcdtf.export.runtimes import require
 
     kind, p = resolve(model_path, backend, log)
-    if kind in ("onnx", "openvino", "openvino-int8", "litert"):
-        require(kind if kind != "openvino-int8" else "openvino", f"a {kind} model ({p})")
-    return {"run": _run, "saved_model": _saved_model, "keras": _keras, "onnx": _onnx,
-            "openvino": _openvino, "openvino-int8": _openvino, "litert": _litert}[kind](p)
+    if kind in ("onnx", *_OPENVINO, "litert"):
+        require("openvino" if kind in _OPENVINO else kind, f"a {kind} model ({p})")
+    if kind in _OPENVINO:
+        return _openvino(p, kind, log)
+    return {"run": _run, "saved_model": _saved_model, "keras": _keras, "onnx": _onnx, "litert": _litert}[kind](p)
 
 
 def _empty_safe(fn):
@@ -154,15 +158,27 @@ def _onnx(p):
                           "cnn", session)
 
 
-def _openvino(p):
-    import openvino as ov
+def openvino_precision(p: pathlib.Path, kind: str = "openvino") -> str:
+    """The precision an OpenVINO export is to be computed in: its metadata's ``precision``
+    (float32, int8, bfloat16); a bare .xml without metadata is a float32 model."""
+    declared = model_metadata(kind, p).get("precision")
+    if declared:
+        return declared
+    return {"openvino-int8": "int8", "openvino-bf16": "bfloat16"}.get(kind, "float32")
 
+
+def _openvino(p, kind: str = "openvino", log: Callable[[str], None] = print):
     from hcdtf import scoring
+    from hcdtf.export.int8 import effective_precision, openvino_compiled
 
-    compiled = ov.Core().compile_model(str(_file(p, "openvino")), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    wanted = openvino_precision(p, kind)
+    compiled = openvino_compiled(_file(p, "openvino"), wanted, PERFORMANCE_HINT="LATENCY")
+    computes = effective_precision(compiled)
+    if wanted == "bfloat16" and computes != "bf16":
+        log(f"{p}: a bf16 model, computed in {computes} on this CPU (no AVX-512 BF16 or AMX)")
     request = compiled.create_infer_request()
-    return scoring.Scorer(_empty_safe(lambda x: request.infer([x])[0].copy()), f"OpenVINO model {p}", "cnn",
-                          compiled)
+    return scoring.Scorer(_empty_safe(lambda x: request.infer([x])[0].copy()),
+                          f"OpenVINO model {p} ({wanted}, computed in {computes})", "cnn", compiled)
 
 
 def _litert(p):

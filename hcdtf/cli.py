@@ -136,6 +136,10 @@ def sample_data(out_dir, n, n_test, seed, positive_fraction):
 
     info = synthetic.write_sample(out_dir, n=n, n_test=n_test, seed=seed,
                                   positive_fraction=positive_fraction, progress=True)
+    if info.already_done:
+        click.echo(f"done already: {info.out_dir} holds this sample ({info.n_train} labelled, {info.n_test} "
+                   "unlabelled patches); nothing written")
+        return
     click.echo(f"wrote {info.n_train} labelled ({info.n_positive} tumour) and {info.n_test} unlabelled "
                f"patches to {info.out_dir} in {info.seconds:.1f} s")
 
@@ -206,7 +210,11 @@ def audit_cmd(data_dir, dataset_config, slide_map, threshold, json_out):
     _quiet()
     from hcdtf import audit
 
-    audit.run(data_dir, dataset_config, slide_map=slide_map, threshold=threshold, json_out=json_out, log=click.echo)
+    try:
+        audit.run(data_dir, dataset_config, slide_map=slide_map, threshold=threshold, json_out=json_out, log=click.echo)
+    except audit.AuditMismatchError as e:  # a failed check, not a usage error: exit code 1
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- models
@@ -272,7 +280,8 @@ def weights_fetch(arch):
 
 # ----------------------------------------------------------------------------- training
 @main.command("train", context_settings=CONTEXT)
-@click.option("--arch", type=click.Choice(ARCHS), default=None, help="Architecture [default: model.arch].")
+@click.option("--arch", type=click.Choice(ARCHS + ENCODERS), default=None,
+              help="Architecture: a ResNet or a pathology encoder [default: model.arch].")
 @click.option("--freeze-base", "freeze", flag_value="freeze_base", default=None,
               help="Train only the last layer on a frozen ImageNet base (the paper's strategy 1).")
 @click.option("--fine-tune", "fine", flag_value="fine_tune", default=None,
@@ -399,27 +408,32 @@ def compare_cmd(inputs, output_dir, names, n_bootstrap, seed):
 @click.option("--format", "formats", multiple=True, type=click.Choice(export_lib.FORMATS),
               help="Also write this runtime's model beside the SavedModel (repeatable): onnx (ONNX Runtime), "
                    "openvino, litert. The SavedModel is always written.")
-@click.option("--quantize", type=click.Choice(export_lib.QUANTIZATIONS), default=None,
-              help="Also write an int8 OpenVINO model (NNCF), kept only if the accuracy guard passes.")
-@click.option("--int8-max-auc-drop", default=export_lib.DEFAULT_MARGIN, show_default=True,
-              type=click.FloatRange(min=0), help="Accuracy guard: largest test-AUC drop int8 may have.")
+@click.option("--quantize", "quantize", multiple=True, type=click.Choice(export_lib.QUANTIZATIONS),
+              help="Also write a reduced-precision OpenVINO model, kept only if the accuracy guard passes "
+                   "(repeatable): int8 (NNCF post-training quantisation), bf16 (bfloat16 compute; needs a CPU "
+                   "with AVX-512 BF16 or AMX).")
+@click.option("--max-auc-drop", "--int8-max-auc-drop", "max_auc_drop", default=export_lib.DEFAULT_MARGIN,
+              show_default=True, type=click.FloatRange(min=0),
+              help="Accuracy guard: largest test-AUC drop an int8 or bf16 model may have.")
 @click.option("--calibration-size", default=export_lib.DEFAULT_CALIBRATION_SIZE, show_default=True,
               type=click.IntRange(min=1), help="int8 calibration patches, from the validation split.")
-@click.option("--data-dir", default=None, help="Where the data set is, if moved since training (int8 only).")
+@click.option("--data-dir", default=None, help="Where the data set is, if moved since training (--quantize only).")
 @config_options
 @friendly
-def export_cmd(run_dir, export_dir, version, formats, quantize, int8_max_auc_drop, calibration_size, data_dir,
+def export_cmd(run_dir, export_dir, version, formats, quantize, max_auc_drop, calibration_size, data_dir,
                config_files, overrides):
     """Export RUN_DIR's model for serving: a float32 SavedModel version for TF Serving (with warm-up
     requests, models.config and batching_parameters.txt), a .keras file, and optionally ONNX,
-    OpenVINO, LiteRT and an accuracy-guarded int8 model (pip install 'hcdtf[export]').
+    OpenVINO, LiteRT and accuracy-guarded int8 and bf16 models (pip install 'hcdtf[export]'). Every
+    float model computes in float32 in every runtime; each folder's hcdtf_metadata.json says what a
+    plain loader must set for that (OpenVINO: INFERENCE_PRECISION_HINT=f32).
 
     Example: hcdtf export outputs/r34_ft --export-dir models/hcd --format onnx --format openvino --quantize int8
     """
     _quiet()
     cfg = load_config(config_files, overrides, _extra(export={"export_dir": export_dir, "version": version}))
     export_lib.export_run(run_dir, cfg.export.export_dir, cfg.export.version, formats=("saved_model", *formats),
-                          quantize=quantize, margin=int8_max_auc_drop, calibration_size=calibration_size,
+                          quantize=quantize, margin=max_auc_drop, calibration_size=calibration_size,
                           data_dir=data_dir, log=click.echo)
 
 

@@ -401,7 +401,11 @@ def _runtime_probabilities(kind, path, x):
     if kind.startswith("openvino"):
         import openvino as ov
 
-        return ov.Core().compile_model(str(path / "model.xml"), "CPU")(x)[0]
+        # As a plain OpenVINO user who follows the export's metadata: the IR cannot carry the
+        # precision, so the metadata names the compile setting (test_openvino_default_... below).
+        meta = json.loads((path / "hcdtf_metadata.json").read_text())
+        config = meta["runtime_settings"]["openvino_compile_config"]
+        return ov.Core().compile_model(str(path / "model.xml"), "CPU", config)(x)[0]
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path / "model.tflite"))
@@ -423,6 +427,59 @@ def test_each_runtime_agrees_with_keras(exported, trained_run, kind):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     meta = json.loads((exported["export_dir"] / f"1-{kind}" / "hcdtf_metadata.json").read_text())
     assert meta["format"] == kind and meta["precision"] == "float32" and meta["input_mpp"] == 0.972
+
+
+def test_openvino_default_precision_is_what_the_metadata_warns_of(exported, trained_run):
+    """Why the settings above are needed: a plain ``compile_model`` of our float32 IR computes in
+    bfloat16 on CPUs with native BF16 (AVX-512 BF16, AMX) and in float32 elsewhere, and neither the
+    IR's rt_info runtime options nor anything else in the file changes that (OpenVINO 2026.4). If
+    this fails, OpenVINO changed its default: revisit hcdtf.precision and the README."""
+    import openvino as ov
+
+    from hcdtf import precision
+
+    xml = exported["export_dir"] / "1-openvino" / "model.xml"
+    default = ov.Core().compile_model(str(xml), "CPU")
+    native = precision.cpu_features()["native_bf16"]
+    assert default.get_property("INFERENCE_PRECISION_HINT").get_type_name() == ("bf16" if native else "f32")
+    meta = json.loads((xml.parent / "hcdtf_metadata.json").read_text())
+    assert meta["precision"] == "float32" and "INFERENCE_PRECISION_HINT" in meta["runtime_settings"]["why"]
+    for kind in ("1-onnx", "1-litert", "1"):
+        folder = exported["export_dir"] / kind
+        meta = json.loads(((folder / "assets" if kind == "1" else folder) / "hcdtf_metadata.json").read_text())
+        assert meta["precision"] == "float32" and "nothing to set" in meta["runtime_settings"]["default"]
+
+
+def test_bf16_variant_is_guarded_where_the_cpu_computes_it(exported, trained_run, tmp_path):
+    """``--quantize bf16``: on a CPU with native bfloat16, the float32 IR computed in bf16 beside
+    the float32 model, with the accuracy guard's figures and both speeds in its metadata; on
+    other CPUs one line refusing it before any work (OpenVINO would compute it in float32)."""
+    from hcdtf import backends, precision
+
+    if not precision.cpu_features()["native_bf16"]:
+        from conftest import cli_fails
+
+        cli_fails(["export", str(trained_run), "--export-dir", str(tmp_path / "m"), "--quantize", "bf16"],
+                  "--quantize bf16 needs a CPU with native bfloat16")
+        assert not (tmp_path / "m").exists() or list((tmp_path / "m").iterdir()) == []
+        return
+    path = exported["export_dir"] / "1-openvino-bf16"
+    meta = json.loads((path / "hcdtf_metadata.json").read_text())
+    guard = meta["bf16_guard"]
+    assert meta["precision"] == "bfloat16" and meta["runtime_settings"]["openvino_compile_config"] == {
+        "INFERENCE_PRECISION_HINT": "bf16"}
+    assert guard["n_test"] == 10 and guard["auc_float32"] - guard["auc_bf16"] <= guard["margin"]
+    assert guard["speed"]["bf16_images_per_s"] > 0 and guard["speed"]["float32_images_per_s"] > 0
+    x = exported["x"]
+    expected = _load_keras(trained_run / "model.keras").predict(x, verbose=0).reshape(-1)
+    scorer = backends.load(path, log=lambda *_: None)
+    assert "bfloat16, computed in bf16" in scorer.description
+    got = scorer(x)
+    # bfloat16 keeps 8 bits of mantissa: close to float32, but measurably not equal
+    assert 0 < np.max(np.abs(got - expected)) < 0.05
+    fp32 = backends.load(exported["export_dir"] / "1-openvino", log=lambda *_: None)
+    assert "float32, computed in f32" in fp32.description
+    np.testing.assert_allclose(fp32(x), expected, atol=1e-5, rtol=0)
 
 
 def test_int8_model_is_quantized_and_guarded(exported, trained_run):

@@ -9,6 +9,7 @@
     1-onnx/model.onnx     ONNX (ONNX Runtime)         each runtime directory also holds
     1-openvino/model.xml  OpenVINO IR, float32        hcdtf_metadata.json
     1-openvino-int8/      OpenVINO IR, int8 (NNCF), accuracy-guarded
+    1-openvino-bf16/      OpenVINO IR computed in bfloat16 (CPUs with native BF16), accuracy-guarded
     1-litert/model.tflite LiteRT (TFLite flatbuffer)
 
 The SavedModel is always written: it is what TF Serving loads, and its directory appearing is
@@ -28,6 +29,7 @@ import shutil
 import tempfile
 from typing import Callable, Iterable
 
+from hcdtf import precision
 from hcdtf.export import int8 as int8_lib
 from hcdtf.rundir import kill_point
 from hcdtf.export import runtimes, serving
@@ -119,30 +121,46 @@ def _with(metadata: dict, **extra) -> dict:
 
 def write_runtime_models(model, metadata: dict, staging: pathlib.Path, kinds, int8: Int8Data | None,
                          log: Callable[[str], None]) -> dict:
-    """Writes each runtime's model into ``staging/<kind>``; returns the int8 guard's figures ({}
-    without int8). Raises :class:`~hcdtf.export.int8.Int8Refused` before anything is published."""
+    """Writes each runtime's model into ``staging/<kind>``; returns the guards' figures by
+    variant ({} without int8/bf16). Raises :class:`~hcdtf.export.int8.PrecisionRefused` before
+    anything is published. Each model's metadata names its precision and what a loader must set
+    to compute in it (``runtime_settings``: OpenVINO's files cannot carry it)."""
     figures = {}
     for kind in kinds:
-        if kind == "openvino-int8":
+        if kind in ("openvino-int8", "openvino-bf16"):
             continue
         runtimes.write_runtime_model(model, kind, staging / kind)
-        write_metadata(staging / kind / METADATA_ASSET, _with(metadata, format=kind, precision="float32"))
+        write_metadata(staging / kind / METADATA_ASSET, _with(metadata, format=kind, precision="float32",
+                                                              runtime_settings=precision.runtime_settings(kind, "float32")))
         log(f"  {kind}: converted")
-    if "openvino-int8" in kinds:
-        if int8 is None:
-            raise ValueError("--quantize int8 needs calibration and test data (export a run directory)")
-        fp32_dir = staging / "openvino"
-        if not (fp32_dir / "model.xml").is_file():  # the int8 model's reference, not published
-            fp32_dir = staging / "openvino-reference"
-            runtimes.write_runtime_model(model, "openvino", fp32_dir)
-        xml = int8_lib.quantize(fp32_dir / "model.xml", int8.calibration, staging / "openvino-int8")
-        labels, a, b = int8_lib.score_both(fp32_dir / "model.xml", xml, int8.test_batches())
-        figures = int8_lib.guard(labels, a, b, int8.margin)
-        figures["calibration_size"] = int(len(int8.calibration))
-        write_metadata(staging / "openvino-int8" / METADATA_ASSET,
-                       _with(metadata, format="openvino-int8", precision="int8", int8_guard=figures))
-        log(f"  int8: AUC {figures['auc_int8']:.4f} vs float32 {figures['auc_float32']:.4f} on "
-            f"{figures['n_test']} test patches (DeLong p = {figures['delong_p']:.3g}): accepted")
+    variants = [k.removeprefix("openvino-") for k in kinds if k in ("openvino-int8", "openvino-bf16")]
+    if not variants:
+        return figures
+    if int8 is None:
+        raise ValueError(f"--quantize {variants[0]} needs test data for its accuracy guard (export a run directory)")
+    fp32_dir = staging / "openvino"
+    if not (fp32_dir / "model.xml").is_file():  # the variants' reference, not published
+        fp32_dir = staging / "openvino-reference"
+        runtimes.write_runtime_model(model, "openvino", fp32_dir)
+    for variant in variants:
+        name, kind = int8_lib.VARIANTS[variant]
+        if variant == "int8":
+            xml = int8_lib.quantize(fp32_dir / "model.xml", int8.calibration, staging / kind)
+        else:
+            xml = int8_lib.bf16_copy(fp32_dir / "model.xml", staging / kind)
+        speed = {}
+        labels, a, b = int8_lib.score_both(fp32_dir / "model.xml", xml, int8.test_batches(), variant, speed)
+        guard = int8_lib.guard(labels, a, b, int8.margin, variant)
+        if variant == "int8":
+            guard["calibration_size"] = int(len(int8.calibration))
+        guard["speed"] = speed
+        figures[variant] = guard
+        write_metadata(staging / kind / METADATA_ASSET,
+                       _with(metadata, format=kind, precision=name, **{f"{variant}_guard": guard},
+                             runtime_settings=precision.runtime_settings(kind, name)))
+        log(f"  {variant}: AUC {guard[f'auc_{variant}']:.4f} vs float32 {guard['auc_float32']:.4f} on "
+            f"{guard['n_test']} test patches (DeLong p = {guard['delong_p']:.3g}), "
+            f"{speed.get(f'{variant}_vs_float32', '?')}x float32's speed on this CPU: accepted")
     return figures
 
 
@@ -180,7 +198,7 @@ def publish(staging: pathlib.Path, export_dir: pathlib.Path, version: int, kinds
 
 
 def export_model(model, metadata: dict, export_dir, version: int | None = None, formats=("saved_model",),
-                 quantize: str | None = None, int8: Int8Data | None = None,
+                 quantize=None, int8: Int8Data | None = None,
                  log: Callable[[str], None] = print) -> pathlib.Path:
     """Exports a float32 hcdtf classifier as version ``version`` (default: next free) of
     ``export_dir`` in ``formats`` (+ int8); returns the SavedModel version directory."""
@@ -194,10 +212,11 @@ def export_model(model, metadata: dict, export_dir, version: int | None = None, 
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-", dir=export_dir))
     try:
         figures = write_runtime_models(model, metadata, staging, kinds, int8, log)
-        meta = _with(metadata, format="saved_model", artifacts=[artifact_name(version, k) for k in
-                                                                ("saved_model", "keras", *kinds)])
-        if figures:
-            meta["int8_guard"] = figures
+        meta = _with(metadata, format="saved_model", precision="float32",
+                     runtime_settings=precision.runtime_settings("saved_model", "float32"),
+                     artifacts=[artifact_name(version, k) for k in ("saved_model", "keras", *kinds)])
+        for variant, guard in figures.items():
+            meta[f"{variant}_guard"] = guard
         write_serving(model, meta, staging, model_name, log)
         model.save(str(staging / "model.keras"))
         target = publish(staging, export_dir, version, kinds)

@@ -10,7 +10,7 @@ import math
 import pathlib
 from typing import Callable
 
-from hcdtf import __version__, dataid
+from hcdtf import __version__, atomic, dataid
 from hcdtf.data import PATCH_MPP as DEFAULT_INPUT_MPP  # for a run that did not record its input_mpp
 from hcdtf.export import bundle
 from hcdtf.export.int8 import DEFAULT_CALIBRATION_SIZE, DEFAULT_MARGIN
@@ -108,8 +108,9 @@ def int8_data(cfg, calibration_size: int, margin: float, batch_size: int = 64) -
     return bundle.Int8Data(calibration, test_batches, margin)
 
 
+@atomic.removes_created_dir("export_dir")
 def export_run(run_dir, export_dir, version: int | None = None, formats=("saved_model",),
-               quantize: str | None = None, margin: float = DEFAULT_MARGIN,
+               quantize=None, margin: float = DEFAULT_MARGIN,
                calibration_size: int = DEFAULT_CALIBRATION_SIZE, data_dir: str | None = None,
                log: Callable[[str], None] = print) -> pathlib.Path:
     """Exports the run's final model as a version of ``export_dir``; returns the version directory."""
@@ -125,13 +126,15 @@ def export_run(run_dir, export_dir, version: int | None = None, formats=("saved_
         raise ValueError(f"--version must be a positive integer, got {version}")
     # Before the slow part: a missing extra, a taken version or an unwritable directory fails now.
     kinds = bundle.runtimes.check_formats(formats, quantize)
+    if "openvino-bf16" in kinds:
+        bundle.int8_lib.require_native_bf16()
     export_dir = bundle.writable_dir(pathlib.Path(export_dir))
     if version is not None:
         bundle.check_free(export_dir, int(version), kinds)
     model, cfg = float32_model(run)
     if data_dir:
         cfg.data.data_dir = data_dir
-    int8 = int8_data(cfg, calibration_size, margin) if quantize == "int8" else None
+    int8 = int8_data(cfg, calibration_size, margin) if bundle.runtimes.quantizations(quantize) else None
     meta = run_metadata(run, cfg)
     meta["data"] = dataid.export_record(run.data_record(), cfg, str(run.path), log)  # recorded, not refused
     target = bundle.export_model(model, meta, export_dir, version, formats, quantize, int8, log)

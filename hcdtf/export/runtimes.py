@@ -14,16 +14,19 @@ import pathlib
 from hcdtf.export.signatures import images_spec
 
 # Artifact kinds of an export: the SavedModel (TF Serving's version directory), the .keras copy,
-# and one directory per other runtime. The int8 model is OpenVINO IR quantised by NNCF.
+# and one directory per other runtime. The reduced-precision variants are OpenVINO models: int8
+# (IR quantised by NNCF) and bf16 (the float32 IR computed in bfloat16), each accuracy-guarded.
 FORMATS = ("saved_model", "onnx", "openvino", "litert")
-QUANTIZATIONS = ("int8",)
-MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "openvino-int8": "model.xml", "litert": "model.tflite"}
+QUANTIZATIONS = ("int8", "bf16")
+MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "openvino-int8": "model.xml",
+               "openvino-bf16": "model.xml", "litert": "model.tflite"}
 EXTRA_INSTALL = "pip install 'hcdtf[export]'"
 # (module, pip requirement) per artifact; the versions are the ones pinned in setup.cfg's [export].
 NEEDS = {
     "onnx": (("tf2onnx", "tf2onnx==1.17.0"), ("onnx", "onnx==1.23.2"), ("onnxruntime", "onnxruntime==1.32.0")),
     "openvino": (("openvino", "openvino==2026.4.1"),),
     "openvino-int8": (("openvino", "openvino==2026.4.1"), ("nncf", "nncf==3.4.0")),
+    "openvino-bf16": (("openvino", "openvino==2026.4.1"),),
     "litert": (("ai_edge_litert", "ai-edge-litert==2.3.0"),),
 }
 
@@ -49,19 +52,26 @@ def require(kind: str, what: str) -> None:
         )
 
 
+def quantizations(quantize) -> tuple[str, ...]:
+    """``--quantize`` as a tuple: None, one name or several (repeatable), each checked."""
+    names = () if quantize is None else (quantize,) if isinstance(quantize, str) else tuple(quantize)
+    for q in names:
+        if q not in QUANTIZATIONS:
+            raise ValueError(f"--quantize {q!r} is not supported; choose from {', '.join(QUANTIZATIONS)}")
+    return tuple(dict.fromkeys(names))
+
+
 def check_formats(formats, quantize=None) -> tuple[str, ...]:
     """The artifact kinds to write, in order, or a clear error for an unknown format/quantisation."""
     formats = tuple(dict.fromkeys(formats or ("saved_model",)))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"--format {unknown[0]!r} is not a known format; choose from {', '.join(FORMATS)}")
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"--quantize {quantize!r} is not supported; choose from {', '.join(QUANTIZATIONS)}")
     kinds = [f for f in formats if f != "saved_model"]
-    if quantize == "int8":
-        kinds.append("openvino-int8")
+    kinds += [f"openvino-{q}" for q in quantizations(quantize)]
     for kind in kinds:
-        require(kind, f"--quantize {quantize}" if kind.endswith("int8") else f"--format {kind}")
+        variant = kind.removeprefix("openvino-")
+        require(kind, f"--quantize {variant}" if variant in QUANTIZATIONS else f"--format {kind}")
     return tuple(kinds)
 
 
