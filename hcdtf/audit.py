@@ -107,6 +107,10 @@ def audit(data_dir: str, dataset_config: str | None = None, slide_map: str | Non
     summary["dataset"] = f"{builder.info.full_name} in {data_dir}"
     summary["recorded"] = recorded
     summary["matches_record"] = bool(recorded) and all(summary.get(k) == recorded.get(k) for k in _COMPARED)
+    # A threshold or slide map of the user's own gives another audit: nothing to check then.
+    summary["checked_against_record"] = bool(recorded) and slide_map is None and \
+        threshold == recorded.get("threshold", duplicates.DEFAULT_THRESHOLD)
+    summary["differs_from_record"] = sorted(k for k in _COMPARED if recorded and summary.get(k) != recorded.get(k))
     return summary
 
 
@@ -159,9 +163,18 @@ def run(data_dir: str, dataset_config: str | None = None, slide_map: str | None 
         log("the build recorded no audit (built by an older hcdtf)")
     elif summary["matches_record"]:
         log("matches the audit the build recorded")
-    else:
-        log("differs from the audit the build recorded (another threshold or slide map, or the files changed)")
+    elif not summary["checked_against_record"]:
+        log("not checked against the audit the build recorded: --threshold/--slide-map differ from the build's")
     if json_out:
         write_json(json_out, summary)
         log(f"wrote {json_out}")
+    if summary["checked_against_record"] and not summary["matches_record"]:
+        raise AuditMismatchError(
+            f"{summary['dataset']}: the recomputed audit differs from the one the build recorded "
+            f"({', '.join(summary['differs_from_record'])}): its stored files changed since it was built; rebuild it "
+            "(hcdtf build-dataset ... --overwrite)")
     return summary
+
+
+class AuditMismatchError(Exception):
+    """``hcdtf audit`` found the stored patches no longer match the build's recorded audit."""

@@ -3,9 +3,10 @@
 ``run_pipeline(source, score, sink, runner, options)`` is the reusable part: any element source,
 a per-element scoring step and a sink, run on DirectRunner, DataflowRunner, FlinkRunner or
 SparkRunner. ``predict_beam`` builds it for a folder of patches: file paths (listed and read
-through ``tf.io.gfile``, so ``gs://`` and ``s3://`` work) -> ``(id, uint8 patch)`` -> Beam's
-``RunInference`` -> a submission CSV identical to the local path's (rows sorted by id, written to
-a temporary name and renamed).
+through ``tf.io.gfile``, so ``gs://`` and ``s3://`` work), cut into the local path's batches
+(sorted by id, ``batch_size`` each) -> ``(ids, uint8 batch)`` -> Beam's ``RunInference``, one call
+per batch -> a submission CSV byte-identical to the local path's with the same ``batch_size``
+(rows sorted by id, written to a temporary name and renamed).
 
 RunInference gets :class:`ScorerModelHandler`, a Beam ``ModelHandler`` over
 :mod:`hcdtf.backends`, so every exported format runs on Beam. Beam's own TensorFlow handler
@@ -77,14 +78,18 @@ def _local_copy(path: str) -> str:
     return local
 
 
-def scorer_model_handler(model_path: str, backend: str | None, batch_size: int):
+def scorer_model_handler(model_path: str, backend: str | None):
     """A Beam ``ModelHandler`` whose model is an :mod:`hcdtf.backends` scorer (built lazily, on
-    the worker, so the pipeline pickles a path, not a model)."""
+    the worker, so the pipeline pickles a path, not a model). Each element is a whole batch of
+    patches (uint8 [B, 96, 96, 3]) scored in one call, and its inference the B probabilities:
+    the batches are formed before the pipeline, as the local path forms them, because the last
+    bits of a probability depend on the batch it was computed in (oneDNN picks its kernels by
+    batch size), and Beam's own batching depends on timing."""
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
     class ScorerModelHandler(ModelHandler):
         def __init__(self):
-            super().__init__(min_batch_size=1, max_batch_size=batch_size)
+            super().__init__(min_batch_size=1, max_batch_size=1)
 
         def load_model(self):
             from hcdtf import backends
@@ -92,11 +97,21 @@ def scorer_model_handler(model_path: str, backend: str | None, batch_size: int):
             return backends.load(_local_copy(model_path), backend, log=lambda *_: None)
 
         def run_inference(self, batch, model, inference_args=None):
-
-            probs = model(np.stack(batch))
-            return [PredictionResult(x, float(p)) for x, p in zip(batch, probs)]
+            return [PredictionResult(x, np.asarray(model(x), np.float64)) for x in batch]
 
     return ScorerModelHandler()
+
+
+def fixed_batches(files: list[str], batch_size: int) -> list[tuple[int, list[str]]]:
+    """(number, files) of each batch: consecutive runs of ``batch_size`` files in sorted id order,
+    the same batches as the local path's (:func:`hcdtf.predict.read_batches`)."""
+    return [(k, files[i:i + batch_size]) for k, i in enumerate(range(0, len(files), batch_size))]
+
+
+def read_batch(files: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """(ids, uint8 [B, 96, 96, 3]) of one batch of patch files, read through ``tf.io.gfile``."""
+    ids, patches = zip(*(read_patch_file(f) for f in files))
+    return tuple(ids), np.stack(patches)
 
 
 def list_patch_files(images: str) -> list[str]:
@@ -109,7 +124,8 @@ def list_patch_files(images: str) -> list[str]:
 
     if not tf.io.gfile.isdir(images):
         raise predict.ImageError(f"--images {images!r} is not a directory")
-    names = sorted(n for n in tf.io.gfile.listdir(images) if n.lower().endswith(predict.IMAGE_SUFFIXES))
+    names = sorted((n for n in tf.io.gfile.listdir(images) if n.lower().endswith(predict.IMAGE_SUFFIXES)),
+                   key=lambda n: (pathlib.PurePosixPath(n).stem, n))  # the local path's order
     if not names:
         raise predict.ImageError(f"--images {images!r}: no .tif, .tiff or .png files in this directory")
     return [f"{images.rstrip('/')}/{n}" for n in names]
@@ -157,10 +173,12 @@ def predict_beam(model_path, images: str, out: str, runner: str, options: Iterab
         backends.resolve(model_path, backend, log)  # a wrong path fails here, not on a worker
     files = list_patch_files(str(images))
     log(f"scoring {len(files)} patches from {images} with Apache Beam ({runner}), model {model_path}")
-    handler = KeyedModelHandler(scorer_model_handler(str(model_path), backend, batch_size))
-    score = ("ReadPatch" >> beam.Map(read_patch_file) | "RunInference" >> RunInference(handler)
-             | "Probability" >> beam.MapTuple(lambda i, result: (i, result.inference)))
+    handler = KeyedModelHandler(scorer_model_handler(str(model_path), backend))
+    # One element per batch, formed here exactly as the local path forms them: same batches, same bits.
+    score = ("ReadBatch" >> beam.MapTuple(lambda k, chunk: read_batch(chunk)) | "RunInference" >> RunInference(handler)
+             | "Probabilities" >> beam.FlatMapTuple(lambda ids, result: zip(ids, map(float, result.inference))))
     sink = "Collect" >> beam.combiners.ToList() | "WriteCsv" >> beam.Map(lambda rows: write_submission(str(out), rows))
-    run_pipeline(beam.Create(files) | "Spread" >> beam.Reshuffle(), score, sink, runner, options)
+    run_pipeline(beam.Create(fixed_batches(files, batch_size)) | "Spread" >> beam.Reshuffle(), score, sink, runner,
+                 options)
     log(f"wrote {len(files)} predictions to {out}")
     return {"out": str(out), "n": len(files), "runner": runner}

@@ -228,6 +228,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.check_config()
         root, config_dir = os.fspath(self.data_dir_root), os.path.dirname(os.fspath(self.data_path))
         created = _dirs_to_create(root, config_dir)
+        if self._reuse_read_only(root, download_dir, download_config):
+            return
         _make_writable_dir(root)
         downloads = download_dir or os.path.join(root, "downloads")  # TFDS's defaults
         manual_dir = os.fspath(download_config.manual_dir or os.path.join(downloads, "manual"))
@@ -245,6 +247,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             finally:
                 if not self.is_prepared():
                     _prune_created(created, config_dir)
+
+    def _reuse_read_only(self, root: str, download_dir, download_config) -> bool:
+        """An existing build in a data dir that cannot be written (e.g. a read-only mount) is
+        reused after the inputs check, which only reads; no lock is needed where nothing can
+        write. False when there is something to build (then the data dir must be writable)."""
+        if download_config.download_mode.overwrite_dataset or not self.is_prepared() or _is_writable(root):
+            return False
+        downloads = download_dir or os.path.join(root, "downloads")
+        self.check_same_inputs(os.fspath(download_config.manual_dir or os.path.join(downloads, "manual")))
+        _LOG.info("hcd: %s is read-only; reusing the build there (its inputs are unchanged)", self.data_path)
+        return True
 
     def check_config(self) -> None:
         """BadInputError if the config's options cannot give a usable data set, or contradict its
@@ -897,6 +910,17 @@ def _dirs_to_create(root: str, config_dir: str) -> list[str]:
     hcd_dir = os.path.dirname(config_dir)
     candidates = [root, os.path.join(root, "downloads"), hcd_dir, os.path.join(hcd_dir, ".config"), config_dir]
     return [p for p in candidates if not os.path.exists(p)]
+
+
+def _is_writable(root: str) -> bool:
+    """Whether a file can be created in ``root`` (a probe, created and removed)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".hcdtf_write_probe_")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def _make_writable_dir(root: str) -> None:
