@@ -147,6 +147,7 @@ def machine() -> dict:
         "simd": sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "f16c",
                                                    "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "avx512_fp16"}),
         "cpu_kind": precision.cpu_kind(),
+        "cpu_id": precision.cpu_features()["cpu_id"],  # family/model/stepping: hypervisors mask the name
         "native_bf16": bool(bf16_unit),
         "flops_per_cycle_per_core_fp32": per_cycle,
         "peak_gflops_fp32": round(peak, 1) if peak else None,

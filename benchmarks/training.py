@@ -196,8 +196,12 @@ def precision_combos(quick: bool, xla_mixed: bool, xla_in_quick: bool) -> list[t
     without AVX-512 BF16/AMX (~8x slower than float32 here), so it is left out of --quick; XLA
     compilation costs about a minute per variant on 2 cores, so --quick has no XLA (unless --xla)
     and the mixed-precision XLA pairs need --xla-mixed."""
+    from hcdtf import precision
+
     if quick:
         combos = [("float32", False), ("mixed_float16", False)]
+        if precision.cpu_features()["native_bf16"]:  # native there: the figure that decides `auto`
+            combos.append(("mixed_bfloat16", False))
         return combos + ([("float32", True)] if xla_in_quick else [])
     combos = [("float32", False), ("mixed_float16", False), ("mixed_bfloat16", False), ("float32", True)]
     if xla_mixed:
@@ -205,30 +209,48 @@ def precision_combos(quick: bool, xla_mixed: bool, xla_in_quick: bool) -> list[t
     return combos
 
 
+def precision_archs() -> list[str]:
+    """ResNet18 everywhere; ResNet50 too on CPUs with native bfloat16, where `--precision auto`
+    picks mixed_bfloat16 when it pays (the issue's figure: ResNet-50 per CPU-second)."""
+    from hcdtf import precision
+
+    return ["ResNet18", "ResNet50"] if precision.cpu_features()["native_bf16"] else ["ResNet18"]
+
+
 def figure_precision(session) -> dict:
     combos = precision_combos(session.quick, session.xla_mixed, session.xla_in_quick)
     batch = session.precision_batch
     log = common.LoadLog()
     trainers = {}
-    for precision, jit in combos:
-        name = f"{precision}/xla_{'on' if jit else 'off'}"
-        try:
-            trainers[name] = get_trainer(session, "ResNet18", "fine_tune", precision, jit, batch)
-        except Exception as e:  # noqa: BLE001 - a variant the platform lacks is reported, not fatal
-            trainers[name] = e
+    archs = precision_archs()
+    for arch in archs:
+        for precision, jit in combos:
+            if arch != "ResNet18" and (jit or precision == "mixed_float16"):
+                continue  # the larger net: only the float32 / bfloat16 pair that `auto` decides on
+            name = f"{precision}/xla_{'on' if jit else 'off'}" + ("" if arch == "ResNet18" else f"/{arch}")
+            try:
+                trainers[name] = get_trainer(session, arch, "fine_tune", precision, jit, batch)
+            except Exception as e:  # noqa: BLE001 - a variant the platform lacks is reported, not fatal
+                trainers[name] = e
     ok = {k: v for k, v in trainers.items() if not isinstance(v, Exception)}
     runs = common.interleaved(ok, session.reps, log)
-    ref = "float32/xla_off"
     results = {k: runs[k].stats(**ok[k].info()) for k in ok}
     results.update({k: {"error": f"{type(v).__name__}: {v}"[:500]} for k, v in trainers.items() if k not in ok})
-    ratios = {f"{k} / {ref}": common.rate_ratio(runs[k], runs[ref]) for k in ok if k != ref}
+    ratios = {}
+    for k in ok:
+        arch_suffix = k.split("/", 2)[2] if k.count("/") == 2 else ""
+        ref = "float32/xla_off" + (f"/{arch_suffix}" if arch_suffix else "")
+        if k != ref and ref in runs:
+            ratios[f"{k} / {ref}"] = common.rate_ratio(runs[k], runs[ref])
     release_trainers(session, keep=[_ref_key(session)])
     return {
         "batch": batch,
-        "description": "ResNet18 fine-tuning train step (in-memory batch) in float32, mixed_float16 and "
-                       "mixed_bfloat16 Keras policies, with XLA off and on (compile(jit_compile=...)); "
-                       "ratios > 1 mean faster than float32 without XLA. first_step_s includes tracing and "
-                       "the XLA compilation.",
+        "archs": archs,
+        "description": "Fine-tuning train step (in-memory batch) in float32, mixed_float16 and mixed_bfloat16 "
+                       "Keras policies, with XLA off and on (compile(jit_compile=...)): ResNet18, and on CPUs with "
+                       "native bfloat16 ResNet50 in float32 and mixed_bfloat16 (names ending /ResNet50); ratios "
+                       "> 1 mean faster than float32 without XLA (per_cpu_s: per CPU-second, the comparable "
+                       "figure under load). first_step_s includes tracing and the XLA compilation.",
         "device": "GPU: " + ", ".join(session.machine["gpus"]) if session.machine.get("gpus") else "CPU",
         "unit": "images/s",
         "load_avg": log.to_dict(),

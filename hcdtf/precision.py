@@ -40,8 +40,9 @@ FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", 
 OPENVINO_HINTS = {"float32": "f32", "int8": "f32", "bfloat16": "bf16"}
 
 # What each runtime does with a float32 model by default on a CPU with native BF16 (AMX,
-# AVX-512 BF16), measured with hcdtf's ResNet-18 (benchmarks.precision, Intel Xeon Sapphire
-# Rapids, 2 cores; largest probability difference from Keras float32 on 16 random patches).
+# AVX-512 BF16), measured with hcdtf's ResNet-18 (random weights, 16 random patches; largest
+# probability difference from Keras float32) on a 2-core Intel Xeon, family 6 model 207 (Emerald
+# Rapids: AMX, AVX-512 BF16), OpenVINO 2026.4.1, ONNX Runtime 1.32, LiteRT 2.3.
 RUNTIME_DEFAULTS = {
     "saved_model": "float32 (TensorFlow's oneDNN kernels keep float32 unless TF_SET_ONEDNN_FPMATH_MODE=BF16 "
                    "is set; TF Serving is the same runtime): nothing to set",
@@ -56,13 +57,15 @@ RUNTIME_DEFAULTS = {
 def cpu_features() -> dict:
     """The CPU's model name and the precision-relevant vector features (from /proc/cpuinfo;
     empty features elsewhere). ``native_bf16``: bfloat16 arithmetic in hardware."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, ids = platform.processor() or platform.machine(), set(), {}
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
             if key == "model name" and model in ("", platform.machine(), platform.processor()):
                 model = value.strip()
+            elif key in ("cpu family", "model", "stepping") and key not in ids:
+                ids[key] = value.strip()
             elif key == "flags" and not flags:
                 flags = set(value.split())
     except OSError:
@@ -70,6 +73,9 @@ def cpu_features() -> dict:
     present = [f for f in FEATURES if f in flags]
     return {
         "cpu_model": model or "unknown cpu",
+        # family/model/stepping name the part where a hypervisor masks the model name
+        # ("Intel(R) Xeon(R) Processor" under KVM): family 6 model 143 is Sapphire Rapids, 207 Emerald Rapids
+        "cpu_id": "/".join(ids.get(k, "?") for k in ("cpu family", "model", "stepping")),
         "features": present,
         "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
         "amx": "amx_tile" in flags,

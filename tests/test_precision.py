@@ -142,3 +142,19 @@ def test_probe_leaves_layer_names_alone():
     second = [v.path for v in models.build_classifier("ResNet18", weights=None).variables]
     assert first == second
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_tensorflow_keeps_float32_on_this_cpu():
+    """TensorFlow's oneDNN path could compute float32 matmuls in bfloat16 (fpmath mode BF16) on
+    BF16 CPUs; its default is strict float32, which the README promises: a 512x512 product agrees
+    with float64 to float32's rounding (bfloat16 would be off by ~1e-2 relative)."""
+    if os.environ.get("TF_SET_ONEDNN_FPMATH_MODE"):
+        pytest.fail("TF_SET_ONEDNN_FPMATH_MODE is set in the test environment; unset it")
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 512, 512)).astype(np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    rel = np.abs(tf.matmul(a, b).numpy() - exact).max() / np.abs(exact).max()
+    assert rel < 1e-5, rel
