@@ -22,7 +22,7 @@ quickstart: setup
 	$(BIN)/hcdtf quickstart
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2  # two pytest-xdist workers; each makes the session fixtures it needs
+	$(BIN)/python -m pytest -q -n 2 --durations=20  # two pytest-xdist workers (each makes the session fixtures it needs); the 20 slowest tests listed
 
 bench: setup
 	$(BIN)/python -m benchmarks
