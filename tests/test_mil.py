@@ -232,7 +232,7 @@ def _weights(run):
 def test_killed_mil_train_resumes_to_the_same_weights(mil_data, tmp_path):
     root = mil_data[0]
     args = ["mil", "train", root / "train", "--labels", root / "train" / "reference.csv", "--epochs", "3",
-            "--folds", "4", "--hidden", "32", "--attention", "16"]
+            "--folds", "4", "--hidden", "32", "--attention", "16", "--max-instances", "12"]
     whole = tmp_path / "whole"
     _cli(*args, "--output-dir", whole)
     killed = tmp_path / "killed"

@@ -92,11 +92,14 @@ def commands(friendly, context) -> list[click.Command]:
     @click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the folds.")
     @click.option("--seed", default=0, show_default=True, type=int,
                   help="Seed of initialisation, bag order and dropout (repeats: other seeds, same folds).")
+    @click.option("--max-instances", type=click.IntRange(min=1), default=None,
+                  help="Train on a random subset of at most this many patches of a bag per step (bounds memory; "
+                       "evaluation always uses every patch) [default: all].")
     @click.option("--no-balance", is_flag=True, help="Do not weight the loss to count both classes equally.")
     @click.option("--overwrite", is_flag=True, help="Replace a run of another config in --output-dir.")
     @friendly
     def train_cmd(bags, labels, output_dir, epochs, learning_rate, weight_decay, hidden, attention, dropout, folds,
-                  fold, split_seed, seed, no_balance, overwrite):
+                  fold, split_seed, seed, max_instances, no_balance, overwrite):
         """Train gated-attention MIL (Ilse et al. 2018) on slide bags with slide labels.
 
         One bag per step, of any size. The run directory resumes exactly after a kill (rerun the
@@ -111,7 +114,8 @@ def commands(friendly, context) -> list[click.Command]:
         runtime.quiet_tensorflow()
         cfg = train.MilConfig(bags=[str(b) for b in bags], labels=str(labels), hidden=hidden, attention=attention,
                               dropout=dropout, epochs=epochs, learning_rate=learning_rate, weight_decay=weight_decay,
-                              balance=not no_balance, folds=folds, fold=fold, split_seed=split_seed, seed=seed)
+                              balance=not no_balance, max_instances=max_instances, folds=folds, fold=fold,
+                              split_seed=split_seed, seed=seed)
         train.train(cfg, output_dir, overwrite=overwrite, log=click.echo)
 
     @mil.command("predict", context_settings=context)

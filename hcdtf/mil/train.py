@@ -55,6 +55,7 @@ class MilConfig:
     learning_rate: float = 2e-4
     weight_decay: float = 1e-5
     balance: bool = True          # weight the loss so that both classes count equally
+    max_instances: Optional[int] = None  # train on a random subset of at most this many patches per bag and step
     folds: int = 5                # slide-grouped, label-stratified folds (0: no validation)
     fold: int = 0                 # the validation fold
     split_seed: int = 0           # draws the folds (keep it to compare repeats on the same folds)
@@ -64,6 +65,7 @@ class MilConfig:
         checks = [(self.hidden >= 1, "--hidden must be >= 1"), (self.attention >= 1, "--attention must be >= 1"),
                   (0 <= self.dropout < 1, "--dropout must be in [0, 1)"), (self.epochs >= 1, "--epochs must be >= 1"),
                   (self.learning_rate > 0, "--learning-rate must be > 0"),
+                  (self.max_instances is None or self.max_instances >= 1, "--max-instances must be >= 1"),
                   (self.folds == 0 or self.folds >= 2, "--folds must be 0 (no validation) or >= 2"),
                   (self.folds == 0 or 0 <= self.fold < self.folds, f"--fold must be in 0..{self.folds - 1}")]
         for ok, message in checks:
@@ -153,6 +155,15 @@ class _Session:
     def predict(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         out = self.forward(x)
         return float(np.asarray(out["probability"]).reshape(())), np.asarray(out["attention"])
+
+
+def subsample(x: np.ndarray, limit: Optional[int], seed: tuple) -> np.ndarray:
+    """At most ``limit`` rows of ``x`` (a random subset in bag order, drawn from ``seed``): training
+    memory then stops growing with the bag (CLAM and others sample instances the same way)."""
+    if limit is None or len(x) <= limit:
+        return x
+    keep = np.sort(np.random.default_rng([*seed, 0x5A3]).choice(len(x), limit, replace=False))
+    return x[keep]
 
 
 def _split(cfg: MilConfig, labels: dict[str, int]) -> dict[str, int]:
@@ -252,10 +263,11 @@ def train(cfg: MilConfig, output_dir, overwrite: bool = False, log: Callable[[st
             t0 = time.perf_counter()
             order = np.random.default_rng([cfg.seed, epoch, 0xB465]).permutation(len(train_slides))
             losses = []
-            for n in order:
+            for step, n in enumerate(order):
                 s = train_slides[int(n)]
                 y = float(labels[s])
-                losses.append(float(session.step(features(s), np.float32(y), np.float32(weight[labels[s]]))))
+                x = subsample(features(s), cfg.max_instances, (cfg.seed, epoch, step))
+                losses.append(float(session.step(x, np.float32(y), np.float32(weight[labels[s]]))))
                 kill_point("mil-step")
             row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_loss": None, "val_auc": None}
             if val_slides:
