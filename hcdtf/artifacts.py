@@ -31,6 +31,10 @@ __all__ = [
 #: Column names of a predictions file, in order.
 PREDICTIONS_HEADER: tuple[str, str, str] = ("id", "label", "score")
 
+#: Files an evaluation writes only with some option: {metrics key that option records: file}.
+#: An evaluation without the option removes the file, so nothing from an earlier one is left.
+OPTIONAL_ARTIFACTS: dict[str, str] = {"calibration": "reliability_calibrated.png"}
+
 
 # --------------------------------------------------------------------------------------------
 # predictions.csv
@@ -174,6 +178,8 @@ def write_eval_artifacts(
     ``roc.png``, ``pr.png``, ``reliability.png`` and ``confusion_matrix.png``. Keys of the
     returned dict: predictions, metrics, roc, pr, reliability, confusion_matrix. Each file is
     written atomically; metrics.json comes last, so its presence means the others are complete.
+    Files of :data:`OPTIONAL_ARTIFACTS` whose key ``metrics`` lacks are removed (left over from
+    an evaluation with another option).
 
     The figures use ``metrics["auc"]``, ``metrics["threshold"]`` (default 0.5) and the confusion
     matrix recomputed at that threshold, so they always agree with the predictions written.
@@ -204,5 +210,8 @@ def write_eval_artifacts(
     plots.plot_pr(paths["pr"], y, s, f"Precision-recall curve{tag}")
     plots.plot_reliability(paths["reliability"], y, s, f"Reliability diagram{tag}")
     plots.plot_confusion(paths["confusion_matrix"], y, s, threshold, f"Confusion matrix{tag}")
+    for key, name in OPTIONAL_ARTIFACTS.items():
+        if key not in metrics:  # e.g. --calibrate then no --calibrate: the old figure would contradict
+            (out / f"{prefix}{name}").unlink(missing_ok=True)
     write_json(paths["metrics"], metrics)
     return paths

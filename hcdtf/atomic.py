@@ -19,7 +19,8 @@ from typing import IO, Any, Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["TMP_MARK", "atomic_open", "atomic_output", "temporary_name", "write_json", "write_text"]
+__all__ = ["TMP_MARK", "atomic_open", "atomic_output", "remove_leftovers", "removes_created_dir", "temporary_name",
+           "write_json", "write_text"]
 
 
 #: Marks temporary names (``.<stem>.tmp-<pid>-<random><suffix>``): a run directory's recovery
@@ -33,6 +34,70 @@ def temporary_name(path: str | os.PathLike) -> Path:
     path = Path(path)
     token = f"{os.getpid()}-{secrets.token_hex(3)}"
     return path.with_name(f".{path.stem}{TMP_MARK}{token}{path.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_leftovers(directory: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files (see :func:`temporary_name`) that writers killed mid-write left
+    in ``directory``; a file whose writer process is still running on this machine is kept (it
+    may be in the middle of its write). Returns what was removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(directory):
+            name = entry.name
+            if not name.startswith(".") or TMP_MARK not in name:
+                continue
+            pid = name.split(TMP_MARK, 1)[1].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def removes_created_dir(argument: str):
+    """Decorator: if the call fails, the directory named by its ``argument`` (and any of its
+    parents) that did not exist before the call is removed again, if empty: a failed command
+    leaves no empty output directory, and never removes one that existed before."""
+    import functools
+    import inspect
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            path = Path(signature.bind(*args, **kwargs).arguments[argument]).absolute()
+            missing = []
+            while not os.path.lexists(path) and path != path.parent:
+                missing.append(path)
+                path = path.parent
+            try:
+                return fn(*args, **kwargs)
+            except BaseException:
+                for d in missing:  # deepest first; stops at the first one that holds something
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+                raise
+
+        return wrapper
+
+    return decorate
 
 
 @contextlib.contextmanager

@@ -230,8 +230,11 @@ def test_refuses_to_overwrite_an_existing_sample(tmp_path: pathlib.Path) -> None
     assert (other / "train" / "x.tif").read_bytes() == b"mine"
 
     done = synthetic.write_sample(tmp_path / "fresh", n=5, n_test=1)
+    assert not done.already_done
+    again = synthetic.write_sample(done.out_dir, n=5)  # the same sample: done, nothing written
+    assert again.already_done and again.n_positive == done.n_positive
     with pytest.raises(ValueError):
-        synthetic.write_sample(done.out_dir, n=5)
+        synthetic.write_sample(done.out_dir, n=5, seed=1)
 
 
 def test_empty_existing_directory_is_fine(tmp_path: pathlib.Path) -> None:

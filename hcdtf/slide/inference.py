@@ -416,9 +416,12 @@ def predict_slide(path: pathlib.Path, out_root: pathlib.Path, model: Model, sett
                   checkpoint_seconds: float = 30.0) -> tuple[str, dict]:
     """(status, slide summary): ``done`` (scored now), ``skipped`` (finished before) or ``updated``
     (finished before; detections and score redone for new post-processing settings)."""
+    from hcdtf.atomic import remove_leftovers
+
     layout = _layout(path, model, settings)
     try:
         folder = out_root / path.stem
+        remove_leftovers(folder)  # temporary files of a run killed mid-write
         key = scoring_key(path, layout.slide, model, settings, layout.plan)
         old = _read_summary(folder)
         if old is not None and old.get("key") == key:

@@ -238,9 +238,19 @@ def write_pyramid(path: str | os.PathLike, rendered: np.ndarray, mpp: float | No
     while min(image.shape[:2]) >= 4 * TIFF_TILE or len(levels) < 3:
         image, d = _shrink(image, 4), d * 4
         levels.append((d, image))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write_levels(tifffile, tmp, levels, rendered, h0, w0, mpp, aperio)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()  # a full disk or a kill mid-write leaves nothing under either name
+
+
+def _write_levels(tifffile, tmp: pathlib.Path, levels: list, rendered: np.ndarray, h0: int, w0: int,
+                  mpp: float | None, aperio: bool) -> None:
     photometric = "rgb" if rendered.ndim == 3 else "minisblack"
     shape_extra = rendered.shape[2:]
-    tmp = path.with_name(f".{path.name}.tmp")
     with tifffile.TiffWriter(tmp, bigtiff=h0 * w0 * 3 > 2**31) as tif:
         for n, (d, image) in enumerate(levels):
             if image is None:
@@ -256,7 +266,6 @@ def write_pyramid(path: str | os.PathLike, rendered: np.ndarray, mpp: float | No
             tif.write(tiles, shape=shape, dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE), photometric=photometric,
                       compression="zlib", compressionargs={"level": 1}, description=desc, metadata=None,
                       subfiletype=0 if n == 0 or aperio else 1)
-    os.replace(tmp, path)
 
 
 def write_slide(path: pathlib.Path, spec: SlideSpec, annotations_dir: pathlib.Path | None,
@@ -277,12 +286,22 @@ def write_slides(out_dir: str | os.PathLike, n: int = 4, seed: int = 0, size: tu
                  log: Callable[[str], None] = print, bank: int | None = None) -> dict:
     """``out_dir/slide_XXX.svs``, ``out_dir/annotations/slide_XXX.xml`` (tumour slides) and
     ``out_dir/reference.csv`` (``name,class``). Slides already written are kept (same seed, same
-    files), so an interrupted run continues; ``reference.csv`` is written last."""
-    from hcdtf.atomic import write_text
-
+    files), so an interrupted run continues; ``reference.csv`` is written last. A place that
+    cannot be written (read-only, full) is a ValueError in one line."""
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     out = pathlib.Path(out_dir)
+    try:
+        return _write_slides(out, n, seed, size, log, bank)
+    except OSError as e:  # read-only, disk full, a name too long: one line; rerunning continues
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise ValueError(f"cannot write synthetic slides into {out}: {e.strerror or e}{where}; fix that and rerun "
+                         "the same command (slides already written are kept)") from None
+
+
+def _write_slides(out: pathlib.Path, n: int, seed: int, size: tuple[int, int], log, bank) -> dict:
+    from hcdtf.atomic import write_text
+
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     specs = plan_slides(n, seed, size)

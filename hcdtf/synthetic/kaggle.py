@@ -10,7 +10,11 @@ Layout (as Kaggle ships the Histopathologic Cancer Detection data)::
 ``train_labels.csv`` is written last, atomically: a directory that has it holds a complete
 sample. While a sample is being written, ``out_dir`` holds a marker naming its parameters; a
 call with the same parameters after a kill finishes it (the files are a function of the
-parameters), any other call refuses to touch it.
+parameters), any other call refuses to touch it. A call with the parameters of a finished
+sample finds it complete and writes nothing. Every ``.tif`` is written under a temporary name
+(``.<id>.tmp-<pid>``, not a ``.tif``) and renamed, so a kill or a full disk never leaves a
+truncated patch under its final name; finishing a sample removes such leftovers. Workers die
+with the process that started them (hcdtf.workers).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from hcdtf import atomic
+from hcdtf import workers as workers_lib
 from hcdtf.synthetic.geometry import PATCH_SIZE
 from hcdtf.synthetic.patch import generate_patch, warm_up
 from hcdtf.synthetic.streams import check_fraction, draw_id_label, one_blas_thread, patch_rng
@@ -48,6 +53,7 @@ class SampleInfo:
     n_positive: int  # positives among the n_train training patches
     seed: int
     seconds: float  # wall-clock time of the call
+    already_done: bool = False  # the sample was complete before this call: nothing was written
 
 
 @functools.cache
@@ -85,18 +91,78 @@ def _write_chunk(args: tuple[str, int, str, Sequence[int], float]) -> list[tuple
             rng = patch_rng(seed, split, i)
             pid, label = draw_id_label(rng, positive_fraction)
             image, _ = generate_patch(rng, label)
-            with open(os.path.join(folder, pid + ".tif"), "wb") as fh:
-                fh.write(tif_bytes(image))
+            path = os.path.join(folder, pid + ".tif")
+            tmp = os.path.join(folder, f".{pid}{atomic.TMP_MARK}{os.getpid()}")  # not a .tif: never read as one
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(tif_bytes(image))
+                os.replace(tmp, path)
+            finally:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
             out.append((pid, label))
     return out
 
 
-def _claim(out: pathlib.Path, params: dict) -> None:
+def _expected_rows(params: dict) -> dict[str, list[tuple[str, int]]]:
+    """The (id, label)s a sample with ``params`` holds, per split (ids and labels are drawn
+    before the pixels, so this costs no patch)."""
+    return {
+        split: [draw_id_label(patch_rng(params["seed"], split, i), params["positive_fraction"])
+                for i in range(count)]
+        for split, count in (("train", params["n"]), ("test", params["n_test"]))
+    }
+
+
+def _csv_texts(rows: dict[str, list[tuple[str, int]]]) -> dict[str, str]:
+    return {
+        "sample_submission.csv": "id,label\n" + "".join(f"{pid},0\n" for pid, _ in rows["test"]),
+        "train_labels.csv": "id,label\n" + "".join(f"{p},{y}\n" for p, y in rows["train"]),
+    }
+
+
+def _finished(out: pathlib.Path, params: dict) -> bool:
+    """True if ``out`` holds the complete sample of ``params``: both CSVs as this call would
+    write them and every patch file, of the right size."""
+    if not (out / "train_labels.csv").is_file():
+        return False
+    rows = _expected_rows(params)
+    for name, text in _csv_texts(rows).items():
+        try:
+            if (out / name).read_text(encoding="utf-8") != text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            return False
+    size = len(_tif_prefix()) + PATCH_SIZE * PATCH_SIZE * 3
+    for split, split_rows in rows.items():
+        for pid, _ in split_rows:
+            try:
+                if (out / split / f"{pid}.tif").stat().st_size != size:
+                    return False
+            except OSError:
+                return False
+    return True
+
+
+def _remove_leftovers(out: pathlib.Path) -> None:
+    """Temporary patch files of a writer that was killed (``.<id>.tmp-<pid>``)."""
+    for split in ("train", "test"):
+        d = out / split
+        if d.is_dir():
+            for p in d.glob(f".*{atomic.TMP_MARK}*"):
+                p.unlink(missing_ok=True)
+
+
+def _claim(out: pathlib.Path, params: dict) -> bool:
     """Refuse to overwrite or mix into a data set the user already has; else mark `out` as
-    holding an unfinished sample with these parameters (or find it marked with the same)."""
+    holding an unfinished sample with these parameters (or find it marked with the same).
+    True if `out` already holds the finished sample of these parameters (nothing to do)."""
+    if not (out / UNFINISHED).exists() and _finished(out, params):
+        return True
     for name in ("train_labels.csv", "sample_submission.csv"):
         if (out / name).exists():
-            raise ValueError(f"refusing to write a synthetic sample into {out}: {out / name} already exists")
+            raise ValueError(f"refusing to write a synthetic sample into {out}: {out / name} already exists "
+                             "(and is not a complete sample with these parameters)")
     marker = out / UNFINISHED
     if marker.is_file():
         try:
@@ -108,7 +174,8 @@ def _claim(out: pathlib.Path, params: dict) -> None:
                 f"refusing to write a synthetic sample into {out}: it holds an unfinished sample with "
                 f"other parameters ({marker}: {previous}); finish it with those, or remove {out}"
             )
-        return
+        _remove_leftovers(out)
+        return False
     for name in ("train", "test"):
         d = out / name
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
@@ -118,6 +185,7 @@ def _claim(out: pathlib.Path, params: dict) -> None:
         atomic.write_json(marker, params)
     except OSError as e:  # e.g. a file on the way, no permission, disk full
         raise ValueError(f"cannot write a synthetic sample into {out}: {e.strerror or e}") from None
+    return False
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -151,16 +219,22 @@ def _run(jobs: list, workers: int, progress: bool) -> Iterator[list[tuple[str, i
             print(f"\rsynthetic sample: {done}/{total} patches", end=end, file=sys.stderr, flush=True)
         return part
 
-    if workers == 1:
-        for job in jobs:
-            yield report(_write_chunk(job))
-        return
-    context = _mp_context()
-    if context.get_start_method() == "fork":
-        warm_up()  # forked workers inherit the lookup tables instead of each building them
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for part in pool.map(_write_chunk, jobs):  # map keeps the job order
-            yield report(part)
+    try:
+        if workers == 1:
+            for job in jobs:
+                yield report(_write_chunk(job))
+            return
+        context = _mp_context()
+        if context.get_start_method() == "fork":
+            warm_up()  # forked workers inherit the lookup tables instead of each building them
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                    initializer=workers_lib.die_with_parent,
+                                                    initargs=(os.getpid(),)) as pool:
+            for part in pool.map(_write_chunk, jobs):  # map keeps the job order
+                yield report(part)
+    finally:
+        if progress and 0 < done < total:  # stopped part-way: end the progress line before any error
+            print(file=sys.stderr, flush=True)
 
 
 def write_sample(
@@ -191,7 +265,27 @@ def write_sample(
         raise ValueError(f"n_test must be >= 0, got {n_test}")
     check_fraction(positive_fraction)
     params = {"n": int(n), "n_test": n_test, "seed": int(seed), "positive_fraction": float(positive_fraction)}
-    _claim(out, params)
+    try:
+        done = _claim(out, params)
+        rows = _expected_rows(params) if done else _write(out, params, workers, progress)
+    except OSError as e:  # disk full, read-only, a name too long, ...: one line, resumable
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise ValueError(f"cannot write the synthetic sample into {out}: {e.strerror or e}{where}; "
+                         "fix that and rerun the same command to finish it") from None
+    return SampleInfo(
+        out_dir=out,
+        n_train=n,
+        n_test=n_test,
+        n_positive=sum(label for _, label in rows["train"]),
+        seed=int(seed),
+        seconds=time.perf_counter() - start,
+        already_done=done,
+    )
+
+
+def _write(out: pathlib.Path, params: dict, workers: int | None, progress: bool) -> dict:
+    """Writes the claimed sample's patches, then its CSVs; returns its rows per split."""
+    n, n_test, seed, positive_fraction = params["n"], params["n_test"], params["seed"], params["positive_fraction"]
     workers = _default_workers(n + n_test) if workers is None else max(1, int(workers))
     chunk = max(16, min(500, (n + n_test) // (4 * workers) + 1))
     jobs = []
@@ -206,14 +300,7 @@ def write_sample(
     ids = [pid for split in rows.values() for pid, _ in split]
     if len(set(ids)) != len(ids):  # 160-bit ids: a collision means a bug
         raise RuntimeError("duplicate synthetic ids")
-    atomic.write_text(out / "sample_submission.csv", "id,label\n" + "".join(f"{pid},0\n" for pid, _ in rows["test"]))
-    atomic.write_text(out / "train_labels.csv", "id,label\n" + "".join(f"{p},{y}\n" for p, y in rows["train"]))
+    for name, text in _csv_texts(rows).items():  # train_labels.csv last: it marks a complete sample
+        atomic.write_text(out / name, text)
     (out / UNFINISHED).unlink()
-    return SampleInfo(
-        out_dir=out,
-        n_train=n,
-        n_test=n_test,
-        n_positive=sum(label for _, label in rows["train"]),
-        seed=int(seed),
-        seconds=time.perf_counter() - start,
-    )
+    return rows
