@@ -71,12 +71,17 @@ def read_patch(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
 
     from PIL import Image, UnidentifiedImageError
 
+    from tfds_builder.hcd import bitdepth
+
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as im:
             mode = im.mode
-            array = np.asarray(im)
+            wide = mode == "RGB" and bitdepth.not_8bit(im)  # 16-bit RGB opens as "RGB": the header tells
+            array = None if wide else np.asarray(im)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ImageError(f"{path}: cannot be read as an image ({e})") from None
+    if wide:
+        raise ImageError(f"{path}: expected an 8-bit RGB patch, got {wide}")
     if array.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or array.dtype != np.uint8:
         raise ImageError(
             f"{path}: expected a {IMAGE_SIZE}x{IMAGE_SIZE} RGB patch (uint8, shape "

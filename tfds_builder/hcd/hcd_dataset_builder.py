@@ -48,6 +48,7 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
+import errno
 import functools
 import gzip
 import io
@@ -66,7 +67,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets.public_api as tfds
 
-from . import duplicates, inputs, names
+from . import bitdepth, duplicates, inputs, names
 from .splits import SplitError, assign_folds, assign_splits, check_not_empty, unit_hash  # noqa: F401 (re-exported)
 
 _HOMEPAGE = "https://www.kaggle.com/c/histopathologic-cancer-detection"
@@ -244,6 +245,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 else:
                     self.check_same_inputs(manual_dir)
                     prepare(download_config=download_config)  # TFDS logs "Reusing dataset"
+            except Exception as e:  # TFDS wraps a full disk as RuntimeError("ResourceExhaustedError: ...")
+                reason = _storage_error(e)
+                if reason is None:
+                    raise
+                raise BadInputError(
+                    f"data dir {root}: {reason} while writing the data set; free space (or pass another "
+                    "--data-dir) and rerun the same command: nothing of this build was kept"
+                ) from None
             finally:
                 if not self.is_prepared():
                     _prune_created(created, config_dir)
@@ -567,6 +576,9 @@ def _read_checked(path: str, fn, check: bool = True):
     try:
         with Image.open(path) as im:
             mode = im.mode
+            wide = mode == "RGB" and bitdepth.not_8bit(im)  # 16-bit RGB opens as "RGB": the header tells
+            if wide:
+                raise BadInputError(f"{path}: expected 8-bit RGB (uint8), got {wide}")
             if mode != "RGB":  # e.g. L, I;16, F, RGBA: decoded only to say what it is
                 array = np.asarray(im)
                 _check_mode_shape(path, mode, array.shape, array.dtype)
@@ -969,6 +981,27 @@ def _build_lock(config_dir: str):
         yield
     finally:
         os.close(fd)
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota ran out",
+                   errno.EROFS: "the file system is read-only", errno.EFBIG: "a file grew too large"}
+
+
+def _storage_error(error: BaseException) -> str | None:
+    """What went wrong, if ``error`` (or what it wraps) is the storage refusing a write: TFDS and
+    TensorFlow re-raise OSError(ENOSPC) as RuntimeError / ResourceExhaustedError text."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[error.errno]
+        text = str(error)
+        for errno_, phrase in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
+                               (errno.EROFS, "Read-only file system")):
+            if phrase in text:
+                return _STORAGE_ERRNOS[errno_]
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _remove_incomplete(config_dir: str) -> None:

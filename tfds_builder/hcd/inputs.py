@@ -35,10 +35,17 @@ def _dir_entry(path: str, suffixes: tuple[str, ...]) -> dict | None:
     rows, total = [], 0
     with os.scandir(path) as it:
         for entry in it:
-            if entry.name.endswith(suffixes) and entry.is_file():
+            if not entry.name.endswith(suffixes):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
                 st = entry.stat()
-                rows.append(f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
-                total += st.st_size
+            except OSError as e:  # e.g. a symlink loop (ELOOP): the input checks name it as bad input
+                rows.append(f"{entry.name}\0unreadable\0{e.errno}\n")
+                continue
+            rows.append(f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+            total += st.st_size
     rows.sort()
     names = hashlib.sha256("".join(r.split("\0", 1)[0] + "\n" for r in rows).encode()).hexdigest()
     return {
