@@ -27,6 +27,7 @@ import keras
 
 from hcdtf.models import registry
 from hcdtf.models import weights as weights_lib
+from hcdtf.models import warmstart
 from hcdtf.models.layers import ImagePreprocessing
 from hcdtf.models.layers import fuse_batch_norm
 
@@ -109,9 +110,10 @@ def build_classifier(
             typed on the command line), or the path to a
             weights file for the base architecture (a torchvision conversion
             from `hcdtf weights import` for ResNet18/34, a
-            `keras.applications` `.h5` for ResNet50/101/152). To restore a
-            trained classifier, build with `weights=None` and call
-            `model.load_weights`.
+            `keras.applications` `.h5` for ResNet50/101/152), or a run's
+            `checkpoints/best.weights.h5` of the same architecture (a warm
+            start: base and head; see `hcdtf.models.warmstart`). Any other
+            file is a one-line `WeightsFileError` (a `ValueError`).
         transfer: `"fine_tune"` (all layers trainable; the base is called in
             the default mode so its BatchNorm layers use batch statistics and
             update their moving averages while training, as in the
@@ -162,16 +164,25 @@ def build_classifier(
         base_weights = str(
             weights_lib.require_keras_weights(spec.name, include_top=False)
         )
-    elif weights is not None and weights != "imagenet":
-        base_weights = str(weights)
+    checkpoint = None
+    if weights is not None and weights != "imagenet":
+        # A run's whole-classifier checkpoint (warm start) is loaded after
+        # the model is built; any other file goes to the base's constructor.
+        checkpoint = warmstart.classifier_checkpoint(weights, spec.name)
+        base_weights = None if checkpoint else str(weights)
 
-    base = spec.constructor()(
-        include_top=False,
-        weights=base_weights,
-        input_shape=input_shape,
-        pooling=None,
-        name=BASE_NAME,
-    )
+    try:
+        base = spec.constructor()(
+            include_top=False,
+            weights=base_weights,
+            input_shape=input_shape,
+            pooling=None,
+            name=BASE_NAME,
+        )
+    except Exception as e:
+        if weights is None or weights == "imagenet" or checkpoint:
+            raise
+        raise warmstart.base_weights_error(base_weights, spec.name, e) from None
     # Same weights and maths, TensorFlow's fused BatchNorm kernel: one pass
     # instead of Keras' several element-wise ones (figures: benchmarks/README.md).
     base = fuse_batch_norm(base)
@@ -193,7 +204,10 @@ def build_classifier(
     if name is None:
         suffix = f"from_{trainable_from}" if trainable_from else transfer
         name = f"{spec.name.lower()}_{suffix}"
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    if checkpoint:
+        warmstart.load_checkpoint(model, weights, spec.name)
+    return model
 
 
 def feature_extractor(model):
