@@ -8,7 +8,9 @@ Writes ``slide_metrics.json``, ``slide_report.md``, ``froc.png`` and ``slide_roc
 
 A slide whose annotation or detections cannot be read is reported by name and left out; the
 others are evaluated and the result lists it under ``failed``. Annotation files of slides that
-were not predicted are named in one note and ignored (evaluating a subset of a data set is usual).
+were not predicted, and slides that the reference names but that were not predicted, are named
+in one note each, listed in the metrics and the report, and left out (evaluating a subset of a
+data set is usual).
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ def evaluate_slides(pred_dir, annotations_dir, reference=None, output_dir=None, 
     if orphans:
         log(f"note: {len(orphans)} annotation file(s) have no prediction in {pred_dir} and are ignored: "
             + ", ".join(orphans))
+    unpredicted = sorted(set(ref) - set(predicted)) if ref is not None else []
+    if unpredicted:
+        log(f"note: {len(unpredicted)} slide(s) named in --reference {reference} have no prediction in {pred_dir} "
+            "and are not evaluated: " + ", ".join(unpredicted))
     truths, failed = [], []
     for slide, summary in predicted.items():
         try:
@@ -148,7 +154,7 @@ def evaluate_slides(pred_dir, annotations_dir, reference=None, output_dir=None, 
     metrics = _metrics(truths, n_bootstrap)
     metrics.update({"prediction_dir": str(pred_dir), "annotations": str(annotations_dir),
                     "reference": None if reference is None else str(reference), "failed": failed,
-                    "annotations_without_prediction": orphans})
+                    "annotations_without_prediction": orphans, "reference_without_prediction": unpredicted})
     from hcdtf.slide import report
 
     report.write(out, metrics, truths)

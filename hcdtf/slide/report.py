@@ -54,6 +54,9 @@ def markdown(m: dict) -> str:
                      f"{'-' if s['false_positives'] is None else s['false_positives']} |")
     if m.get("failed"):
         lines += ["", "Not evaluated:", *[f"- {f}" for f in m["failed"]]]
+    if m.get("reference_without_prediction"):
+        lines += ["", "Named in the reference, not predicted (not evaluated): "
+                  + ", ".join(m["reference_without_prediction"])]
     lines += ["", "Protocol: Camelyon16 (evaluation mask at level 5, tumour dilated by 75 um, ITCs under "
               "275 um excluded); see `hcdtf/slide/camelyon.py`.", ""]
     return "\n".join(lines)
