@@ -275,3 +275,30 @@ def test_mil_predict_maps_and_export_on_embedded_slides(bags, slides, tmp_path):
     r = CliRunner().invoke(main, ["mil", "train", str(bags), "--labels", str(tmp_path / "none.csv"),
                                   "--output-dir", str(tmp_path / "r2")])
     assert r.exit_code == 2 and "none.csv" in r.output
+
+
+def test_camelyon16_layout_end_to_end(encoder, slides, tmp_path):
+    """Files laid out as Camelyon16 ships them: training/{normal,tumor}/*.tif, testing/images/*.tif and
+    testing/reference.csv (no header, extra columns); the training labels by the README's recipe."""
+    import shutil
+
+    c16 = tmp_path / "camelyon16"
+    for src, dst in (("slide_000", "training/tumor/tumor_001"), ("slide_001", "training/normal/normal_001"),
+                     ("slide_000", "testing/images/test_001"), ("slide_001", "testing/images/test_002")):
+        (c16 / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(slides / f"{src}.svs", c16 / f"{dst}.tif")
+    (c16 / "testing" / "reference.csv").write_text("test_001,Tumor,Micro,Primary\ntest_002,Normal,,\n")
+    recipe = ('(for f in training/*/*.tif; do n=$(basename $f .tif); case $n in tumor*) c=Tumor;; *) c=Normal;; '
+              'esac; echo "$n,$c"; done) > training_reference.csv')
+    subprocess.run(["bash", "-c", recipe], cwd=c16, check=True)
+    assert (c16 / "training_reference.csv").read_text() == "normal_001,Normal\ntumor_001,Tumor\n"
+    _cli("slide", "embed", encoder, c16 / "training/normal", c16 / "training/tumor", "--output-dir",
+         tmp_path / "bags/train", "--batch-size", "64")
+    _cli("slide", "embed", encoder, c16 / "testing/images", "--output-dir", tmp_path / "bags/test", "--batch-size", "64")
+    assert sorted(p.name for p in (tmp_path / "bags/train").glob("*.h5")) == ["normal_001.h5", "tumor_001.h5"]
+    _cli("mil", "train", tmp_path / "bags/train", "--labels", c16 / "training_reference.csv", "--output-dir",
+         tmp_path / "run", "--epochs", "1", "--folds", "0", "--hidden", "8", "--attention", "4")
+    _cli("mil", "evaluate", tmp_path / "run", tmp_path / "bags/test", "--labels", c16 / "testing/reference.csv")
+    m = json.loads((tmp_path / "run" / "eval" / "mil_metrics.json").read_text())
+    assert (m["slides"], m["tumour_slides"]) == (2, 1)
+    assert (tmp_path / "run" / "eval" / "attention" / "test_001.png").is_file()

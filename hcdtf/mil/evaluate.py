@@ -133,12 +133,25 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
     slides = list(bags)
     ys = np.array([y[s] for s in slides])
     ps = np.array([result["scores"][s] for s in slides])
-    auc = metrics.delong_roc_variance(ys, ps)[0]
-    lo, hi = metrics.delong_auc_ci(ys, ps)
-    m = {"slides": len(slides), "tumour_slides": int(ys.sum()), "auc": auc, "auc_ci95": [lo, hi],
+    n_pos, n_neg = int(ys.sum()), int(len(ys) - ys.sum())
+    if min(n_pos, n_neg) < 1:
+        raise bags_lib.BagError(f"--labels {labels}: the evaluated slides are all of one class; the AUC needs both")
+    if min(n_pos, n_neg) < 2:  # DeLong's variance needs two of each: the AUC alone
+        from sklearn.metrics import roc_auc_score
+
+        auc, (lo, hi) = float(roc_auc_score(ys, ps)), (float("nan"), float("nan"))
+        log(f"only {n_pos} Tumor and {n_neg} Normal slide(s): no confidence interval (DeLong needs 2 of each)")
+    else:
+        auc = metrics.delong_roc_variance(ys, ps)[0]
+        lo, hi = metrics.delong_auc_ci(ys, ps)
+    m = {"slides": len(slides), "tumour_slides": n_pos, "auc": auc,
+         "auc_ci95": None if np.isnan(lo) else [lo, hi],
          "ci_method": "DeLong", "run": str(run), "bags": [str(p) for p in ([inputs] if isinstance(inputs, (str, pathlib.Path)) else inputs)],
          "labels": str(labels)}
     rows = ["slide,label,score" + (",heatmap_score" if heatmap_dir else "") + "\n"]
+    if heatmap_dir and np.isnan(lo):
+        raise bags_lib.BagError(f"--heatmap: DeLong's test needs at least 2 Tumor and 2 Normal slides, "
+                                f"got {n_pos} and {n_neg}")
     if heatmap_dir:
         heat = _heatmap_scores(heatmap_dir)
         missing = [s for s in slides if s not in heat]
@@ -154,7 +167,8 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
         rows.append(f"{s},{y[s]},{ps[n]:.6f}" + (f",{hs[n]:.6f}" if heatmap_dir else "") + "\n")
     write_text(out / "predictions.csv", "".join(rows))
     write_json(out / "mil_metrics.json", m)
-    line = f"MIL slide AUC {auc:.3f} (95% CI {lo:.3f}-{hi:.3f}, DeLong) on {len(slides)} slides"
+    line = f"MIL slide AUC {auc:.3f} " + ("" if np.isnan(lo) else f"(95% CI {lo:.3f}-{hi:.3f}, DeLong) ") + \
+        f"on {len(slides)} slides"
     if heatmap_dir:
         h = m["heatmap"]
         line += (f"; heat-map score AUC {h['auc']:.3f}; difference {h['delong']['diff']:+.3f}, "
