@@ -51,7 +51,11 @@ def test_predict_run_dir_and_saved_model_agree(trained_run, exported, patches, t
     ids_run, p_run = _read_submission(tmp_path / "from_run.csv")
     ids_sm, p_sm = _read_submission(tmp_path / "from_savedmodel.csv")
     assert ids_run == ids_sm == sorted(p.stem for p in patches.glob("*.tif"))
-    assert np.all((p_run >= 0) & (p_run <= 1))
+    from hcdtf.rundir import RunDir  # the run's own Keras model, called directly (not predict's scorer)
+
+    x = np.stack([predict.read_patch(patches / f"{i}.tif") for i in ids_run])
+    want = np.asarray(RunDir(trained_run).load_keras_model()(x, training=False), np.float64).reshape(-1)
+    np.testing.assert_allclose(p_run, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(p_run, p_sm, atol=1e-5)
 
     # The CLI with the export base directory: its latest version, as TF Serving would pick.

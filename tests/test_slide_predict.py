@@ -198,7 +198,12 @@ def test_evaluate_reports_bad_annotations_by_name(trained_run, small_slides, tmp
     assert "slide_999.xml" in result.output and "no prediction" in result.output
     metrics = json.loads((out / "slide_metrics.json").read_text())
     assert metrics["slide_auc"]["n_tumour"] == 1 and metrics["slide_auc"]["n_normal"] == 1
-    assert metrics["froc"]["n_lesions"] >= 1 and metrics["froc"]["n_itc"] >= 0
+    # The lesions the synthetic tumour slide was planned with (single-tile ones are ITCs; a slide
+    # this small gets one lesion and no ITC).
+    (planned,) = [spec for spec in synthetic.plan_slides(2, seed=0, size=SIZE) if spec.tumour]
+    n_itc = sum(radius == 0 for _, _, radius in planned.lesions)
+    assert metrics["froc"]["n_itc"] == n_itc
+    assert metrics["froc"]["n_lesions"] == len(planned.lesions) - n_itc >= 1
     assert (out / "froc.png").is_file() and (out / "slide_roc.png").is_file()
     assert "FROC score" in (out / "slide_report.md").read_text()
     text = (annotations / "slide_000.xml").read_text().replace('PartOfGroup="_0"', 'PartOfGroup="Lymphocytes"', 1)
