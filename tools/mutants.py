@@ -200,9 +200,11 @@ def main(argv=None) -> int:
     root = pathlib.Path(tempfile.mkdtemp(prefix="hcdtf-mutants-"))
     rows = []
     try:
+        source = root / "source"  # one snapshot: every mutant and the control start from the same code
+        copy_tree(source, args.worktree)
         for m in chosen:
             tree = root / m.name
-            copy_tree(tree, args.worktree)
+            shutil.copytree(source, tree)
             why = apply(tree, m)
             if why:
                 rows.append([m, "ERROR", 0.0, why])
@@ -218,8 +220,7 @@ def main(argv=None) -> int:
         # each kill is the breakage's doing, not a test that fails anyway.
         killers = list(dict.fromkeys(r[3] for r in rows if r[1] == "killed"))
         if killers:
-            base = root / "unbroken"
-            copy_tree(base, args.worktree)
+            base = source
             env = dict(os.environ, PYTHONPATH=str(base), PYTHONDONTWRITEBYTECODE="1")
             cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q", "-rf", *killers]
             done = subprocess.run(cmd, cwd=base, env=env, capture_output=True, text=True, timeout=args.timeout * 2)
