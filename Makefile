@@ -6,7 +6,7 @@ VENV ?= .venv
 EXTRAS ?= cpu,test,export
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test bench gpu-check clean
+.PHONY: setup quickstart test bench gpu-check mutants clean
 
 setup: $(VENV)/.installed-$(EXTRAS)
 
@@ -31,6 +31,11 @@ bench: setup
 # SavedModel at batch 1/64/256; prints JSON (README "GPU check"): make gpu-check EXTRAS=gpu,test,export
 gpu-check: setup
 	$(BIN)/python -m benchmarks.gpu_check
+
+# Not in CI (half an hour on 2 cores): deliberate breakages, each in a copy of HEAD, must fail the
+# tests meant to catch them (tools/mutants.py; list and last result: docs/development/mutants.md)
+mutants: setup
+	$(BIN)/python tools/mutants.py $(MUTANTS_ARGS)  # e.g. MUTANTS_ARGS="--worktree tta-2-views"
 
 clean:
 	rm -rf outputs/quickstart .pytest_cache
