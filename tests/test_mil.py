@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from hcdtf.cli import main
 from hcdtf.slide import synthetic
 
@@ -49,7 +49,7 @@ def _cli(*args):
 
 def _hcdtf(*args, env=None):
     env = {**os.environ, "PYTHONPATH": str(REPO), **QUIET, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "hcdtf.cli", *map(str, args)], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "hcdtf.cli", *map(str, args)], check=False, env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
@@ -244,7 +244,8 @@ def test_killed_mil_train_resumes_to_the_same_weights(mil_data, tmp_path):
     assert "resuming after epoch 1" in _cli(*args, "--output-dir", killed)
     for a, b in zip(_weights(whole), _weights(killed)):
         assert np.array_equal(a, b)
-    assert (whole / "history.csv").read_text().split("\n")[0] == (killed / "history.csv").read_text().split("\n")[0]
+    history = [[row.rsplit(",", 1)[0] for row in (run / "history.csv").read_text().split()] for run in (whole, killed)]
+    assert history[0] == history[1] and len(history[0]) == 4  # all but the seconds column
     assert (whole / "val_predictions.csv").read_bytes() == (killed / "val_predictions.csv").read_bytes()
     assert not list(killed.rglob(".*.tmp-*"))
     # finished: a rerun reports it; another config is refused

@@ -11,9 +11,8 @@ folder of the same slides, DeLong's test of the MIL score against the heat map's
 
 from __future__ import annotations
 
-import json
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -95,9 +94,8 @@ def predict(run, inputs, output_dir=None, maps: bool = True, log: Callable[[str]
         rows.append(f"{slide},{p:.6f},{len(a)}\n")
         if maps:
             (out / "attention").mkdir(exist_ok=True)
-            with atomic_output(out / "attention" / f"{slide}.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, a)
+            with atomic_output(out / "attention" / f"{slide}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, a)
             write_attention_png(out / "attention" / f"{slide}.png", {**bag, "attention": a},
                                 f"{slide}: MIL probability {p:.3f}, attention of {len(a)} patches")
     write_text(out / "predictions.csv", "".join(rows))

@@ -29,7 +29,7 @@ import io
 import json
 import pathlib
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,13 +55,13 @@ class MilConfig:
     learning_rate: float = 2e-4
     weight_decay: float = 1e-5
     balance: bool = True          # weight the loss so that both classes count equally
-    max_instances: Optional[int] = None  # train on a random subset of at most this many patches per bag and step
+    max_instances: int | None = None  # train on a random subset of at most this many patches per bag and step
     folds: int = 5                # slide-grouped, label-stratified folds (0: no validation)
     fold: int = 0                 # the validation fold
     split_seed: int = 0           # draws the folds (keep it to compare repeats on the same folds)
     seed: int = 0                 # initialisation, data order, dropout
 
-    def validate(self) -> "MilConfig":
+    def validate(self) -> MilConfig:
         checks = [(self.hidden >= 1, "--hidden must be >= 1"), (self.attention >= 1, "--attention must be >= 1"),
                   (0 <= self.dropout < 1, "--dropout must be in [0, 1)"), (self.epochs >= 1, "--epochs must be >= 1"),
                   (self.learning_rate > 0, "--learning-rate must be > 0"),
@@ -75,25 +75,6 @@ class MilConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def read_config(run: pathlib.Path) -> tuple[MilConfig, dict]:
-    """(config, the rest of config.yaml) of a MIL run directory."""
-    import yaml
-
-    path = pathlib.Path(run) / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-        cfg = MilConfig(**data["mil"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
-        raise MilRunError(f"{run}: not a MIL run directory ({path.name}: {type(e).__name__}); pass the "
-                          "--output-dir of `hcdtf mil train`") from None
-    return cfg, data
-
-
-def read_history(path: pathlib.Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -157,7 +138,7 @@ class _Session:
         return float(np.asarray(out["probability"]).reshape(())), np.asarray(out["attention"])
 
 
-def subsample(x: np.ndarray, limit: Optional[int], seed: tuple) -> np.ndarray:
+def subsample(x: np.ndarray, limit: int | None, seed: tuple) -> np.ndarray:
     """At most ``limit`` rows of ``x`` (a random subset in bag order, drawn from ``seed``): training
     memory then stops growing with the bag (CLAM and others sample instances the same way)."""
     if limit is None or len(x) <= limit:
@@ -186,14 +167,22 @@ def _state_meta(history, best_epoch, best_loss) -> dict:
 
 
 def train(cfg: MilConfig, output_dir, overwrite: bool = False, log: Callable[[str], None] = print,
-          bag_cache: Optional[dict] = None) -> dict:
+          bag_cache: dict | None = None) -> dict:
     """Trains (or resumes, or reports the finished) MIL run in ``output_dir``; returns its summary.
     ``bag_cache``: slide -> features already in memory (tests; the files are still fingerprinted)."""
     import yaml
 
     from hcdtf import __version__
-    from hcdtf.atomic import write_json, write_text
-    from hcdtf.rundir import ResumeState, RunDirError, RunLock, kill_point, load_state, remove_temporaries, save_state
+    from hcdtf.atomic import write_text
+    from hcdtf.rundir import (
+        ResumeState,
+        RunDirError,
+        RunLock,
+        kill_point,
+        load_state,
+        remove_temporaries,
+        save_state,
+    )
 
     cfg = cfg.validate()
     bags = bags_lib.list_bags(cfg.bags)
@@ -307,7 +296,7 @@ def _moments(arrays) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(squares / n - mean * mean, 0.0).astype(np.float32)
 
 
-def _auc(ys: np.ndarray, scores: np.ndarray) -> Optional[float]:
+def _auc(ys: np.ndarray, scores: np.ndarray) -> float | None:
     if len(set(ys.tolist())) < 2:
         return None
     from sklearn.metrics import roc_auc_score
@@ -315,7 +304,7 @@ def _auc(ys: np.ndarray, scores: np.ndarray) -> Optional[float]:
     return float(roc_auc_score(ys, scores))
 
 
-def _read_json(path: pathlib.Path) -> Optional[dict]:
+def _read_json(path: pathlib.Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -358,11 +347,8 @@ def _check_run_dir(run: pathlib.Path, config_text: str, overwrite: bool, log) ->
             shutil.rmtree(p)
         else:
             p.unlink(missing_ok=True)
-    for p in run.glob("*"):
-        if p.name not in (".lock",) and p.is_file() and p.suffix in (".json", ".csv", ".png", ".md"):
-            p.unlink()
-    for p in run.glob("*/"):
-        if p.name in ("attention", "export", "eval"):
+    for p in run.iterdir():  # what `mil evaluate|predict` wrote by default
+        if p.is_dir() and p.name in ("eval", "predictions"):
             shutil.rmtree(p)
 
 

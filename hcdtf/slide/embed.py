@@ -31,7 +31,7 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -186,9 +186,8 @@ def _save_part(partial: pathlib.Path, key: dict, parts: list[np.ndarray], batch_
 
     partial.mkdir(parents=True, exist_ok=True)
     n = len(parts) - 1
-    with atomic_output(partial / f"part-{n:05d}.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, parts[-1])
+    with atomic_output(partial / f"part-{n:05d}.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, parts[-1])
     kill_point("embed-part")
     write_text(partial / "key.json", json.dumps({"key": key, "batch_size": batch_size, "parts": n + 1},
                                                 sort_keys=True))
