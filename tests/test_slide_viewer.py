@@ -174,6 +174,19 @@ def test_paths_outside_the_tables_are_refused(server, path):
     assert _get(server, "/")[0] == 200  # and the server still serves
 
 
+def test_only_loopback_host_names_are_answered(server):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    for host, status in (("attacker.example", 403), ("attacker.example:8000", 403), ("localhost:1", 200),
+                         ("127.0.0.1", 200)):
+        conn.putrequest("GET", "/", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        r = conn.getresponse()
+        r.read()
+        assert r.status == status, host
+    conn.close()
+
+
 def test_missing_and_unreadable_slides_are_messages_on_the_page(predicted, serve, tmp_path):
     slides = tmp_path / "other_slides"
     slides.mkdir()

@@ -16,8 +16,10 @@ A standard-library ``ThreadingHTTPServer`` (127.0.0.1 by default) serves:
 
 It only reads. A URL never becomes a file path: slide ids and static files are looked up in
 tables made from the given folders, and a path holding ``..``, a backslash or a doubled slash is
-refused (403) before that. A slide that is missing or that OpenSlide cannot read is a message on
-its page (with the prediction's overview image when there is one), not an error of the server.
+refused (403) before that. On loopback, a request whose ``Host`` is not a loopback name is refused
+too (a page elsewhere cannot read the slides through DNS rebinding). A slide that is missing or
+that OpenSlide cannot read is a message on its page (with the prediction's overview image when
+there is one), not an error of the server.
 """
 
 from __future__ import annotations
@@ -372,6 +374,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         try:
+            self._check_host()
             path = _refuse_path(self.path)
             body, content_type = self.route(path)
             self._send(HTTPStatus.OK, body, content_type)
@@ -379,6 +382,15 @@ class Handler(BaseHTTPRequestHandler):
             self._send(e.status, f"{e.status.value} {e.status.phrase}: {e}\n".encode(), "text/plain; charset=utf-8")
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _check_host(self) -> None:
+        """On loopback, a request must name a loopback host: a web page elsewhere that points a
+        name of its own at 127.0.0.1 (DNS rebinding) gets nothing."""
+        if self.server.server_address[0] not in ("127.0.0.1", "::1"):
+            return
+        host = urllib.parse.urlsplit("//" + (self.headers.get("Host") or "")).hostname or ""
+        if host not in LOOPBACK:
+            raise Refused(HTTPStatus.FORBIDDEN, f"host {host!r} refused: this server answers to 127.0.0.1/localhost")
 
     def route(self, path: str) -> tuple[bytes, str]:
         v = self.viewer
