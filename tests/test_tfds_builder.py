@@ -4,7 +4,6 @@ config on small .h5 / .h5.gz files."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -23,6 +22,7 @@ from tfds_builder.hcd import hcd_dataset_builder as hcd
 from tfds_builder.hcd.hcd_dataset_builder import BadInputError
 
 from conftest import REPO, cli_fails
+from readonly import read_only_dir
 
 BUILDER_DIR = REPO / "tfds_builder" / "hcd"
 
@@ -872,29 +872,10 @@ def test_empty_splits_are_refused_before_anything_is_written(tmp_path, flags, te
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
-@contextlib.contextmanager
-def _read_only(path: pathlib.Path):
-    """Makes ``path`` unwritable even for root (chattr +i), or skips the test."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-            pytest.skip("cannot make a read-only directory here (chattr)")
-        try:
-            yield path
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-    else:
-        path.chmod(0o555)
-        try:
-            yield path
-        finally:
-            path.chmod(0o755)
-
-
 def test_an_unwritable_data_dir_is_one_line_naming_it(tmp_path):
     manual = tmp_path / "raw"
     make_kaggle(manual, n=12, n_test=0)
-    with _read_only(tmp_path / "ro") as ro:
+    with read_only_dir(tmp_path / "ro") as ro:  # a read-only mount as root (tests/readonly.py): no skip
         cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(ro)],
                   f"data dir {ro}: cannot write there", "writable --data-dir")
         cli_fails(["build-dataset", "--manual-dir", str(manual), "--data-dir", str(ro / "sub")],
