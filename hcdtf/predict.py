@@ -43,7 +43,10 @@ def list_images(paths: Iterable[str | os.PathLike], what: str = "--images") -> l
     for item in paths:
         p = pathlib.Path(item)
         if p.is_dir():
-            found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
+            # A symlink that leads nowhere (a loop, a missing target) is listed too: reading it then
+            # names it, instead of the patch silently missing from the submission.
+            found = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+                            and (f.is_file() or (f.is_symlink() and not f.is_dir()))),
                            key=lambda f: (f.stem, f.name))
             if not found:
                 raise ImageError(f"{what} {str(p)!r}: no .tif, .tiff or .png files in this directory")

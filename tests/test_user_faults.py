@@ -90,6 +90,10 @@ def test_16bit_rgb_tiffs_are_refused_by_build_and_predict(trained_run, tmp_path)
     out = tmp_path / "submission.csv"
     cli_fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)],
               "wide.tif", "8-bit", "16 bits per sample")
+    (images / "wide.tif").unlink()
+    (images / "loop.tif").symlink_to("loop.tif")  # case 7: a symlink loop is named, not left out silently
+    cli_fails(["predict", str(trained_run), "--images", str(images), "--out", str(out)],
+              "loop.tif", "Too many levels of symbolic links")
     assert not out.exists()
 
 
