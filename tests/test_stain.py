@@ -304,6 +304,7 @@ def _run_exported(kind, path, x):
         interpreter.set_tensor(index, x)
         interpreter.invoke()
         outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    assert len(outputs) == 2, (kind, [np.shape(o) for o in outputs])  # nothing of the layers dangles out
     outputs = sorted((np.asarray(o) for o in outputs), key=lambda o: o.ndim)
     return outputs[0], outputs[1]
 

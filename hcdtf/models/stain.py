@@ -59,7 +59,7 @@ MACENKO_REFERENCE_MAX_C = (1.9705, 1.0308)
 # Reinhard: a channel spread below this (L*a*b* units; ~1 is a just-noticeable difference) is none:
 # float32 rounding alone gives a flat image a spread of ~1e-4.
 MIN_LAB_STD = 0.01
-JACOBI_SWEEPS = 6  # cyclic Jacobi converges quadratically: 3x3 float32 is exact after 4-5
+JACOBI_SWEEPS = 4  # cyclic Jacobi converges quadratically: 3x3 float32 is exact after 3 sweeps
 _BIG = 1e30  # stands for "no value" in the top-k tails (finite: every runtime compares it)
 
 # sRGB (D65) <-> XYZ and the white point, as torchstain's rgb2lab/lab2rgb use them.
@@ -83,7 +83,7 @@ def _finite(x):
 
 
 def _upper_percentile(x, p, valid=None, n_static=None):
-    """np.percentile(x[b][valid[b]], p) for each row b of x [B, N], for p >= 50.
+    """np.percentile(x[b][valid[b]], p) for each row b of x [B, N], for p >= 50 (valid: bool or 0/1).
 
     The top k values (k = what the (100 - p) tail needs at most) are all that is sorted; NumPy's
     default linear interpolation between the two neighbouring order statistics."""
@@ -91,11 +91,12 @@ def _upper_percentile(x, p, valid=None, n_static=None):
 
     q = (100.0 - float(p)) / 100.0
     if valid is None:
-        n = tf.cast(tf.shape(x)[1], tf.float32) * tf.ones_like(tf.reduce_sum(x, axis=1))
+        n = tf.cast(tf.shape(x)[1], tf.float32) * tf.ones_like(tf.reduce_max(x, axis=1))
         masked = x
     else:
-        n = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
-        masked = tf.where(valid, x, -_BIG)
+        w = tf.cast(valid, tf.float32)  # 1 valid, 0 not
+        n = tf.reduce_sum(w, axis=1)
+        masked = x * w + (w - 1.0) * _BIG  # (tf.where over [B, N] costs several times more)
     if n_static is not None:
         k = min(math.floor(q * (n_static - 1)) + 2, n_static)
     else:
@@ -169,24 +170,51 @@ def _column(v, index):
     return tf.reduce_sum(v * tf.expand_dims(onehot, 1), axis=2)
 
 
+def _blend(mask, a, b):
+    """a where mask (0/1 float) is 1, b where 0: exact for finite a and b, and several times cheaper
+    than tf.where over an image batch on CPU."""
+    return mask * a + (1.0 - mask) * b
+
+
+def _tissue(rgb, io, beta):
+    """1.0 where every optical density -log((v + 1) / io) >= beta, i.e. every channel value
+    v <= io * exp(-beta) - 1 (the largest channel decides), else 0.0: [B, N]."""
+    import tensorflow as tf
+
+    r, g, b = tf.unstack(rgb, axis=-1)
+    return tf.cast(tf.maximum(tf.maximum(r, g), b) <= io * math.exp(-beta) - 1.0, tf.float32)
+
+
+def _mean_cov(x, w=None):
+    """Weighted mean [B, 3] and covariance [B, 3, 3] (divided by n - 1, as np.cov) of x [B, N, 3]
+    over N, with weights w [B, N] (0/1; None: all), and n [B]; matmuls, not reductions over the
+    3-channel axis."""
+    import tensorflow as tf
+
+    if w is None:
+        w = tf.ones_like(tf.unstack(x, axis=-1)[0])
+    n = tf.reduce_sum(w, axis=1)
+    n_safe = tf.maximum(n, 2.0)
+    mean = tf.matmul(tf.expand_dims(w, 1), x) / _col(_col(n_safe))  # [B, 1, 3]
+    centred = (x - mean) * _col(w)
+    cov = tf.matmul(centred, centred, transpose_a=True) / _col(_col(n_safe - 1.0))
+    return tf.squeeze(mean, 1), cov, n
+
+
 def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, min_tissue=DEFAULT_MIN_TISSUE,
                   n_static=None):
     """Per-image Macenko estimates for rgb [B, N, 3] (float32 on [0, 255]).
 
-    Returns a dict: `he` [B, 2, 3] (H then E unit optical-density vectors), `max_c` [B, 2] (99th
-    percentile of each concentration), `conc` [B, N, 2] (concentrations), `ok` [B] (False:
-    too little tissue or degenerate statistics; the other values are then meaningless)."""
+    Returns a dict: `od` [B, N, 3] (optical densities), `h` and `e` [B, 3] (the H and E unit
+    optical-density vectors), `projection` [B, 2, 3] (least-squares concentrations c = P od),
+    `max_c` [B, 2] (99th percentile of each concentration over all pixels), `ok` [B] (False: too
+    little tissue or degenerate statistics; `projection` is then zero, the rest meaningless)."""
     import tensorflow as tf
 
-    od = -tf.math.log((rgb + 1.0) / io)
-    tissue = tf.reduce_all(od >= beta, axis=-1)  # [B, N]
-    w = tf.cast(tissue, tf.float32)
-    n = tf.reduce_sum(w, axis=1)
+    od = math.log(io) - tf.math.log(rgb + 1.0)
+    w = _tissue(rgb, io, beta)
+    mean, cov, n = _mean_cov(od, w)
     n_all = tf.cast(tf.shape(rgb)[1], tf.float32)
-    n_safe = tf.maximum(n, 2.0)
-    mean = tf.reduce_sum(od * _col(w), axis=1) / _col(n_safe)
-    centred = (od - tf.expand_dims(mean, 1)) * _col(w)
-    cov = tf.matmul(centred, centred, transpose_a=True) / _col(_col(n_safe - 1.0))
     values, vectors = symmetric_eig3(cov)
     first = tf.argmax(values, axis=1, output_type=tf.int32)
     last = tf.argmin(values, axis=1, output_type=tf.int32)
@@ -199,82 +227,83 @@ def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, mi
     flip = tf.where(tf.reduce_sum(v1 * mean, axis=1) < 0.0, -1.0, 1.0)
     v1 = v1 * _col(flip)
     # torchstain: That = ODhat . eigvecs[:, 1:3] (second, largest); phi = atan2(That1, That0).
-    t0 = tf.reduce_sum(od * tf.expand_dims(v2, 1), axis=-1)
-    t1 = tf.reduce_sum(od * tf.expand_dims(v1, 1), axis=-1)
+    t0, t1 = tf.unstack(tf.matmul(tf.stack([v2, v1], axis=1), od, transpose_b=True), axis=1)
     phi = tf.math.atan2(t1, t0)
-    min_phi = _lower_percentile(phi, alpha, tissue, n_static)
-    max_phi = _upper_percentile(phi, 100.0 - alpha, tissue, n_static)
+    min_phi = _lower_percentile(phi, alpha, w, n_static)
+    max_phi = _upper_percentile(phi, 100.0 - alpha, w, n_static)
     v_min = v2 * _col(tf.cos(min_phi)) + v1 * _col(tf.sin(min_phi))
     v_max = v2 * _col(tf.cos(max_phi)) + v1 * _col(tf.sin(max_phi))
     # Haematoxylin first: the vector with the larger red optical density.
     h_first = _col(_channel(v_min, 0) > _channel(v_max, 0))
     h = tf.where(h_first, v_min, v_max)
     e = tf.where(h_first, v_max, v_min)
-    # Least squares od ~ [h e] c: the 2x2 normal equations in closed form.
+    # Least squares od ~ [h e] c: c = (M^T M)^-1 M^T od, the 2x2 inverse in closed form.
     hh, ee, he_dot = (tf.reduce_sum(h * h, 1), tf.reduce_sum(e * e, 1), tf.reduce_sum(h * e, 1))
     det = hh * ee - he_dot * he_dot
     ok = (n >= tf.maximum(min_tissue * n_all, 3.0)) & (det > 1e-6)
-    det_safe = tf.where(ok, det, tf.ones_like(det))
-    bh = tf.reduce_sum(od * tf.expand_dims(h, 1), axis=-1)
-    be = tf.reduce_sum(od * tf.expand_dims(e, 1), axis=-1)
-    c_h = (_col(ee) * bh - _col(he_dot) * be) / _col(det_safe)
-    c_e = (_col(hh) * be - _col(he_dot) * bh) / _col(det_safe)
-    n_pixels = n_static if n_static is not None else None
-    max_c = tf.stack([_upper_percentile(c_h, 99.0, None, n_pixels),
-                      _upper_percentile(c_e, 99.0, None, n_pixels)], axis=1)
-    he = tf.stack([h, e], axis=1)
+    inv_det = tf.where(ok, 1.0 / tf.where(ok, det, tf.ones_like(det)), tf.zeros_like(det))
+    projection = tf.stack([_col(ee * inv_det) * h - _col(he_dot * inv_det) * e,
+                           _col(hh * inv_det) * e - _col(he_dot * inv_det) * h], axis=1)  # [B, 2, 3]
+    conc = tf.matmul(projection, od, transpose_b=True)  # [B, 2, N]
+    batch = tf.shape(conc)[0]
+    max_c = tf.reshape(_upper_percentile(tf.reshape(conc, [batch * 2, -1]), 99.0, None, n_static), [batch, 2])
     ok = (ok & tf.reduce_all(max_c > 1e-6, axis=1) & tf.reduce_all(_finite(max_c), axis=1)
-          & tf.reduce_all(_finite(tf.reshape(he, [-1, 6])), axis=1))
-    return {"he": he, "max_c": max_c, "conc": tf.stack([c_h, c_e], axis=-1), "ok": ok}
+          & tf.reduce_all(_finite(tf.reshape(projection, [-1, 6])), axis=1))
+    # (No tensor here may be left unused in a layer's graph: OpenVINO's converter makes every
+    # dangling node an extra model output.)
+    return {"od": od, "h": h, "e": e, "projection": projection, "max_c": max_c, "ok": ok}
 
 
-def _tissue_ok(rgb, min_tissue, n_static=None):
+def _tissue_ok(rgb, min_tissue):
     """[B]: at least `min_tissue` of the pixels are tissue by Macenko's default criterion."""
     import tensorflow as tf
 
-    od = -tf.math.log((rgb + 1.0) / DEFAULT_IO)
-    w = tf.cast(tf.reduce_all(od >= DEFAULT_BETA, axis=-1), tf.float32)
-    return tf.reduce_mean(w, axis=1) >= min_tissue
+    return tf.reduce_mean(_tissue(rgb, DEFAULT_IO, DEFAULT_BETA), axis=1) >= min_tissue
 
 
-def rgb_to_lab(rgb):
-    """CIE L*a*b* (L on [0, 100]) of rgb [..., 3] on [0, 255], as torchstain's rgb2lab +
-    lab_split compute it."""
+# CIE L*a*b* from f = (f(X/Xn), f(Y/Yn), f(Z/Zn)) is linear: lab = f @ _F2LAB + _LAB_OFFSET
+# (L* = 116 fy - 16, a* = 500 (fx - fy), b* = 200 (fy - fz)), and back: f = lab @ _LAB2F + 16/116.
+_F2LAB = np.array([[0.0, 500.0, 0.0], [116.0, -500.0, 200.0], [0.0, 0.0, -200.0]])
+_LAB_OFFSET = np.array([-16.0, 0.0, 0.0])
+_LAB2F = np.linalg.inv(_F2LAB)
+
+
+def _lab_f(rgb):
+    """f(XYZ / white) [B, N, 3] of rgb on [0, 255], as torchstain's rgb2lab computes it (sRGB
+    linearisation, XYZ, the cube root or its linear part)."""
     import tensorflow as tf
 
     x = rgb / 255.0
-    lin = tf.where(x > 0.04045, tf.pow((tf.maximum(x, 0.04045) + 0.055) / 1.055, 2.4), x / 12.92)
+    upper = tf.cast(x > 0.04045, tf.float32)
+    lin = _blend(upper, tf.exp(2.4 * tf.math.log((tf.maximum(x, 0.04045) + 0.055) / 1.055)), x / 12.92)
     xyz = tf.matmul(lin, tf.constant(_RGB2XYZ.T / np.array(_WHITE)[None, :], tf.float32))
-    f = tf.where(xyz > 0.008856, tf.pow(tf.maximum(xyz, 0.008856), 1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
-    fx, fy, fz = tf.unstack(f, axis=-1)
-    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+    upper = tf.cast(xyz > 0.008856, tf.float32)
+    return _blend(upper, tf.exp(tf.math.log(tf.maximum(xyz, 0.008856)) / 3.0), 7.787 * xyz + 16.0 / 116.0)
 
 
-def lab_to_rgb(lab):
-    """rgb [..., 3] on [0, 255] (clipped) of L*a*b*, as torchstain's lab2rgb (without its
-    final uint8 truncation)."""
+def _rgb_from_f(f):
+    """rgb [B, N, 3] on [0, 255] (clipped) from f, as torchstain's lab2rgb (without its uint8
+    truncation)."""
     import tensorflow as tf
 
-    lightness, a, b = tf.unstack(lab, axis=-1)
-    y = (lightness + 16.0) / 116.0
-    x = a / 500.0 + y
-    z = y - b / 200.0
-    f = tf.stack([x, y, z], axis=-1)
-    xyz = tf.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / 7.787)
+    upper = tf.cast(f > 0.2068966, tf.float32)
+    xyz = _blend(upper, f * f * f, (f - 16.0 / 116.0) / 7.787)
     lin = tf.matmul(xyz, tf.constant((_XYZ2RGB * np.array(_WHITE)[None, :]).T, tf.float32))
-    srgb = tf.where(lin > 0.0031308, 1.055 * tf.pow(tf.maximum(lin, 0.0031308), 1.0 / 2.4) - 0.055,
-                    12.92 * lin)
+    upper = tf.cast(lin > 0.0031308, tf.float32)
+    srgb = _blend(upper, 1.055 * tf.exp(tf.math.log(tf.maximum(lin, 0.0031308)) / 2.4) - 0.055, 12.92 * lin)
     return tf.clip_by_value(srgb, 0.0, 1.0) * 255.0
 
 
 def lab_stats(rgb):
-    """Per-image mean and (population) standard deviation of L*, a*, b*: two [B, 3] tensors."""
+    """Per-image L*a*b* mean and (population) standard deviation, two [B, 3] tensors, and f."""
     import tensorflow as tf
 
-    lab = rgb_to_lab(rgb)
-    mean = tf.reduce_mean(lab, axis=1)
-    std = tf.sqrt(tf.reduce_mean(tf.square(lab - tf.expand_dims(mean, 1)), axis=1))
-    return lab, mean, std
+    f = _lab_f(rgb)
+    mean_f, cov_f, n = _mean_cov(f)
+    k = tf.constant(_F2LAB, tf.float32)
+    mean = tf.matmul(mean_f, k) + tf.constant(_LAB_OFFSET, tf.float32)
+    var = tf.reduce_sum(k * tf.matmul(cov_f, k), axis=1) * _col((n - 1.0) / n)  # diag(K^T C K), biased
+    return mean, tf.sqrt(tf.maximum(var, 0.0)), f
 
 
 # ---------------------------------------------------------------------------------- layers
@@ -300,8 +329,9 @@ class _StainNormalization(keras.layers.Layer):
         h, w = x.shape[1], x.shape[2]
         n_static = int(h) * int(w) if h is not None and w is not None else None
         flat = tf.reshape(x, [shape[0], -1, 3])
-        out, ok = self._normalize(flat, n_static)
-        out = tf.where(_col(_col(ok)), out, flat)
+        out, ok = self._normalize(flat, n_static)  # out is finite everywhere (see _normalize)
+        keep = _col(_col(tf.cast(ok, tf.float32)))
+        out = _blend(keep, out, flat)
         out = tf.reshape(out, shape)
         if self.return_fallback:
             return out, tf.logical_not(ok)
@@ -372,10 +402,12 @@ class MacenkoNormalization(_StainNormalization):
         ok = stats["ok"]
         max_c = tf.where(_col(ok), stats["max_c"], tf.ones_like(stats["max_c"]))
         scale = tf.constant([self.max_concentrations], tf.float32) / max_c  # [B, 2]
-        conc = stats["conc"] * tf.expand_dims(scale, 1)
-        od = tf.matmul(conc, tf.constant([self.stain_matrix], tf.float32))  # [B, N, 3]
-        out = tf.minimum(self.io * tf.exp(-od), 255.0)
-        return out, ok & tf.reduce_all(_finite(tf.reduce_max(tf.abs(out), axis=1)), axis=1)
+        # od_out = (scale * P od) . stain_matrix: one 3x3 map per image (zero where not ok, so
+        # the output stays finite: io).
+        mapping = tf.matmul(stats["projection"] * _col(scale), tf.constant([self.stain_matrix], tf.float32),
+                            transpose_a=True)  # [B, 3, 3]
+        out = tf.minimum(self.io * tf.exp(-tf.matmul(stats["od"], mapping)), 255.0)
+        return out, ok
 
     def get_config(self):
         config = super().get_config()
@@ -408,12 +440,16 @@ class ReinhardNormalization(_StainNormalization):
     def _normalize(self, rgb, n_static):
         import tensorflow as tf
 
-        lab, mean, std = lab_stats(rgb)
+        mean, std, f = lab_stats(rgb)
         ok = _tissue_ok(rgb, self.min_tissue) & tf.reduce_all(std > MIN_LAB_STD, axis=1)
-        std_safe = tf.where(_col(ok), std, tf.ones_like(std))
-        scale = tf.constant([self.stds], tf.float32) / std_safe
-        lab = (lab - tf.expand_dims(mean, 1)) * tf.expand_dims(scale, 1) + tf.constant(self.means, tf.float32)
-        return lab_to_rgb(lab), ok
+        scale = tf.constant([self.stds], tf.float32) / tf.where(_col(ok), std, tf.ones_like(std))
+        scale = tf.where(_col(ok), scale, tf.ones_like(scale))
+        shift = tf.constant([self.means], tf.float32) - mean * scale  # lab' = lab * scale + shift
+        # f -> lab -> lab' -> f' is affine: f' = f @ (F2LAB diag(scale) LAB2F) + offset, per image.
+        f2lab, lab2f = tf.constant(_F2LAB, tf.float32), tf.constant(_LAB2F, tf.float32)
+        mapping = tf.matmul(tf.expand_dims(f2lab, 0) * tf.expand_dims(scale, 1), tf.expand_dims(lab2f, 0))
+        offset = tf.matmul(tf.constant(_LAB_OFFSET[None, :], tf.float32) * scale + shift, lab2f) + 16.0 / 116.0
+        return _rgb_from_f(tf.matmul(f, mapping) + tf.expand_dims(offset, 1)), ok
 
     def get_config(self):
         config = super().get_config()
@@ -452,11 +488,11 @@ def fit_target(images, method="macenko", io=DEFAULT_IO, alpha=DEFAULT_ALPHA, bet
         if not bool(stats["ok"].numpy()[0]):
             raise TargetError("too little tissue in the images to fit a Macenko target (fewer than "
                               f"{min_tissue:.0%} of the pixels have every optical density >= {beta})")
-        params = {"stain_matrix": stats["he"].numpy()[0].tolist(), "max_concentrations":
+        params = {"stain_matrix": [stats["h"].numpy()[0].tolist(), stats["e"].numpy()[0].tolist()], "max_concentrations":
                   stats["max_c"].numpy()[0].tolist(), "io": float(io), "alpha": float(alpha), "beta": float(beta),
                   "min_tissue": float(min_tissue)}
     else:
-        _, mean, std = lab_stats(rgb)
+        mean, std, _ = lab_stats(rgb)
         std = std.numpy()[0]
         if not np.all(std > MIN_LAB_STD):
             raise TargetError("the images have no colour spread to fit a Reinhard target to")
