@@ -28,7 +28,7 @@ import yaml
 # builds its choices from these names.
 from hcdtf.models.logistic import FEATURES as BASELINE_FEATURES
 from hcdtf.models.logistic import SOLVERS as BASELINE_SOLVERS
-from hcdtf.models.registry import ARCHS, STAGES, TRANSFERS
+from hcdtf.models.registry import ARCHS, ENCODERS, STAGES, TRANSFERS
 from hcdtf.runtime import DISTRIBUTIONS, PRECISIONS
 
 OPTIMIZERS = ("adam", "sgd")
@@ -83,7 +83,7 @@ class ModelConfig:
     fallback_to_scratch: bool = False
 
     def validate(self) -> None:
-        _choice("model.arch", self.arch, ARCHS)
+        _choice("model.arch", self.arch, ARCHS + ENCODERS)
         _choice("model.transfer", self.transfer, TRANSFERS)
         if self.trainable_from is not None:
             _choice("model.trainable_from", self.trainable_from, STAGES)

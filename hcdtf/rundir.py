@@ -417,6 +417,9 @@ class RunDir:
         path = self.model_path("cnn")
         if not path.is_file():
             raise RunNotFoundError(f"{path} not found: the run in {str(self.path)!r} has not finished training")
+        from hcdtf.models.encoders import register_layers_for
+
+        register_layers_for(path)  # an encoder classifier's layers (imports keras-hub only then)
         return keras.saving.load_model(str(path), compile=False)
 
     def load_baseline(self) -> dict:

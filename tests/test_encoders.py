@@ -162,3 +162,34 @@ def test_torch_bicubic_resampling_is_separable_and_exact_on_constants():
         assert out.shape == (64, 4) and np.allclose(out, 3.0, atol=1e-6)
     with pytest.raises(convert.ConversionError):
         convert.resample_grid(np.ones((24, 4)), 8)
+
+
+def test_train_freeze_base_on_an_encoder(data_dir, tmp_path):
+    """eva's linear probe end to end offline: tiny random H-optimus-0-layout weights, the
+    synthetic sample, the testing config; the frozen encoder's embeddings are cached and only
+    the head trains; the saved model reloads in a fresh process and embeds as the import did."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import CONFIGS
+
+    encoder_file = tmp_path / "hoptimus0.encoder.h5"
+    run(["weights", "import", FIXTURES / "timm_hoptimus0", "--arch", "H-optimus-0", "--out", encoder_file])
+    out = run(["train", "--config", CONFIGS / "testing.yaml", "--data-dir", data_dir, "--arch", "H-optimus-0",
+               "--freeze-base", "--weights", encoder_file, "--output-dir", tmp_path / "run"])
+    assert "feature cache on" in out
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["arch"] == "H-optimus-0" and summary["transfer"] == "freeze_base" and summary["feature_cache"]
+    code = f"""
+import numpy as np, glob, keras
+from PIL import Image
+from hcdtf.rundir import RunDir
+model = RunDir({str(tmp_path / "run")!r}).load_keras_model()
+pool = keras.Model(model.input, model.get_layer("head_pool").output)
+imgs = np.stack([np.asarray(Image.open(p)) for p in sorted(glob.glob({str(IMAGES / "*.png")!r}))])
+np.save({str(tmp_path / "emb.npy")!r}, pool.predict(imgs, verbose=0))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    reference = np.load(FIXTURES / "timm_hoptimus0" / "reference.npy")
+    assert relative_error(np.load(tmp_path / "emb.npy"), reference) < TOLERANCE

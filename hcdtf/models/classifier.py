@@ -140,6 +140,11 @@ def build_classifier(
         hcdtf.models.weights.WeightsUnavailableError: `weights="imagenet"`
             and the weights file is not in the Keras cache.
     """
+    if registry.is_encoder(arch):  # a pathology encoder: same layer names, own builder
+        from hcdtf.models.encoders.classifier import build_encoder_classifier
+
+        return build_encoder_classifier(arch, weights=weights, transfer=transfer, trainable_from=trainable_from,
+                                        dropout=dropout, input_shape=input_shape, name=name)
     spec = registry.get_arch(arch)
     _validate_transfer(transfer, trainable_from)
     if not 0.0 <= dropout < 1.0:

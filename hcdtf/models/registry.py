@@ -113,11 +113,19 @@ def canonical_name(name):
 
 
 def get_arch(name):
-    """Returns the `ArchSpec` for `name` (case-insensitive).
+    """Returns the `ArchSpec` for `name` (case-insensitive): a ResNet of `ARCHS`, or a
+    pathology encoder of `ENCODERS` (then `depth` counts its transformer blocks, `block` is
+    `"transformer"` and `preprocessing` `"encoder"`: its own mean/std and resize, inside the
+    model; the full entry is `get_encoder(name)`).
 
     Raises:
         ValueError: `name` is not one of `ARCHS`; the message lists them.
     """
+    if is_encoder(name):
+        enc = get_encoder(name)
+        return ArchSpec(name=enc.name, depth=enc.depth, block="transformer", preprocessing="encoder",
+                        features=enc.features, weights_source=f"{enc.hub_id}, converted by `hcdtf weights import`",
+                        _module="hcdtf.models.encoders.classifier", _attr="build_encoder_classifier")
     return _SPECS[canonical_name(name)]
 
 

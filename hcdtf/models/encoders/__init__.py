@@ -12,3 +12,17 @@ Importing this package imports neither TensorFlow nor Keras.
 """
 
 from hcdtf.models.encoders.specs import ENCODERS, EncoderSpec, get_encoder, is_encoder  # noqa: F401
+
+
+def register_layers_for(keras_file):
+    """Imports the encoder layers (and keras-hub) before `keras.saving.load_model(keras_file)`
+    when that `.keras` file holds an encoder, so ResNet runs do not pay keras-hub's import."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(keras_file) as z:
+            needed = b"hcdtf.models.encoders" in z.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return
+    if needed:
+        import hcdtf.models.encoders.model  # noqa: F401

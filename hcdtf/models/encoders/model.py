@@ -88,8 +88,9 @@ def _swiglu_intermediate(half):
     return None
 
 
-def build_backbone(config, name="base"):
-    """keras-hub `DINOV2Backbone` for a canonical config (random weights)."""
+def build_backbone(config, name="base", dtype="float32"):
+    """keras-hub `DINOV2Backbone` for a canonical config (random weights); `dtype=None` follows
+    the global policy (keras-hub keeps softmax and LayerNorm in float32 under mixed ones)."""
     from keras_hub.models import DINOV2Backbone
 
     if config["mlp"] == "swiglu":
@@ -106,7 +107,7 @@ def build_backbone(config, name="base"):
         num_heads=config["heads"], intermediate_dim=intermediate, layer_scale_init_value=1.0,
         num_register_tokens=config["registers"], use_mask_token=False,
         use_swiglu_ffn=config["mlp"] == "swiglu", image_shape=(size, size, 3),
-        position_embedding_shape=(size, size, 3), dtype="float32", name=name)
+        position_embedding_shape=(size, size, 3), dtype=dtype, name=name)
 
 
 def assign_weights(backbone, config, w):
