@@ -2,7 +2,8 @@
 a full or read-only disk, symlink loops, 16-bit images) get from hcdtf: one line and exit 2, or the
 right result; nothing stale, no orphan process, no truncated file under its final name.
 
-Full-disk and read-only cases mount a small tmpfs (root only; skipped elsewhere)."""
+Full-disk cases mount a small tmpfs (root only; skipped elsewhere); read-only ones use
+tests/readonly.py (never skipped)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from tfds_builder.hcd import hcd_dataset_builder as hcd
 
 
 @contextlib.contextmanager
-def tmpfs(where: pathlib.Path, size: str = "1m", read_only: bool = False):
+def tmpfs(where: pathlib.Path, size: str = "1m"):
     """A small tmpfs mounted at ``where`` (a full disk is one write away); skips without root."""
     where.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size}"
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
@@ -298,8 +299,11 @@ def test_build_dataset_on_a_full_disk_is_one_line_and_keeps_nothing(sample_dir, 
 
 
 def test_sample_slides_onto_a_read_only_place_is_one_line(tmp_path):
-    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
-        _one_line_error(_invoke(["sample-slides", ro / "slides", "--n", "1"]), "Read-only file system")
+    from readonly import read_only_dir
+
+    with read_only_dir(tmp_path / "ro") as ro:  # a read-only tmpfs as root, mode 0o555 otherwise
+        line = _one_line_error(_invoke(["sample-slides", ro / "slides", "--n", "1"]), str(ro / "slides"))
+        assert "Read-only file system" in line or "Permission denied" in line
     with tmpfs(tmp_path / "tiny", "200k") as tiny:  # and full: no half-written slide under any name
         _one_line_error(_invoke(["sample-slides", tiny / "slides", "--n", "1"]), "No space left on device")
         assert not [p for p in (tiny / "slides").rglob("*") if p.suffix in (".svs", ".tmp")]
