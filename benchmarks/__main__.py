@@ -28,7 +28,7 @@ from benchmarks import common  # noqa: E402
 FIGURES = ("training", "pipeline", "precision", "feature_cache", "baseline", "frameworks")
 # Order matters: training builds the ResNet18/50 steps that pipeline reuses, and precision reuses
 # the ResNet18 batch-16 step with --quick.
-EXTERNAL = ("build_dataset", "serving", "synthetic", "inference", "slide", "viewer")  # other modules of this package, run as subprocesses
+EXTERNAL = ("build_dataset", "serving", "synthetic", "inference", "slide", "viewer", "mil")  # other modules of this package, run as subprocesses
 QUICK_DEFAULT = ("training", "pipeline", "precision", "feature_cache", "baseline", "frameworks")
 
 # Arguments for the external benchmark modules, in full and quick mode; each is passed only if
@@ -40,6 +40,7 @@ EXTERNAL_ARGS = {
     "inference": {"full": [], "quick": ["--quick"]},
     "slide": {"full": [], "quick": ["--quick"]},
     "viewer": {"full": [], "quick": ["--quick"]},
+    "mil": {"full": [], "quick": ["--quick"]},
     "synthetic": {"full": ["--n", "2000", "--reps", "3"], "quick": ["--n", "400", "--patches", "200", "--reps", "3"]},
 }
 # External modules run once per CPU-kernel setting (fixed when TensorFlow starts); the first is
