@@ -17,10 +17,10 @@ def commands(friendly, context):
     def embed_cmd(model, images_dir, out, batch_size):
         """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`
         or a published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported."""
-        from hcdtf.cli import _quiet
         from hcdtf import embed
+        from hcdtf import runtime
 
-        _quiet()
+        runtime.quiet_tensorflow()
         result = embed.embed(model, images_dir, out, batch_size=batch_size, log=click.echo)
         click.echo(f"wrote {result['out']} ({result['n']} x {result['dim']}, "
                    f"{result['images_per_s']:.1f} patches/s)")
