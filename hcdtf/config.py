@@ -31,6 +31,9 @@ from hcdtf.models.logistic import SOLVERS as BASELINE_SOLVERS
 from hcdtf.models.registry import ARCHS, ENCODERS, STAGES, TRANSFERS
 from hcdtf.runtime import DISTRIBUTIONS, PRECISIONS
 
+# hcdtf.models.stain.METHODS and "none" (that module imports Keras; tests/test_stain.py checks they agree)
+STAIN_NORMALIZERS = ("none", "macenko", "reinhard")
+
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")
 JIT_COMPILE = ("auto", "True", "False")
@@ -59,8 +62,14 @@ class DataConfig:
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None
     fold: Optional[int] = None
+    stain_normalize: str = "none"
+    stain_target: Optional[str] = None
 
     def validate(self) -> None:
+        _choice("data.stain_normalize", self.stain_normalize, STAIN_NORMALIZERS)
+        if self.stain_normalize != "none" and not self.stain_target:
+            raise ConfigError(f"data.stain_normalize={self.stain_normalize} needs data.stain_target=FILE "
+                              "(a target written by hcdtf stain fit)")
         if self.fold is not None and self.fold < 0:
             raise ConfigError(f"data.fold must be a fold number >= 0 (or null), got {self.fold!r}")
         if not re.fullmatch(r"[a-z0-9_.]+", self.dataset_config or ""):

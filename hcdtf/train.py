@@ -104,6 +104,8 @@ def build_model(cfg: Config, log: Callable[[str], None] = print):
     m = cfg.model
     weights = None if (m.weights is None or str(m.weights).lower() == "none") else m.weights
     kwargs = dict(transfer=m.transfer, trainable_from=m.trainable_from, dropout=m.dropout)
+    if cfg.data.stain_normalize != "none":  # the target goes into the model (and every export)
+        kwargs["stain"] = stain_target(cfg.data)
     try:
         return models.build_classifier(m.arch, weights=weights, **kwargs), weights or "none"
     except models.WeightsUnavailableError as e:
@@ -112,6 +114,17 @@ def build_model(cfg: Config, log: Callable[[str], None] = print):
         hint = f" ({e.hint})" if getattr(e, "hint", None) else ""
         log(f"ImageNet weights for {m.arch} are not available offline; training from scratch.{hint}")
         return models.build_classifier(m.arch, weights=None, **kwargs), "none (ImageNet weights unavailable)"
+
+
+def stain_target(data) -> dict:
+    """The stain target of ``data.stain_target``, checked against ``data.stain_normalize``."""
+    from hcdtf.models import stain
+
+    target = stain.read_target(data.stain_target)
+    if target["method"] != data.stain_normalize:
+        raise ConfigError(f"data.stain_target {data.stain_target} is a {target['method']} target, but "
+                          f"data.stain_normalize={data.stain_normalize}")
+    return target
 
 
 def make_optimizer(cfg: Config, steps_per_epoch: int):

@@ -11,6 +11,7 @@ differences are float32 rounding on values that lie at an integer boundary.
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -334,3 +335,51 @@ def test_exported_formats_normalise_like_keras(patches, tmp_path):
         assert np.abs(p - prob).max() < 1e-4, kind
         assert np.abs(im - images).max() < 0.5 / 255, kind
         assert np.array_equal(im[-1, ..., :3], images[-1, ..., :3]), kind  # the blank one, unchanged
+
+
+# ------------------------------------------------------------------------------ training option
+def test_config_vocabulary_and_errors(patches, tmp_path):
+    from hcdtf import config, train
+
+    assert config.STAIN_NORMALIZERS == ("none", *stain.METHODS)
+    base = [pathlib.Path(__file__).parents[1] / "configs" / "testing.yaml"]
+    with pytest.raises(config.ConfigError, match="data.stain_normalize"):
+        config.load_config(base, ["data.stain_normalize=vahadane"])
+    with pytest.raises(config.ConfigError, match="data.stain_target"):
+        config.load_config(base, ["data.stain_normalize=macenko"])
+    target = tmp_path / "reinhard.json"
+    target.write_text(json.dumps(stain.fit_target(list(patches[:2]), "reinhard")))
+    cfg = config.load_config(base, ["data.stain_normalize=macenko", f"data.stain_target={target}"])
+    with pytest.raises(config.ConfigError, match="reinhard.json is a reinhard target"):
+        train.stain_target(cfg.data)
+    cli_fails(["train", "--set", "data.stain_normalize=macenko"], "data.stain_target")
+
+
+def test_training_option_puts_the_layer_in_the_run_and_its_export(patches, data_dir, tmp_path):
+    """`--set data.stain_normalize=macenko --set data.stain_target=T`: the run's model starts with
+    the stain layer (T's parameters), and the exported SavedModel normalises as the run's model."""
+    from conftest import testing_config
+
+    from hcdtf import models, train
+    from hcdtf.export import fromrun, signatures
+    from hcdtf.rundir import RunDir
+
+    target = stain.fit_target(list(patches[:2]), "macenko")
+    path = tmp_path / "target.json"
+    path.write_text(json.dumps(target))
+    run = tmp_path / "run"
+    train.train(testing_config(data_dir, run, "data.stain_normalize=macenko", f"data.stain_target={path}"),
+                log=lambda *_: None)
+    path.unlink()  # the target travels inside the model from now on
+    model = RunDir(run).load_keras_model()
+    assert [la.name for la in model.layers[:3]] == ["image", "stain", "preprocess"]
+    assert model.get_layer("stain").get_config()["stain_matrix"] == target["params"]["stain_matrix"]
+    x = patches[2:6]
+    expected = model(x, training=False).numpy()
+    exported, _ = fromrun.float32_model(RunDir(run))  # what hcdtf export writes every format from
+    signatures.write_saved_model(exported, tmp_path / "saved_model", {})
+    served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](images=tf.constant(x))
+    assert np.abs(served["probability"].numpy() - expected).max() < 1e-4
+    plain = models.build_classifier("ResNet18", weights=None)  # same weights, no stain layer
+    plain.set_weights(model.get_weights())
+    assert np.abs(plain(x, training=False).numpy() - expected).max() > 1e-3

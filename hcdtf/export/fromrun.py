@@ -28,14 +28,18 @@ def float32_model(run):
     import keras
 
     from hcdtf import models
+    from hcdtf.models.classifier import STAIN
 
     cfg = run.config()
     trained = run.load_keras_model()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
+        # The stain layer (if any) is copied from the trained model: its target travels inside it.
+        stain = trained.get_layer(STAIN) if STAIN in [la.name for la in trained.layers] else None
         model = models.build_classifier(cfg.model.arch, weights=None, transfer=cfg.model.transfer,
-                                        trainable_from=cfg.model.trainable_from, dropout=cfg.model.dropout)
+                                        trainable_from=cfg.model.trainable_from, dropout=cfg.model.dropout,
+                                        stain=stain)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.set_weights(trained.get_weights())

@@ -35,6 +35,7 @@ from hcdtf.models.registry import STAGES
 from hcdtf.models.registry import TRANSFERS
 
 BASE_NAME = "base"
+STAIN = "stain"
 HEAD_POOL = "head_pool"
 HEAD_DROPOUT = "head_dropout"
 HEAD_LOGIT = "head_logit"
@@ -99,6 +100,7 @@ def build_classifier(
     dropout=0.2,
     input_shape=(96, 96, 3),
     name=None,
+    stain=None,
 ):
     """Builds the binary patch classifier of the study.
 
@@ -129,6 +131,9 @@ def build_classifier(
             present, so layer names do not depend on the rate).
         input_shape: Shape of one uint8 RGB image, channels last.
         name: Model name. Defaults to e.g. `"resnet34_fine_tune"`.
+        stain: Stain normalisation before the preprocessing (a layer named
+            `stain`, see `hcdtf.models.stain`): a target (dict or JSON file
+            from `hcdtf stain fit`) or a stain layer to copy. None: none.
 
     Returns:
         A `keras.Model` mapping uint8 `(N, H, W, 3)` images to float32
@@ -142,6 +147,9 @@ def build_classifier(
     """
     if registry.is_encoder(arch):  # a pathology encoder: same layer names, own builder
         from hcdtf.models.encoders.classifier import build_encoder_classifier
+
+        if stain is not None:
+            raise ValueError(f"stain normalisation is not available with encoders yet (arch={arch!r})")
 
         return build_encoder_classifier(arch, weights=weights, transfer=transfer, trainable_from=trainable_from,
                                         dropout=dropout, input_shape=input_shape, name=name)
@@ -194,7 +202,12 @@ def build_classifier(
     set_base_trainable(base, transfer, trainable_from)
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
-    x = ImagePreprocessing(spec.preprocessing, name="preprocess")(inputs)
+    x = inputs
+    if stain is not None:  # uint8 in, float32 on [0, 255] out, in every exported format
+        from hcdtf.models import stain as stain_lib
+
+        x = stain_lib.stain_layer(stain, name=STAIN)(x)
+    x = ImagePreprocessing(spec.preprocessing, name="preprocess")(x)
     if transfer == "freeze_base":
         x = base(x, training=False)
     else:

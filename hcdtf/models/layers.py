@@ -14,11 +14,14 @@ element-wise ops. `fuse_batch_norm(model)` swaps it into a built model.
 Both layers are registered (`hcdtf>ImagePreprocessing`,
 `hcdtf>FusedBatchNormalization`); importing `hcdtf.models.layers` (which
 `hcdtf.models.build_classifier` does) before `keras.models.load_model` makes
-saved `.keras` files loadable.
+saved `.keras` files loadable. It registers the stain normalisation layers of
+`hcdtf.models.stain` too (a classifier may start with one).
 """
 
 import keras
 from keras import ops
+
+from hcdtf.models import stain as _stain  # noqa: F401  registers MacenkoNormalization, ReinhardNormalization
 
 # keras.applications.imagenet_utils.preprocess_input constants.
 TORCH_MEAN = (0.485, 0.456, 0.406)  # RGB, on [0, 1]

@@ -532,6 +532,15 @@ def read_target(path) -> dict:
     return check_target(target, path)
 
 
+def stain_layer(stain, name="stain"):
+    """A new normalisation layer named `name` from a target (dict or JSON file) or a copy of a
+    stain layer (its config: the target travels with it)."""
+    if isinstance(stain, _StainNormalization):
+        config = {**stain.get_config(), "name": name, "return_fallback": False}
+        return type(stain).from_config(config)
+    return layer_from_target(stain, name=name)
+
+
 def layer_from_target(target, name="stain", **kwargs):
     """The normalisation layer for `target` (a dict or a JSON file's path)."""
     if not isinstance(target, dict):
