@@ -350,9 +350,10 @@ class RunDir:
             if created and not any(p.name != _LOCK for p in self.path.iterdir()):
                 shutil.rmtree(self.path, ignore_errors=True)
 
-    def start(self, cfg: Config, kind: str) -> None:
-        """Records the run's kind and config and the data it trains on: called when training
-        actually starts."""
+    def start(self, cfg: Config, kind: str, **choices) -> None:
+        """Records the run's kind and config, the data it trains on, and ``choices`` resolved at
+        its start that a resumed session must reuse rather than redo (the precision ``auto``
+        picked and the probe's figures): called when training actually starts."""
         if kind not in KINDS:
             raise ValueError(f"unknown run kind {kind!r}; valid: {', '.join(KINDS)}")
         from hcdtf import dataid
@@ -361,8 +362,16 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.path / "run.json", json.dumps(
             {"kind": kind, "hcdtf_version": __version__,
-             "created": datetime.datetime.now().isoformat(timespec="seconds"), "data": identity}, indent=2) + "\n")
+             "created": datetime.datetime.now().isoformat(timespec="seconds"), "data": identity, **choices},
+            indent=2) + "\n")
         write_text(self.config_path, cfg.dump_text())
+
+    def recorded(self, key: str, default=None):
+        """A choice recorded by :meth:`start` (``default`` for runs of older versions, or none)."""
+        try:
+            return json.loads((self.path / "run.json").read_text()).get(key, default)
+        except (OSError, ValueError, AttributeError):
+            return default
 
     def clear(self) -> None:
         """Removes hcdtf's artifacts (and nothing else) from the run directory."""
