@@ -139,7 +139,11 @@ def commands(friendly, context) -> list[click.Command]:
 
     @click.group("stain", context_settings=context)
     def stain_group():
-        """Stain normalisation (Macenko, Reinhard): fit a target, look at its effect."""
+        """Stain normalisation (Macenko, Reinhard): fit a target, look at its effect.
+
+        Train with it: --set data.stain_normalize=macenko --set data.stain_target=target.json
+        (the layer is then part of the model and of every format it is exported to).
+        """
 
     @stain_group.command("fit", context_settings=context)
     @click.argument("images", nargs=-1, required=True, type=click.Path())
