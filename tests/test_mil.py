@@ -278,6 +278,18 @@ def test_mil_predict_maps_and_export_on_embedded_slides(bags, slides, tmp_path):
     r = CliRunner().invoke(main, ["mil", "train", str(bags), "--labels", str(tmp_path / "none.csv"),
                                   "--output-dir", str(tmp_path / "r2")])
     assert r.exit_code == 2 and "none.csv" in r.output
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["mil", "train", str(bags), "--labels", str(slides / "reference.csv"),
+                                  "--output-dir", str(tmp_path / "foreign"), "--folds", "0"])
+    assert r.exit_code == 2 and "not a MIL run" in r.output
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+    with h5py.File(tmp_path / "other_dim.h5", "w") as f:
+        f["features"] = np.zeros((3, 7), np.float32)
+    (tmp_path / "labels.csv").write_text("slide_000,Tumor\nslide_001,Normal\nother_dim,Normal\n")
+    r = CliRunner().invoke(main, ["mil", "train", str(bags), str(tmp_path / "other_dim.h5"), "--labels",
+                                  str(tmp_path / "labels.csv"), "--output-dir", str(tmp_path / "r3"), "--folds", "0"])
+    assert r.exit_code == 2 and "embed every slide with one encoder" in r.output, r.output
 
 
 def test_camelyon16_layout_end_to_end(encoder, slides, tmp_path):

@@ -218,7 +218,12 @@ def train(cfg: MilConfig, output_dir, overwrite: bool = False, log: Callable[[st
         def features(slide):
             if slide not in cache:
                 cache[slide] = bags_lib.load_features(bags[slide])
+                if dims.setdefault("d", cache[slide].shape[1]) != cache[slide].shape[1]:
+                    raise bags_lib.BagError(f"{bags[slide]}: {cache[slide].shape[1]} features per patch, other bags "
+                                            f"have {dims['d']}: embed every slide with one encoder")
             return cache[slide]
+
+        dims: dict = {}
 
         train_slides = [s for s in labels if not (cfg.folds and fold_of[s] == cfg.fold)]
         val_slides = [s for s in labels if cfg.folds and fold_of[s] == cfg.fold]
