@@ -64,6 +64,7 @@ class DataConfig:
     fold: Optional[int] = None
     stain_normalize: str = "none"
     stain_target: Optional[str] = None
+    stain_augment: float = 0.0
 
     def validate(self) -> None:
         _choice("data.stain_normalize", self.stain_normalize, STAIN_NORMALIZERS)
@@ -78,6 +79,8 @@ class DataConfig:
                 f"(e.g. kaggle_skip_bad), got {self.dataset_config!r}"
             )
         _positive("data.shuffle_buffer", self.shuffle_buffer)
+        if not 0.0 <= self.stain_augment <= 0.5:
+            raise ConfigError(f"data.stain_augment must be in [0, 0.5], got {self.stain_augment!r}")
         if not 0.0 <= self.stain_jitter <= 0.5:
             raise ConfigError(f"data.stain_jitter must be in [0, 0.5], got {self.stain_jitter!r}")
 

@@ -270,10 +270,12 @@ def _hed_jitter(image: "tf.Tensor", seed: "tf.Tensor", sigma: float) -> "tf.Tens
     return tf.reshape(tf.exp(-od), tf.shape(image))
 
 
-def augment(image: "tf.Tensor", seed: "tf.Tensor", stain_jitter: float = 0.05) -> "tf.Tensor":
+def augment(image: "tf.Tensor", seed: "tf.Tensor", stain_jitter: float = 0.05,
+            stain_augment: float = 0.0) -> "tf.Tensor":
     """Random dihedral transform (flips + 90-degree rotations: tissue has no orientation),
-    mild brightness/contrast and HED stain jitter. uint8 in, uint8 out; ``seed`` is a stateless
-    seed of shape (2,), so the same seed gives the same patch."""
+    mild brightness/contrast, HED stain jitter and (``stain_augment`` > 0) Macenko stain
+    augmentation (:func:`hcdtf.models.stain.macenko_augment`). uint8 in, uint8 out; ``seed`` is a
+    stateless seed of shape (2,), so the same seed gives the same patch."""
     import tensorflow as tf
 
     x = tf.image.convert_image_dtype(image, tf.float32)
@@ -282,6 +284,10 @@ def augment(image: "tf.Tensor", seed: "tf.Tensor", stain_jitter: float = 0.05) -
     x = tf.image.stateless_random_flip_left_right(x, seed + 2)
     if stain_jitter > 0:
         x = _hed_jitter(x, seed + 3, stain_jitter)
+    if stain_augment > 0:
+        from hcdtf.models import stain
+
+        x = stain.macenko_augment(tf.expand_dims(x * 255.0, 0), seed + 7, stain_augment)[0] / 255.0
     x = tf.image.stateless_random_brightness(x, 0.05, seed + 5)
     x = tf.image.stateless_random_contrast(x, 0.9, 1.1, seed + 6)
     x = tf.clip_by_value(x, 0.0, 1.0)
@@ -323,11 +329,11 @@ def _shuffle_and_augment(ds, cfg: "DataConfig", seed: int, reshuffle: bool):
         # One stateless seed per example, fixed by `seed` (and new every iteration if reshuffling).
         noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
         ds = tf.data.Dataset.zip(ds, noise.batch(2))
-        jitter = cfg.stain_jitter
+        jitter, macenko = cfg.stain_jitter, cfg.stain_augment
 
         def _aug(example, s):
             example = dict(example)
-            example["image"] = augment(example["image"], s, jitter)
+            example["image"] = augment(example["image"], s, jitter, macenko)
             return example
 
         ds = ds.map(_aug, num_parallel_calls=tf.data.AUTOTUNE)

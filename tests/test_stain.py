@@ -383,3 +383,47 @@ def test_training_option_puts_the_layer_in_the_run_and_its_export(patches, data_
     plain = models.build_classifier("ResNet18", weights=None)  # same weights, no stain layer
     plain.set_weights(model.get_weights())
     assert np.abs(plain(x, training=False).numpy() - expected).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------ augmentation
+def test_macenko_augmentation_matches_torchstain(patches):
+    """torchstain's MacenkoAugmentor draws (scale, shift) for H then E from np.random; the same
+    four numbers given to ours give the same image."""
+    pytest.importorskip("torchstain")
+    from torchstain.numpy.augmentors import NumpyMacenkoAugmentor
+
+    for i, image in enumerate(patches[2:5]):
+        np.random.seed(i)
+        a_h, b_h, a_e, b_e = (np.random.uniform(0.8, 1.2), np.random.uniform(-0.2, 0.2),
+                              np.random.uniform(0.8, 1.2), np.random.uniform(-0.2, 0.2))
+        augmentor = NumpyMacenkoAugmentor(sigma1=0.2, sigma2=0.2)
+        augmentor.fit(image)
+        np.random.seed(i)
+        theirs = augmentor.augment()
+        ours = stain.macenko_augment_with(image[None], np.array([[a_h, b_h, a_e, b_e]])).numpy()[0]
+        worst, equal = _floor_agreement(ours, theirs)
+        assert worst <= 1 and equal >= 0.999, (worst, equal)
+
+
+def test_stain_augmentation_in_the_pipeline(patches):
+    from hcdtf import data
+    from hcdtf.config import ConfigError, DataConfig
+
+    seed = tf.constant([3, 4], tf.int64)
+    image = tf.constant(patches[2])
+    plain = data.augment(image, seed, 0.05, 0.0).numpy()
+    once = data.augment(image, seed, 0.05, 0.2).numpy()
+    again = data.augment(image, seed, 0.05, 0.2).numpy()
+    other = data.augment(image, seed + 10, 0.05, 0.2).numpy()
+    assert once.dtype == np.uint8 and np.array_equal(once, again)  # stateless: exact resume holds
+    mapped = tf.data.Dataset.from_tensors(image).map(lambda x: data.augment(x, seed, 0.05, 0.2))  # as in training
+    graph = next(iter(mapped)).numpy()
+    assert np.array_equal(next(iter(mapped)).numpy(), graph)
+    assert np.abs(graph.astype(int) - once).max() <= 1  # graph vs eager: float rounding at .5
+    assert np.abs(once.astype(int) - plain).mean() > 1 and not np.array_equal(once, other)
+    blank = tf.constant(np.full((96, 96, 3), 250, np.uint8))  # no tissue: only the other transforms
+    assert np.array_equal(data.augment(blank, seed, 0.0, 0.2).numpy(), data.augment(blank, seed, 0.0, 0.0).numpy())
+    out = stain.macenko_augment(np.stack([patches[3], np.zeros((96, 96, 3), np.uint8)]), seed).numpy()
+    assert np.all(np.isfinite(out)) and np.array_equal(out[1], np.zeros((96, 96, 3), np.float32))
+    with pytest.raises(ConfigError, match="data.stain_augment"):
+        DataConfig(stain_augment=0.9).validate()

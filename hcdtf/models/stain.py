@@ -306,6 +306,44 @@ def lab_stats(rgb):
     return mean, tf.sqrt(tf.maximum(var, 0.0)), f
 
 
+def macenko_augment_with(images, factors, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA,
+                         min_tissue=DEFAULT_MIN_TISSUE):
+    """torchstain's `MacenkoAugmentor` with given factors: each image's H and E concentrations
+    (its own Macenko estimate) become `c * a + b`, and the image is rebuilt from its own stain
+    vectors. images [B, H, W, 3] (uint8 or float on [0, 255]); factors [B, 4] = (a_h, b_h, a_e,
+    b_e). Returns float32 [B, H, W, 3] on [0, 255]; images with too little tissue unchanged."""
+    import tensorflow as tf
+
+    x = tf.cast(images, tf.float32)
+    shape = tf.shape(x)
+    flat = tf.reshape(x, [shape[0], -1, 3])
+    n_static = int(x.shape[1]) * int(x.shape[2]) if x.shape[1] is not None and x.shape[2] is not None else None
+    stats = macenko_stats(flat, io, alpha, beta, min_tissue, n_static)
+    a_h, b_h, a_e, b_e = tf.unstack(tf.cast(factors, tf.float32), axis=1)
+    conc = tf.matmul(stats["projection"], stats["od"], transpose_b=True)  # [B, 2, N]
+    c_h, c_e = tf.unstack(conc, axis=1)
+    c_h = c_h * _col(a_h) + _col(b_h)
+    c_e = c_e * _col(a_e) + _col(b_e)
+    od = tf.expand_dims(c_h, -1) * tf.expand_dims(stats["h"], 1) + tf.expand_dims(c_e, -1) * tf.expand_dims(stats["e"], 1)
+    out = tf.minimum(io * tf.exp(-od), 255.0)
+    keep = _col(_col(tf.cast(stats["ok"], tf.float32)))
+    out = _blend(keep, out, flat)  # where not ok the projection is zero: out = io * exp(-b h - b e), finite
+    return tf.reshape(out, shape)
+
+
+def macenko_augment(images, seed, sigma=0.2, **kwargs):
+    """Random Macenko stain augmentation (torchstain's `MacenkoAugmentor`, sigma1 = sigma2 =
+    `sigma`): per image, each stain's concentration is scaled by U(1 - sigma, 1 + sigma) and
+    shifted by U(-sigma, sigma), drawn statelessly from `seed` (shape (2,)): same seed, same result."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    scale = tf.random.stateless_uniform([batch, 2], seed, 1.0 - sigma, 1.0 + sigma)
+    shift = tf.random.stateless_uniform([batch, 2], seed + 1, -sigma, sigma)
+    factors = tf.stack([scale[:, 0], shift[:, 0], scale[:, 1], shift[:, 1]], axis=1)
+    return macenko_augment_with(images, factors, **kwargs)
+
+
 # ---------------------------------------------------------------------------------- layers
 class _StainNormalization(keras.layers.Layer):
     """Shared plumbing: float32 whatever the policy, (N, H, W, 3) <-> (N, H*W, 3)."""
