@@ -193,3 +193,28 @@ np.save({str(tmp_path / "emb.npy")!r}, pool.predict(imgs, verbose=0))
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     reference = np.load(FIXTURES / "timm_hoptimus0" / "reference.npy")
     assert relative_error(np.load(tmp_path / "emb.npy"), reference) < TOLERANCE
+
+
+def test_fine_tune_trains_the_encoder(data_dir, tmp_path):
+    """--fine-tune on a transformers-layout SwiGLU encoder with the cls + mean embedding: the
+    encoder's weights are trainable and change, so its embeddings leave the imported ones."""
+    import json
+
+    from conftest import CONFIGS
+    from hcdtf.rundir import RunDir
+
+    encoder_file = tmp_path / "midnight.encoder.h5"
+    run(["weights", "import", FIXTURES / "hf_midnight", "--arch", "Midnight-12k", "--out", encoder_file])
+    run(["train", "--config", CONFIGS / "testing.yaml", "--data-dir", data_dir, "--arch", "Midnight-12k",
+         "--fine-tune", "--weights", encoder_file, "--output-dir", tmp_path / "run"])
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["transfer"] == "fine_tune" and not summary["feature_cache"]
+    assert summary["params_trainable"] > 1000  # the encoder, not only the 33 weights of the head
+    import keras
+    from PIL import Image
+
+    model = RunDir(tmp_path / "run").load_keras_model()
+    pool = keras.Model(model.input, model.get_layer("head_pool").output)
+    imgs = np.stack([np.asarray(Image.open(p)) for p in sorted(IMAGES.glob("*.png"))])
+    reference = np.load(FIXTURES / "hf_midnight" / "reference.npy")
+    assert relative_error(pool.predict(imgs, verbose=0), reference) > 1e-4
