@@ -29,10 +29,10 @@ import yaml
 from hcdtf.models.logistic import FEATURES as BASELINE_FEATURES
 from hcdtf.models.logistic import SOLVERS as BASELINE_SOLVERS
 from hcdtf.models.registry import ARCHS, ENCODERS, STAGES, TRANSFERS
+from hcdtf.models.stain_params import METHODS as STAIN_METHODS
 from hcdtf.runtime import DISTRIBUTIONS, PRECISIONS
 
-# hcdtf.models.stain.METHODS and "none" (that module imports Keras; tests/test_stain.py checks they agree)
-STAIN_NORMALIZERS = ("none", "macenko", "reinhard")
+STAIN_NORMALIZERS = ("none", *STAIN_METHODS)
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")

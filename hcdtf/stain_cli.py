@@ -131,7 +131,7 @@ def _write_batch(normalise, group, arrays, out_dir, Image, atomic) -> list[str]:
 
 def commands(friendly, context) -> list[click.Command]:
     """The ``stain`` group, its errors handled by hcdtf.cli's ``friendly``."""
-    from hcdtf.models import stain
+    from hcdtf.models import stain_params as stain  # no Keras at start-up
 
     def _user(fn):
         """StainInputError and TargetError are ValueErrors: friendly turns them into exit 2."""
@@ -147,7 +147,8 @@ def commands(friendly, context) -> list[click.Command]:
 
     @stain_group.command("fit", context_settings=context)
     @click.argument("images", nargs=-1, required=True, type=click.Path())
-    @click.option("--method", type=click.Choice(stain.METHODS), default="macenko", show_default=True)
+    @click.option("--method", type=click.Choice(stain.METHODS), default="macenko", show_default=True,
+                  help="Normalisation the target is for.")
     @click.option("--out", required=True, type=click.Path(), help="Target file (JSON) to write.")
     @click.option("--io", default=stain.DEFAULT_IO, show_default=True, type=click.FloatRange(min=1),
                   help="Macenko: transmitted light intensity.")

@@ -43,15 +43,38 @@ import os
 import keras
 import numpy as np
 
-METHODS = ("macenko", "reinhard")
-TARGET_FORMAT = "hcdtf-stain-target"
-TARGET_VERSION = 1
+from hcdtf.models.stain_params import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_IO,
+    DEFAULT_MIN_TISSUE,
+    METHODS,
+    TARGET_FORMAT,
+    TARGET_VERSION,
+)
 
-# Macenko's usual parameters (torchstain, TIAToolbox, the original MATLAB code).
-DEFAULT_IO = 240.0
-DEFAULT_ALPHA = 1.0
-DEFAULT_BETA = 0.15
-DEFAULT_MIN_TISSUE = 0.01
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_BETA",
+    "DEFAULT_IO",
+    "DEFAULT_MIN_TISSUE",
+    "LAYERS",
+    "METHODS",
+    "TARGET_FORMAT",
+    "TARGET_VERSION",
+    "MacenkoNormalization",
+    "ReinhardNormalization",
+    "TargetError",
+    "check_target",
+    "fit_target",
+    "layer_from_target",
+    "macenko_augment",
+    "macenko_augment_with",
+    "macenko_stats",
+    "read_target",
+    "stain_layer",
+    "symmetric_eig3",
+]
 # torchstain's default reference (HERef columns, maxCRef): the original implementation's.
 MACENKO_REFERENCE_HE = ((0.5626, 0.7201, 0.4062), (0.2159, 0.8012, 0.5581))
 MACENKO_REFERENCE_MAX_C = (1.9705, 1.0308)
