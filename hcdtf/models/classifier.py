@@ -31,15 +31,14 @@ from hcdtf.models import warmstart
 from hcdtf.models.layers import ImagePreprocessing
 from hcdtf.models.layers import fuse_batch_norm
 
+from hcdtf.models.registry import BASE_NAME  # noqa: F401  (the classifier's layer names: registry.py says why)
+from hcdtf.models.registry import HEAD_DROPOUT  # noqa: F401
+from hcdtf.models.registry import HEAD_LOGIT  # noqa: F401
+from hcdtf.models.registry import HEAD_POOL  # noqa: F401
+from hcdtf.models.registry import PROBABILITY  # noqa: F401
 from hcdtf.models.registry import STAGES
+from hcdtf.models.registry import STAIN  # noqa: F401
 from hcdtf.models.registry import TRANSFERS
-
-BASE_NAME = "base"
-STAIN = "stain"
-HEAD_POOL = "head_pool"
-HEAD_DROPOUT = "head_dropout"
-HEAD_LOGIT = "head_logit"
-PROBABILITY = "probability"
 
 
 def _validate_transfer(transfer, trainable_from):

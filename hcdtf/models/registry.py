@@ -27,6 +27,16 @@ TRANSFERS = ("fine_tune", "freeze_base")
 # The residual stages, for fine-tuning only from one of them on (`trainable_from`).
 STAGES = ("conv2", "conv3", "conv4", "conv5")
 
+# The classifier's layer names (hcdtf.models.classifier builds with them). Defined here, below the
+# model code, because readers of checkpoints (hcdtf.models.warmstart) and Grad-CAM need them
+# without importing the classifier (no import cycle, no Keras to read a name).
+BASE_NAME = "base"
+STAIN = "stain"
+HEAD_POOL = "head_pool"
+HEAD_DROPOUT = "head_dropout"
+HEAD_LOGIT = "head_logit"
+PROBABILITY = "probability"
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:

@@ -41,7 +41,7 @@ def classifier_checkpoint(path, arch: str) -> str | None:
     `WeightsFileError` if it is missing, not HDF5, or a classifier of another architecture."""
     import h5py
 
-    from hcdtf.models.classifier import BASE_NAME, HEAD_LOGIT
+    from hcdtf.models.registry import BASE_NAME, HEAD_LOGIT
 
     shown = os.fspath(path)
     if os.path.isdir(shown):

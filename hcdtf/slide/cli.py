@@ -155,7 +155,9 @@ def commands(friendly, context) -> list[click.Command]:
         hcdtf slide annotations outputs/slides --format geojson --output-dir outputs/qupath
         """
         chosen = annotations_out.FORMATS if formats == "both" else (formats,)
-        annotations_out.from_predictions(pred_dir, chosen, threshold, output_dir, log=click.echo)
+        from hcdtf.slide import annotate
+
+        annotate.from_predictions(pred_dir, chosen, threshold, output_dir, log=click.echo)
 
     @slide.command("view", context_settings=context)
     @click.argument("pred_dir", type=click.Path(file_okay=False))
