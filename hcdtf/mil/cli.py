@@ -78,14 +78,18 @@ def commands(friendly, context) -> list[click.Command]:
     @click.option("--labels", required=True, type=click.Path(dir_okay=False),
                   help="Camelyon16-style reference.csv (name,class with class Tumor or Normal).")
     @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="The run directory.")
-    @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-    @click.option("--learning-rate", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
-    @click.option("--weight-decay", default=1e-5, show_default=True, type=click.FloatRange(min=0))
+    @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1),
+                  help="Passes over the training bags (one bag per step).")
+    @click.option("--learning-rate", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+                  help="AdamW's learning rate.")
+    @click.option("--weight-decay", default=1e-5, show_default=True, type=click.FloatRange(min=0),
+                  help="Decoupled weight decay (AdamW).")
     @click.option("--hidden", default=128, show_default=True, type=click.IntRange(min=1),
                   help="Width of the instance layer.")
     @click.option("--attention", default=64, show_default=True, type=click.IntRange(min=1),
                   help="Width of the gated attention branch.")
-    @click.option("--dropout", default=0.25, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+    @click.option("--dropout", default=0.25, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                  help="Dropout after the first dense layer (mil_fc), while training.")
     @click.option("--folds", default=5, show_default=True, type=click.IntRange(min=0),
                   help="Slide folds, stratified by class (0: train on every slide, no validation).")
     @click.option("--fold", default=0, show_default=True, type=click.IntRange(min=0), help="The validation fold.")
