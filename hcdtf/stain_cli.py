@@ -25,13 +25,7 @@ def read_rgb(path: pathlib.Path) -> np.ndarray:
     """An 8-bit RGB image of any size as uint8 [H, W, 3]; StainInputError naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        from tfds_builder.hcd.bitdepth import (
-            not_8bit,  # Pillow opens 16-bit RGB as "RGB"
-        )
-    except ImportError:  # a checkout without it: the mode check below only
-        def not_8bit(im):
-            return None
+    from tfds_builder.hcd.bitdepth import not_8bit  # Pillow opens 16-bit RGB as "RGB"
 
     try:
         with Image.open(path) as im:
