@@ -6,8 +6,11 @@ Output (the layout CLAM/TRIDENT-style tools read)::
     ids       str [n]          the image files' stems, sorted
     attrs     model (name), config (JSON), source (the MODEL argument)
 
-Images of any size are accepted: the model resizes each to the encoder's input inside the
-graph (bilinear), exactly as it does for 96x96 patches. Memory is bounded by one batch of
+MODEL is an encoder file (`hcdtf weights import`), a published encoder's name (its imported
+file), or a finished run directory (the classifier's `head_pool` features: the encoder's
+embedding after training, or a ResNet's pooled features). Images of any size are accepted: an
+encoder resizes each to its input inside the graph (bilinear), exactly as it does for 96x96
+patches; a run's classifier gets them resized (bilinear) to its patch size first. Memory is bounded by one batch of
 decoded images plus the model: rows are written into the preallocated dataset batch by batch,
 and the file appears under its name only when complete (temporary name + rename).
 """
@@ -50,12 +53,16 @@ def _read(path):
 
 
 def resolve_model(model):
-    """MODEL -> `(config, weights, label)`: a converted encoder file, or a published encoder
-    name whose weights `hcdtf weights import` has put in place."""
+    """MODEL -> `(config, weights, label)` for an encoder file or a published encoder name whose
+    weights `hcdtf weights import` has put in place; `(None, run_dir, label)` for a run
+    directory of a trained classifier (its `head_pool` features: an encoder's embedding, or a
+    ResNet's pooled features)."""
     from hcdtf.models.encoders import files
     from hcdtf.models.encoders import specs
 
     path = pathlib.Path(model)
+    if path.is_dir() and (path / "model.keras").is_file():
+        return None, path, str(path)
     if path.is_file():
         config, weights = files.read(path)
         return config, weights, str(path)
@@ -64,8 +71,36 @@ def resolve_model(model):
         config, weights = files.read(path)
         return config, weights, str(path)
     raise FileNotFoundError(
-        f"MODEL {model}: neither an encoder file (`hcdtf weights import ... --out FILE`) nor "
-        f"a published encoder name ({', '.join(specs.ENCODERS)})")
+        f"MODEL {model}: neither an encoder file (`hcdtf weights import ... --out FILE`), a published "
+        f"encoder name ({', '.join(specs.ENCODERS)}) nor a finished run directory (model.keras)")
+
+
+def _embedding_function(model):
+    """`(infer, dim, name, config)`: `infer(uint8 batch) -> float32 features`."""
+    import keras
+    import tensorflow as tf
+
+    config, weights, label = resolve_model(model)
+    if config is not None:
+        from hcdtf.models.encoders.model import build_encoder
+
+        encoder = build_encoder(config, weights, input_shape=(None, None, 3))
+        infer = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
+        return infer, int(encoder.output.shape[-1]), config["name"], config, label
+    from hcdtf.rundir import RunDir
+
+    run = RunDir(weights)
+    classifier = run.load_keras_model()
+    features = keras.Model(classifier.input, classifier.get_layer("head_pool").output)
+    size = tuple(classifier.input.shape[1:3])
+
+    def call(x):
+        if tuple(x.shape[1:3]) != size:  # the run's patch size: bilinear, back to uint8
+            x = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, size)), 0, 255), tf.uint8)
+        return features(x, training=False)
+
+    infer = tf.function(call, reduce_retracing=True)
+    return infer, int(features.output.shape[-1]), classifier.name, {"run": str(weights)}, label
 
 
 def embed(model, images_dir, out, batch_size=64, log=None):
@@ -75,14 +110,10 @@ def embed(model, images_dir, out, batch_size=64, log=None):
     import tensorflow as tf
 
     from hcdtf.atomic import atomic_output
-    from hcdtf.models.encoders.model import build_encoder
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     items = list_images(images_dir)
-    config, weights, label = resolve_model(model)
-    encoder = build_encoder(config, weights, input_shape=(None, None, 3))
-    infer = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
-    dim = int(encoder.output.shape[-1])
+    infer, dim, name, config, label = _embedding_function(model)
     n = len(items)
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +125,7 @@ def embed(model, images_dir, out, batch_size=64, log=None):
                                         chunks=(min(n, 1024), dim))
             f.create_dataset("ids", data=np.array([s for s, _ in items], dtype=object),
                              dtype=h5py.string_dtype())
-            f.attrs["model"] = config["name"]
+            f.attrs["model"] = name
             f.attrs["config"] = json.dumps(config, sort_keys=True)
             f.attrs["source"] = label
             i = 0

@@ -15,8 +15,9 @@ def commands(friendly, context):
                   help="Images per forward pass (memory is bounded by one batch).")
     @friendly
     def embed_cmd(model, images_dir, out, batch_size):
-        """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`
-        or a published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported."""
+        """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`, a
+        published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported, or a
+        finished run directory (its classifier's pooled features)."""
         from hcdtf import embed
         from hcdtf import runtime
 

@@ -167,7 +167,7 @@ def test_torch_bicubic_resampling_is_separable_and_exact_on_constants():
 def test_train_freeze_base_on_an_encoder(data_dir, tmp_path):
     """eva's linear probe end to end offline: tiny random H-optimus-0-layout weights, the
     synthetic sample, the testing config; the frozen encoder's embeddings are cached and only
-    the head trains; the saved model reloads in a fresh process and embeds as the import did."""
+    the head trains; `hcdtf embed RUN_DIR` in a fresh process embeds as the import did."""
     import json
     import subprocess
     import sys
@@ -181,18 +181,13 @@ def test_train_freeze_base_on_an_encoder(data_dir, tmp_path):
     assert "feature cache on" in out
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["arch"] == "H-optimus-0" and summary["transfer"] == "freeze_base" and summary["feature_cache"]
-    code = f"""
-import numpy as np, glob, keras
-from PIL import Image
-from hcdtf.rundir import RunDir
-model = RunDir({str(tmp_path / "run")!r}).load_keras_model()
-pool = keras.Model(model.input, model.get_layer("head_pool").output)
-imgs = np.stack([np.asarray(Image.open(p)) for p in sorted(glob.glob({str(IMAGES / "*.png")!r}))])
-np.save({str(tmp_path / "emb.npy")!r}, pool.predict(imgs, verbose=0))
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    # a fresh process (the encoder layers must be registered from the .keras file alone), the
+    # run directory as MODEL: the frozen encoder's embeddings are still the reference's
+    subprocess.run([sys.executable, "-m", "hcdtf.cli", "embed", str(tmp_path / "run"), "--images", str(IMAGES),
+                    "--out", str(tmp_path / "run.h5")], check=True, timeout=300)
+    features, ids = read_embeddings(tmp_path / "run.h5")
     reference = np.load(FIXTURES / "timm_hoptimus0" / "reference.npy")
-    assert relative_error(np.load(tmp_path / "emb.npy"), reference) < TOLERANCE
+    assert relative_error(features, reference) < TOLERANCE
 
 
 def test_fine_tune_trains_the_encoder(data_dir, tmp_path):
