@@ -213,3 +213,26 @@ def test_fine_tune_trains_the_encoder(data_dir, tmp_path):
     imgs = np.stack([np.asarray(Image.open(p)) for p in sorted(IMAGES.glob("*.png"))])
     reference = np.load(FIXTURES / "hf_midnight" / "reference.npy")
     assert relative_error(pool.predict(imgs, verbose=0), reference) > 1e-4
+
+
+def test_flops_of_an_encoder_classifier():
+    """The run summaries' cost figure counts the encoder: analytically, as for the registry."""
+    from hcdtf.models.encoders.classifier import build_encoder_classifier
+    from hcdtf.models.encoders.files import write
+    from hcdtf.models.stats import flops_per_image
+
+    config, weights = convert.read_checkpoint(FIXTURES / "timm_virchow2", "Virchow2")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(pathlib.Path(tmp) / "v.encoder.h5", config, weights)
+        model = build_encoder_classifier("Virchow2", weights=path)
+    grid = config["image_size"] // config["patch_size"]
+    _, encoder_flops = specs.vit_cost(config["dim"], config["depth"], config["mlp_hidden"], config["patch_size"],
+                                      grid * grid, 1 + config["registers"], "swiglu")
+    # the head: Dense(2 * dim -> 1)
+    assert flops_per_image(model) == encoder_flops + 2 * 2 * config["dim"]
+    # the count itself: 2 blocks of 69 tokens, width 16, SwiGLU 48 (24 after the gate)
+    t, d = 1 + 4 + 64, 16
+    block = 2 * t * (4 * d * d + d * 48 + 24 * d) + 4 * t * t * d
+    assert encoder_flops == 2 * 64 * 3 * 14 * 14 * d + 2 * block

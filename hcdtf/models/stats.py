@@ -53,7 +53,11 @@ def _model_flops(model):
 
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if type(layer).__name__ == "DINOV2Backbone":  # an encoder: its Dense layers sit inside layers
+            from hcdtf.models.encoders.model import backbone_flops
+
+            total += backbone_flops(layer)
+        elif isinstance(layer, keras.Model):
             total += _model_flops(layer)
         else:
             total += _layer_flops(layer)

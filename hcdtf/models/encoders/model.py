@@ -195,3 +195,21 @@ def build_encoder(config, weights=None, input_shape=None, name=None):
 
 def _model_name(name):
     return "".join(c if c.isalnum() else "_" for c in str(name).lower())
+
+
+def backbone_flops(backbone):
+    """FLOPs per image of a keras-hub `DINOV2Backbone` at its input size, by the same count
+    as `specs.vit_cost` (2 x multiply-adds of the matmuls), from the built layers' shapes."""
+    from hcdtf.models.encoders import specs
+
+    size = int(backbone.image_shape[0])
+    grid = size // backbone.patch_size
+    layer = backbone.encoder.layers[0]
+    if backbone.use_swiglu_ffn:
+        mlp_hidden = int(layer.mlp.weights_in.kernel.shape[-1])
+    else:
+        mlp_hidden = int(layer.mlp.fc1.kernel.shape[-1])
+    _, flops = specs.vit_cost(backbone.hidden_dim, backbone.num_layers, mlp_hidden, backbone.patch_size,
+                              grid * grid, 1 + backbone.num_register_tokens,
+                              "swiglu" if backbone.use_swiglu_ffn else "gelu")
+    return flops
