@@ -518,7 +518,7 @@ def compute_metrics(
     Keys: ``n``, ``n_positive``, ``auc``, ``auc_ci95`` ([lo, hi]; stratified percentile bootstrap
     with ``n_bootstrap`` resamples, or DeLong's normal interval when ``n_bootstrap`` is 0),
     ``auc_ci_method``, ``n_bootstrap``, ``threshold``, ``accuracy``, ``sensitivity``,
-    ``specificity``, ``precision`` (0 when nothing is predicted positive), ``f1``,
+    ``specificity``, ``balanced_accuracy`` (their mean), ``precision`` (0 when nothing is predicted positive), ``f1``,
     ``confusion_matrix`` ({tn, fp, fn, tp}), ``sensitivity_at_95_specificity``, ``brier``, ``ece``
     (15 equal-width bins), ``nll`` (mean negative log-likelihood, nats).
 
@@ -564,6 +564,8 @@ def compute_metrics(
         "accuracy": (tp + tn) / n,
         "sensitivity": tp / (tp + fn),  # both classes are present, so no zero denominators here
         "specificity": tn / (tn + fp),
+        # eva's headline figure for PCam (frozen encoder + linear probe): the mean of the two recalls
+        "balanced_accuracy": (tp / (tp + fn) + tn / (tn + fp)) / 2,
         "precision": tp / (tp + fp) if tp + fp else 0.0,
         "f1": 2 * tp / (2 * tp + fp + fn),
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},

@@ -236,3 +236,16 @@ def test_flops_of_an_encoder_classifier():
     t, d = 1 + 4 + 64, 16
     block = 2 * t * (4 * d * d + d * 48 + 24 * d) + 4 * t * t * d
     assert encoder_flops == 2 * 64 * 3 * 14 * 14 * d + 2 * block
+
+
+def test_metrics_report_evas_balanced_accuracy():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from hcdtf.metrics import compute_metrics
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.3).astype(int)  # unbalanced: accuracy and balanced accuracy differ
+    scores = np.clip(0.35 * labels + rng.random(200) * 0.7, 0, 1)
+    m = compute_metrics(labels, scores, threshold=0.5, n_bootstrap=0)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, scores >= 0.5))
+    assert abs(m["balanced_accuracy"] - m["accuracy"]) > 0.01
