@@ -48,7 +48,7 @@ VARIANTS = {"saved_model": "saved_model", "onnxruntime": "onnx", "openvino_fp32"
             "openvino_int8": "openvino-int8", "litert": "litert"}
 
 
-def variants() -> dict:
+def timed_variants() -> dict:
     """The variants timed here: ``openvino_bf16`` too on a CPU with native bfloat16 (elsewhere
     ``hcdtf export`` refuses it: OpenVINO would compute it in float32)."""
     from hcdtf import precision
@@ -57,7 +57,7 @@ def variants() -> dict:
 
 
 def quantizations() -> tuple:
-    return tuple(k.removeprefix("openvino-") for k in variants().values() if k.startswith("openvino-"))
+    return tuple(k.removeprefix("openvino-") for k in timed_variants().values() if k.startswith("openvino-"))
 
 
 def parse_args(argv):
@@ -100,7 +100,7 @@ def bench_arch(arch: str, version_dir: pathlib.Path, args, peak: float | None) -
 
     from hcdtf import backends, models
 
-    scorers = {name: backends.load(version_dir.parent, kind, log=lambda *_: None) for name, kind in variants().items()}
+    scorers = {name: backends.load(version_dir.parent, kind, log=lambda *_: None) for name, kind in timed_variants().items()}
     rng = np.random.default_rng(1)
     x1 = rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
     xb = rng.integers(0, 256, (args.batch, 96, 96, 3), dtype=np.uint8)
@@ -183,7 +183,7 @@ def test_aucs(run_dir: str, workdir: pathlib.Path) -> dict:
     cfg = RunDir(run_dir).config()
     meta = json.loads((target / "assets" / "hcdtf_metadata.json").read_text())
     out = {"run": str(run_dir), "int8_guard": meta.get("int8_guard"), "bf16_guard": meta.get("bf16_guard")}
-    for name, kind in variants().items():
+    for name, kind in timed_variants().items():
         _, labels, scores = scoring.score_split(backends.load(target.parent, kind, log=lambda *_: None), cfg.data,
                                                 cfg.data.test_split)
         out[name] = {"auc": round(float(metrics.compute_metrics(labels, scores, n_bootstrap=0)["auc"]), 4),
