@@ -549,6 +549,20 @@ def _workspace(run: RunDir, cfg: Config, overwrite: bool, log) -> RunDir | dict:
     replaces a finished run or a run of another config. A finished run of the same config is
     returned as its summary (nothing to do)."""
     state = run.status(cfg, "cnn")
+    if state in ("complete", "resume"):
+        from hcdtf import dataid
+
+        # A finished run would be reported as done, an unfinished one continued, on a data set
+        # rebuilt since (ids and labels may have moved between splits): neither silently.
+        changes = dataid.training_changes(run.data_record(), cfg)
+        if changes and not overwrite:
+            raise RunDirError(
+                f"--output-dir {str(run.path)!r} holds a run trained on another build of {cfg.data.dataset}/"
+                f"{cfg.data.dataset_config} ({'; '.join(changes)}); pass --overwrite to train it again on the "
+                "current data, or choose another --output-dir")
+        if changes:
+            log(f"{run.path}: the data set was rebuilt since this run started ({'; '.join(changes)}); training again")
+            state = "conflict"  # replaced like a run of another config: the old one stays until the new has an epoch
     if state == "foreign":
         raise RunDirError(f"--output-dir {str(run.path)!r} is not empty and holds no hcdtf run; choose another "
                           "directory (nothing in it is touched)")

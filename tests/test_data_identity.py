@@ -96,6 +96,13 @@ def test_a_rebuilt_data_set_is_never_mistaken_for_the_old_one(on_build_a, tmp_pa
     assert "up to date" not in failed.output
     assert stamps == {name: (runs / name / "metrics.json").stat().st_mtime_ns for name in RUNS}
 
+    # train: the finished run is not "already complete" on the rebuilt data; refused the same way.
+    cnn_run = runs / RUNS[0]
+    before = (cnn_run / "train_summary.json").read_bytes()
+    cli_fails(["train", "--config", str(cnn_run / "config.yaml"), "--output-dir", str(cnn_run)],
+              "trained on another build", "train_labels.csv: content differs", "--overwrite")
+    assert (cnn_run / "train_summary.json").read_bytes() == before
+
     # evaluate: scores build B, says the run was trained on A, records both.
     lines: list[str] = []
     cnn = runs / "resnet18_freeze_base"
