@@ -19,10 +19,15 @@ from hcdtf.rundir import RunDir, RunNotFoundError
 __all__ = ["RunNotFoundError", "evaluate_run", "resolve_threshold"]
 
 
-def resolve_threshold(run: RunDir, threshold: str) -> tuple[float, str]:
-    """A number, or ``youden``: the Youden-optimal threshold on the run's validation predictions."""
+def resolve_threshold(run: RunDir, threshold: str, validation: tuple | None = None,
+                      how: str = "validation") -> tuple[float, str]:
+    """A number, or ``youden``: the Youden-optimal threshold on the run's validation predictions,
+    or on ``validation`` = (labels, scores) when the evaluated scores are not plain model outputs
+    (TTA, calibrated): a threshold must be chosen on scores made the same way as those it cuts."""
     if threshold != "youden":
         return float(threshold), "fixed"
+    if validation is not None:
+        return float(metrics.youden_threshold(*validation)), f"youden ({how})"
     if not run.val_predictions_path.is_file():
         raise RunNotFoundError(f"{run.val_predictions_path} not found: the Youden threshold is chosen on "
                                "validation predictions")
@@ -50,7 +55,9 @@ def _calibrate(run: RunDir, cfg: Config, scorer, labels, scores, out: pathlib.Pa
                                         title=f"{run.path.name}: temperature scaling",
                                         temperature=info["temperature"])
     log(f"temperature scaling on the validation split: T = {info['temperature']:.4g}")
-    return calibrated, info
+    from hcdtf.calibration import apply_temperature
+
+    return calibrated, info, (val_labels, apply_temperature(val_scores, info["temperature"]))
 
 
 def _trained_on_this_build(run: RunDir, cfg: Config, split: str, log) -> bool | None:
@@ -96,9 +103,15 @@ def evaluate_run(
         ids, labels, scores = scoring.score_split(scorer, cfg.data, split, cfg.eval.batch_size)
         out = run.eval_dir(split, cfg.data.test_split)
         extra = {}
+        validation, made = None, "validation"  # validation (labels, scores) made like the evaluated scores
         if calibrate:
-            scores, extra["calibration"] = _calibrate(run, cfg, scorer, labels, scores, out, log)
-        t, how = resolve_threshold(run, threshold)
+            scores, extra["calibration"], validation = _calibrate(run, cfg, scorer, labels, scores, out, log)
+            made = "validation, calibrated" + (", with TTA" if tta else "")
+        elif tta and threshold == "youden":
+            _, val_labels, val_scores = scoring.score_split(scorer, cfg.data, cfg.data.validation_split,
+                                                            cfg.eval.batch_size)
+            validation, made = (val_labels, val_scores), "validation, with TTA"
+        t, how = resolve_threshold(run, threshold, validation, made)
         result = metrics.compute_metrics(labels, scores, threshold=t, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.seed)
         summary = run.summary() or {}
         result.update({"split": split, "tta": bool(tta), "threshold_method": how, "model_stamp": run.model_stamp(),

@@ -200,3 +200,28 @@ def test_evaluate_calibrate_applies_the_nll_optimal_temperature(run_copy, plain_
     assert m["auc"] == pytest.approx(plain["auc"], abs=1e-12)  # a monotone map keeps the ranking
     assert (run_copy / "reliability_calibrated.png").is_file()
     _check_metrics(m, y2, s)
+
+
+def _youden(labels, scores) -> float:
+    """The Youden-optimal threshold, the highest on ties (as hcdtf.metrics picks it)."""
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    j = tpr - fpr
+    finite = np.isfinite(thresholds)
+    return max(t for t, v in zip(thresholds, j) if math.isfinite(t) and v == j[finite].max())
+
+
+def test_evaluate_youden_with_calibrate_chooses_on_calibrated_validation_scores(run_copy):
+    """The threshold is chosen on validation scores made like the evaluated ones: with
+    --calibrate, on the calibrated validation scores (it used to be taken from the plain ones, and
+    so cut calibrated test scores at a threshold chosen on another scale)."""
+    m, _, y, s = _evaluate(run_copy, "--calibrate", "--threshold", "youden")
+    temperature = m["calibration"]["temperature"]
+    _, vy, vs = artifacts.read_predictions(run_copy / "val_predictions.csv")
+    eps = 1e-7
+    calibrated_val = expit(logit(np.clip(vs, eps, 1 - eps)) / temperature)
+    assert m["threshold_method"] == "youden (validation, calibrated)"
+    assert m["threshold"] == pytest.approx(_youden(vy, calibrated_val), abs=1e-6)
+    plain = _youden(vy, vs)
+    if abs(math.log(temperature)) > 0.05 and abs(plain - 0.5) > 0.01:  # a real rescaling moves it
+        assert abs(m["threshold"] - plain) > 1e-4
+    _check_metrics(m, y, s)

@@ -60,6 +60,11 @@ MUTANTS = (
            "        if tta:\n            scorer = scoring.with_tta(scorer)",
            "        if False:\n            scorer = scoring.with_tta(scorer)",
            (T_INF, "-k", "evaluate_tta")),
+    Mutant("youden-on-plain-scores", "evaluate --calibrate --threshold youden picks the threshold on the plain "
+           "validation scores", "hcdtf/evaluate.py",
+           "        t, how = resolve_threshold(run, threshold, validation, made)",
+           "        t, how = resolve_threshold(run, threshold)",
+           (T_INF, "-k", "youden_with_calibrate")),
     Mutant("gradcam-zero", "Grad-CAM maps are all zero", "hcdtf/explain.py",
            "heat = np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32)",
            "heat = np.zeros_like(cam.numpy(), np.float32)",
