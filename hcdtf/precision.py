@@ -11,8 +11,8 @@ provider and LiteRT's XNNPACK delegate keep float32 by default on such CPUs (mea
 ``RUNTIME_DEFAULTS``). So every hcdtf loader sets the precision itself, and each export's
 ``hcdtf_metadata.json`` says what a plain loader must pass.
 
-Training goes the other way: there bfloat16 pays on such CPUs (Keras ResNet-50 trains 1.4x faster
-per CPU-second in ``mixed_bfloat16``), so ``--precision auto`` measures it with a short probe
+Training goes the other way: there bfloat16 pays on such CPUs (Keras ResNet-50 trains 1.4-1.5x
+faster per CPU-second in ``mixed_bfloat16``: AMD EPYC with AVX-512 BF16, Intel Xeon with AMX), so ``--precision auto`` measures it with a short probe
 (:func:`probe`) and picks the faster one; on CPUs without native BF16 it is float32 (half
 precision is emulated there, 0.08-0.24x), on GPUs mixed_float16.
 """
