@@ -184,8 +184,9 @@ def resolve_training(precision: str, arch: str, batch_size: int, distribution: s
                      log: Callable[[str], None] = print) -> tuple[str, dict]:
     """(Keras policy, figures) for ``train.precision``. Explicit values are kept. ``auto``:
     mixed_float16 on a GPU; on a CPU with native BF16, the probe decides (``HCDTF_PRECISION_PROBE=0``
-    skips it and keeps float32); float32 on other CPUs and for multi-worker runs (every worker must
-    choose the same, and probes could disagree)."""
+    skips it and keeps float32); float32 on other CPUs, for multi-worker runs (every worker must
+    choose the same, and probes could disagree) and for pathology encoders (the probe builds the
+    registry's full-size model, a ViT-g for some: far too slow to time on a CPU)."""
     if precision != "auto":
         return precision, {"rule": "explicit"}
     if has_gpu():
@@ -198,6 +199,10 @@ def resolve_training(precision: str, arch: str, batch_size: int, distribution: s
         return "float32", {**base, "rule": "multi-worker: no probe"}
     if os.environ.get("HCDTF_PRECISION_PROBE", "1") == "0":
         return "float32", {**base, "rule": "probe off (HCDTF_PRECISION_PROBE=0)"}
+    from hcdtf.models.registry import is_encoder
+
+    if is_encoder(arch):  # the probe would build two registry-size ViTs (up to ViT-g) on the CPU
+        return "float32", {**base, "rule": "no probe for pathology encoders (--precision mixed_bfloat16 to use bfloat16)"}
     figures = probe(arch, batch_size, log=log)
     return choose(figures), {**base, "rule": f"probe (bfloat16 if >= {BF16_MIN_SPEEDUP}x per CPU-second)",
                              **figures}

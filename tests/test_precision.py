@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,6 +62,10 @@ def test_auto_probes_only_where_bfloat16_is_native(monkeypatch):
     assert keras.mixed_precision.global_policy().name == "float32"  # the probe restored the policy
     assert precision.resolve_training("auto", "ResNet18", 4, distribution="multiworker")[0] in (
         "float32", "mixed_float16")
+    started = time.perf_counter()
+    policy, figures = precision.resolve_training("auto", "H-optimus-0", 4)  # a ViT-g: never probed
+    assert policy == "float32" and "bfloat16_vs_float32_per_cpu_s" not in figures
+    assert time.perf_counter() - started < 5
     monkeypatch.setenv("HCDTF_PRECISION_PROBE", "0")
     assert precision.resolve_training("auto", "ResNet18", 4)[0] == "float32"
 
