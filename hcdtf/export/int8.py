@@ -86,15 +86,8 @@ def require_native_bf16() -> None:
 
 def bf16_copy(fp32_xml: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
     """The bf16 variant's files: the float32 IR itself (bfloat16 is a compile-time setting, which
-    its metadata and every hcdtf loader carry), after checking that this CPU computes bfloat16."""
-    effective = compiled_precision(fp32_xml, "bfloat16")
-    if effective != "bf16":
-        from hcdtf import precision
-
-        raise NoNativeBF16(
-            f"--quantize bf16: OpenVINO computes in {effective}, not bfloat16, on this CPU "
-            f"({precision.cpu_features()['cpu_model']}: no AVX-512 BF16 or AMX), so the bf16 model's accuracy "
-            "cannot be measured here; export it on a CPU with native bfloat16, or leave --quantize bf16 out")
+    its metadata and every hcdtf loader carry). Whether this CPU really computes it in bfloat16 is
+    checked where the guard compiles it (:func:`score_both`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for suffix in (".xml", ".bin"):
         shutil.copyfile(fp32_xml.with_suffix(suffix), out_dir / f"model{suffix}")
@@ -118,13 +111,16 @@ def effective_precision(compiled) -> str:
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
 
-def compiled_precision(xml: pathlib.Path, precision: str) -> str:
-    """What OpenVINO really computes ``xml`` in when asked for ``precision`` on this CPU (f32, bf16)."""
-    return effective_precision(openvino_compiled(xml, precision))
-
-
 def _openvino_scorer(xml: pathlib.Path, precision: str) -> Callable[[np.ndarray], np.ndarray]:
     compiled = openvino_compiled(xml, precision)
+    effective = effective_precision(compiled)
+    if precision == "bfloat16" and effective != "bf16":
+        from hcdtf import precision as precision_lib
+
+        raise NoNativeBF16(
+            f"--quantize bf16: OpenVINO computes in {effective}, not bfloat16, on this CPU "
+            f"({precision_lib.cpu_features()['cpu_model']}: no AVX-512 BF16 or AMX), so the bf16 model's accuracy "
+            "cannot be measured here; export it on a CPU with native bfloat16, or leave --quantize bf16 out")
     return lambda images: np.asarray(compiled(images)[0], np.float64).reshape(-1)
 
 
