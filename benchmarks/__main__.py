@@ -201,7 +201,7 @@ def main(argv=None) -> int:
             from hcdtf import runtime
 
             runtime.quiet_tensorflow()
-            runtime.set_seed(args.seed)  # as hcdtf.train does (op determinism on)
+            runtime.set_seed(args.seed)  # as hcdtf.training.train does (op determinism on)
             result["settings"]["onednn"] = runtime.onednn_enabled()  # hcdtf's default on x86-64: on
             if any(n in ("pipeline", "feature_cache", "baseline") for n in names):
                 session.workspace.data_dir  # noqa: B018 - generate and build before anything is timed

@@ -5,10 +5,10 @@
     python benchmarks/build_dataset.py --sample-dir DIR --keep   # reuse a sample, keep output
 
 Measures
-* build: ``hcdtf.data.build_dataset`` (scan and check every file, split, TIFF -> PNG,
+* build: ``hcdtf.data.pipeline.build_dataset`` (scan and check every file, split, TIFF -> PNG,
   TFRecord writing), in patches/s. Target: the full Kaggle set (220,025 patches) in under
   15 minutes on 2 cores, i.e. at least 245 patches/s.
-* read-back: ``hcdtf.data.make_dataset(cfg.data, "train", 256, training=False)`` iterated
+* read-back: ``hcdtf.data.pipeline.make_dataset(cfg.data, "train", 256, training=False)`` iterated
   to the end (TFRecord reading and PNG decoding in tf.data), in patches/s and patches/s per
   core. This is the median of ``--reps`` runs. Target: at least 2,000 patches/s per core.
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     import tensorflow as tf  # noqa: F401  (imported before timing: a one-off ~5-10 s)
     import tensorflow_datasets as tfds
 
-    from hcdtf import data, synthetic
+    from hcdtf.data import pipeline as data
+    from hcdtf import synthetic
     from hcdtf.config import load_config
 
     if args.no_progress:

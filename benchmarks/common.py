@@ -305,7 +305,8 @@ class Workspace:
         return self._data_dir
 
     def _build(self) -> None:
-        from hcdtf import data, synthetic
+        from hcdtf.data import pipeline as data
+        from hcdtf import synthetic
 
         sample = self.root / "sample"
         out = self.root / "tfds"
@@ -329,7 +330,7 @@ class Workspace:
         return load_config([], [f"data.data_dir={self.data_dir}", *overrides])
 
     def splits(self) -> dict:
-        from hcdtf import data
+        from hcdtf.data import pipeline as data
 
         cfg = self.config()
         return {s: data.num_examples(cfg.data, s) for s in ("train", "validation", "test")}

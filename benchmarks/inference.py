@@ -7,7 +7,7 @@
 For each architecture (random weights, float32 classifier from ``hcdtf.models.build_classifier``)
 ``hcdtf.export.export_model`` writes every format (the code of ``hcdtf export --format ...
 --quantize int8``; int8 calibrated on synthetic patches, its guard given the float32 model's own
-ranking, since random weights have no test AUC), and each is loaded through ``hcdtf.backends`` (the
+ranking, since random weights have no test AUC), and each is loaded through ``hcdtf.inference.backends`` (the
 code of ``hcdtf predict --backend``):
 
 * ``saved_model``: TensorFlow, the ``serving_default`` signature (oneDNN, weights frozen: see below);
@@ -98,7 +98,8 @@ def export_random(arch: str, workdir: pathlib.Path) -> pathlib.Path:
 def bench_arch(arch: str, version_dir: pathlib.Path, args, peak: float | None) -> dict:
     import numpy as np
 
-    from hcdtf import backends, models
+    from hcdtf.inference import backends
+    from hcdtf import models
 
     scorers = {name: backends.load(version_dir.parent, kind, log=lambda *_: None) for name, kind in timed_variants().items()}
     rng = np.random.default_rng(1)
@@ -151,7 +152,7 @@ def batch_sweep(version_dir: pathlib.Path, sizes: list[int], reps: int) -> dict:
     """The SavedModel's images/s and ms per call at each batch size, interleaved."""
     import numpy as np
 
-    from hcdtf import backends
+    from hcdtf.inference import backends
 
     score = backends.load(version_dir, "saved_model", log=lambda *_: None)
     rng = np.random.default_rng(2)
@@ -175,7 +176,9 @@ def batch_sweep(version_dir: pathlib.Path, sizes: list[int], reps: int) -> dict:
 def test_aucs(run_dir: str, workdir: pathlib.Path) -> dict:
     """Export the run in every format (+ int8 and, where native, bf16, guarded) and each format's AUC
     on its test split."""
-    from hcdtf import backends, export, metrics, scoring
+    from hcdtf.inference import backends, scoring
+    from hcdtf import export
+    from hcdtf.evaluation import metrics
     from hcdtf.rundir import RunDir
 
     target = export.export_run(run_dir, workdir / "run_export", formats=export.FORMATS, quantize=quantizations(),

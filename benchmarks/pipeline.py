@@ -1,6 +1,6 @@
 """Input pipeline alone against the train step alone: is training input-bound?
 
-The pipeline is ``hcdtf.data.make_dataset(cfg.data, "train", B, training=True)`` over the built
+The pipeline is ``hcdtf.data.pipeline.make_dataset(cfg.data, "train", B, training=True)`` over the built
 ``hcd/kaggle`` TFDS data set (TFRecord reading, PNG decoding, shuffling, batching, prefetch),
 iterated to the end of an epoch with nothing consuming the batches. Four variants:
 
@@ -33,7 +33,7 @@ TARGET_VARIANT = "read_augment"
 
 
 def figure_pipeline(session) -> dict:
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     b = session.batch_size
     n_train = session.workspace.splits()["train"]
@@ -76,7 +76,7 @@ def figure_pipeline(session) -> dict:
     ref = ratios[f"{TARGET_VARIANT} / train_step/ResNet18"]
     training.release_trainers(session, keep=[training._ref_key(session), training._ref_key(session, batch=session.precision_batch)])
     return {
-        "description": "Input pipeline alone (hcdtf.data.make_dataset over the built TFDS data set, training=True, "
+        "description": "Input pipeline alone (hcdtf.data.pipeline.make_dataset over the built TFDS data set, training=True, "
                        "iterated with nothing consuming the batches) against the fine-tuning train step alone on "
                        "an in-memory batch, measured in the same rounds. ratio = pipeline patches/s / train "
                        "images/s; >= 5 means the pipeline needs at most ~1/5 of the CPU that training needs.",

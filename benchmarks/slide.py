@@ -4,7 +4,7 @@
     python -m benchmarks.slide --quick         # smaller big slide (12,288^2 px), 2 repetitions
 
 The model is a ResNet18 classifier with random weights (``hcdtf.models.build_classifier``), saved
-as a ``.keras`` file and loaded with ``hcdtf.predict.load_scorer``, the same scorer the command uses.
+as a ``.keras`` file and loaded with ``hcdtf.inference.predict.load_scorer``, the same scorer the command uses.
 
 * ``throughput``: on a synthetic slide of the demo's size (8,064 x 6,144 px at level 0), the whole
   of ``predict_slide`` (tissue mask, tile reading in threads, batching, scoring, heat map,

@@ -2,7 +2,7 @@
 and XLA, the frozen-base feature cache, and ResNet-50 in Keras vs PyTorch under CPU settings.
 
 The train step is hcdtf's: ``hcdtf.models.build_classifier`` (random weights) compiled with
-``hcdtf.train.compile_model`` (Adam, binary cross-entropy, AUC and accuracy metrics, ``jit_compile``
+``hcdtf.training.train.compile_model`` (Adam, binary cross-entropy, AUC and accuracy metrics, ``jit_compile``
 from the config), called with ``train_on_batch`` on one in-memory batch of synthetic patches
 (uint8 [B, 96, 96, 3]), so no input pipeline is involved. The first call traces (and with XLA
 compiles) the step; it is reported as ``first_step_s`` and never timed as throughput.
@@ -52,7 +52,8 @@ class TrainStep:
         import numpy as np
         import tensorflow as tf
 
-        from hcdtf import models, synthetic, train
+        from hcdtf import models, synthetic
+        from hcdtf.training import train
         from hcdtf.config import load_config
 
         cfg = load_config([], [f"train.jit_compile='{self.jit}'", f"train.batch_size={self.batch}",
@@ -261,8 +262,8 @@ def figure_precision(session) -> dict:
 
 # ----------------------------------------------------------------------------- figure: feature cache
 def _features(extractor, cfg, split, batch):
-    """What hcdtf.train does to fill its feature cache (pooled base features of a split)."""
-    from hcdtf import train
+    """What hcdtf.training.train does to fill its feature cache (pooled base features of a split)."""
+    from hcdtf.training import train
 
     return train.compute_features(extractor, cfg, split, batch)
 
@@ -273,7 +274,9 @@ def figure_feature_cache(session) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from hcdtf import data, models, train
+    from hcdtf.data import pipeline as data
+    from hcdtf import models
+    from hcdtf.training import train
 
     arch = "ResNet18"
     b = session.batch_size
@@ -358,7 +361,7 @@ def figure_feature_cache(session) -> dict:
     projected = (n_kaggle * med["through_frozen_base"] / n) / (fixed + per_patch * n_kaggle)
     return {
         "description": "Frozen-base training from epoch 2 on: one epoch of head-only training on cached "
-                       "pooled features (what hcdtf.train does with train.feature_cache=true, augmentation "
+                       "pooled features (what hcdtf.training.train does with train.feature_cache=true, augmentation "
                        "off) against one epoch of training through the frozen base (model.fit on the tf.data "
                        f"pipeline). Both epochs cover the same {n} training patches, batch {b}; epoch times "
                        "include Keras fit() overhead (cached_features_x8: the cached features 8 times over, to "

@@ -9,6 +9,8 @@ the default Eigen kernels on AVX2 CPUs (figures in benchmarks/README.md).
 
 __version__ = "0.1.0"
 
+from hcdtf import compat as _compat  # noqa: E402
 from hcdtf import runtime as _runtime  # noqa: E402
 
 _runtime.prefer_onednn()
+_compat.install_old_module_paths()  # `import hcdtf.metrics` (hcdtf 0.1) still works, with a warning

@@ -11,8 +11,8 @@ import click
 
 from hcdtf import __version__
 from hcdtf import export as export_lib  # vocabularies only; imports no TensorFlow
-from hcdtf.backends import BACKENDS
-from hcdtf.beam_predict import RUNNERS
+from hcdtf.inference.backends import BACKENDS
+from hcdtf.inference.beam import RUNNERS
 from hcdtf.config import (ARCHS, BASELINE_FEATURES, BASELINE_SOLVERS, DISTRIBUTIONS, PRECISIONS, STAGES, TRANSFERS,
                           ConfigError, load_config)
 from hcdtf.models.weights import TORCHVISION_ARCHS
@@ -25,7 +25,7 @@ DATASET_CONFIG_HELP = f"kaggle, pcam or a custom build, {names.GRAMMAR.replace('
 
 def _user_errors() -> tuple[type, ...]:
     """Exception types whose message is meant for the user (imported lazily: no TF at start)."""
-    from hcdtf.data import DatasetNotBuiltError
+    from hcdtf.data.pipeline import DatasetNotBuiltError
     from hcdtf.models.weights import WeightsUnavailableError
     from hcdtf.rundir import RunDirError, RunNotFoundError
     from tfds_builder.hcd.hcd_dataset_builder import BadInputError
@@ -174,7 +174,7 @@ def build_dataset(manual_dir, data_dir, dataset_config, skip_bad, validation_fra
     the leak audit (duplicates across splits) when done; `hcdtf audit` tells more.
     """
     _quiet()
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     cfg = load_config(config_files, overrides, _extra(data={"data_dir": data_dir, "dataset_config": dataset_config}))
     builder = data.build_dataset(
@@ -208,7 +208,7 @@ def audit_cmd(data_dir, dataset_config, slide_map, threshold, json_out):
     the summary the build recorded.
     """
     _quiet()
-    from hcdtf import audit
+    from hcdtf.data import audit
 
     try:
         audit.run(data_dir, dataset_config, slide_map=slide_map, threshold=threshold, json_out=json_out, log=click.echo)
@@ -316,7 +316,7 @@ def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_con
     if trainable_from and freeze:
         raise click.UsageError("--trainable-from applies to fine-tuning; drop --freeze-base")
     _quiet()
-    from hcdtf import train
+    from hcdtf.training import train
 
     cfg = load_config(config_files, overrides, _extra(
         seed=seed, output_dir=output_dir,
@@ -343,7 +343,8 @@ def train_cmd(arch, freeze, fine, trainable_from, weights, data_dir, dataset_con
 def baseline_cmd(features, solver, data_dir, output_dir, overwrite, seed, config_files, overrides):
     """Logistic regression on raw pixels (the paper's baseline), evaluated on the test split."""
     _quiet()
-    from hcdtf import baseline, evaluate
+    from hcdtf.training import baseline
+    from hcdtf.evaluation import evaluate
 
     cfg = load_config(config_files, overrides, _extra(
         seed=seed, output_dir=output_dir, data={"data_dir": data_dir},
@@ -366,7 +367,7 @@ def baseline_cmd(features, solver, data_dir, output_dir, overwrite, seed, config
 def evaluate_cmd(run_dir, split, tta, threshold, data_dir, calibrate):
     """AUC with bootstrap CI, accuracy, sensitivity, ..., plots and predictions.csv for RUN_DIR."""
     _quiet()
-    from hcdtf import evaluate
+    from hcdtf.evaluation import evaluate
 
     evaluate.evaluate_run(run_dir, split=split, tta=tta, threshold=threshold, data_dir=data_dir,
                           calibrate=calibrate, log=click.echo)
@@ -387,7 +388,7 @@ def compare_cmd(inputs, output_dir, names, n_bootstrap, seed):
     repeated over seeds/folds, mean/sd per model and paired t-tests over repeats; a verdict on
     depth, the leak audit, figures. INPUTS are run directories or predictions.csv files.
     """
-    from hcdtf import report
+    from hcdtf.evaluation import report
 
     if len(inputs) < 2:
         raise click.UsageError("compare needs at least two run directories or predictions.csv files")
@@ -526,14 +527,14 @@ def predict_cmd(model, images_dir, out, batch_size, backend, runner, pipeline_op
     """
     _quiet()
     if runner:
-        from hcdtf import beam_predict
+        from hcdtf.inference import beam as beam_predict
 
         beam_predict.predict_beam(model, images_dir, out, runner, pipeline_options, batch_size=batch_size,
                                   backend=backend, log=click.echo)
         return
     if pipeline_options:
         raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
-    from hcdtf import predict
+    from hcdtf.inference import predict
 
     predict.predict(model, images_dir, out, batch_size=batch_size, log=click.echo, backend=backend)
 
@@ -555,17 +556,17 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
     if not images and not more_images:
         raise click.UsageError("give the patches to explain with --images FILE_OR_DIR...")
     _quiet()
-    from hcdtf import explain
+    from hcdtf.inference import explain
 
     explain.explain(run_dir, [*images, *more_images], out, max_images=max_images, log=click.echo)
 
 from hcdtf.slide.cli import commands as _slide_commands  # noqa: E402  (`hcdtf slide ...`, `hcdtf sample-slides`)
 for _command in _slide_commands(friendly, CONTEXT):
     main.add_command(_command)
-from hcdtf.encoders_cli import commands as _encoder_commands  # noqa: E402  (`hcdtf embed`)
+from hcdtf.inference.cli import commands as _encoder_commands  # noqa: E402  (`hcdtf embed`)
 for _command in _encoder_commands(friendly, CONTEXT):
     main.add_command(_command)
-from hcdtf.stain_cli import commands as _stain_commands  # noqa: E402  (`hcdtf stain fit|apply`)
+from hcdtf.stain.cli import commands as _stain_commands  # noqa: E402  (`hcdtf stain fit|apply`)
 for _command in _stain_commands(friendly, CONTEXT):
     main.add_command(_command)
 

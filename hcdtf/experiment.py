@@ -11,7 +11,7 @@ unknown key or a value of the wrong type is an error that names the file, the ke
 Nothing is done twice: a finished run with the same config is skipped, a killed run continues
 exactly where it stopped (``train.train``), an evaluation is redone only when the model it scored
 or the build of the data has changed (``RunDir.evaluation_current``). A run trained on another
-build of the data (``hcdtf.dataid``) is refused, naming what changed, unless ``--overwrite``. Rerunning the command after an interruption
+build of the data (``hcdtf.data.identity``) is refused, naming what changed, unless ``--overwrite``. Rerunning the command after an interruption
 therefore continues the grid where it stopped.
 
 Schema (every key optional)::
@@ -327,7 +327,7 @@ def _check_folds(folds: Optional[list[int]], dataset_config: str) -> None:
 def ensure_dataset(exp: Experiment, cfg: Config, log: Callable[[str], None]) -> None:
     """Builds the data set if it is missing and the experiment says where from (``sample:`` or
     ``data.manual_dir``); otherwise fails before any training with how to build it."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     if data.get_builder(cfg.data.data_dir, cfg.data.dataset_config).is_prepared():
         return
@@ -365,7 +365,7 @@ def _status(pr: PlannedRun, overwrite: bool) -> str:
                 "not change are kept), or use another --output-dir")
         return "changed"
     if state in ("complete", "resume"):
-        from hcdtf import dataid
+        from hcdtf.data import identity as dataid
 
         changes = dataid.training_changes(RunDir(pr.run_dir).data_record(), pr.cfg)
         if changes and not overwrite:
@@ -385,7 +385,8 @@ def _status(pr: PlannedRun, overwrite: bool) -> str:
 
 
 def _run_one(pr: PlannedRun, state: str, tag: str, log) -> dict:
-    from hcdtf import baseline, evaluate, train
+    from hcdtf.training import baseline, train
+    from hcdtf.evaluation import evaluate
     from hcdtf.rundir import RunDir, kill_point
 
     t0 = time.time()
@@ -449,7 +450,8 @@ def run(
     they were trained (the old run stays until the new one has an epoch); unchanged finished
     runs are still skipped. ``configs``: run config files applied after the file's own;
     ``sample_n``: the size of the synthetic sample, if the file asks for one."""
-    from hcdtf import atomic, report
+    from hcdtf import atomic
+    from hcdtf.evaluation import report
     from hcdtf.rundir import RunLock
 
     exp = load_experiment(path)

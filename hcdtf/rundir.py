@@ -261,7 +261,7 @@ class RunDir:
         return None
 
     def data_record(self) -> dict | None:
-        """The data the run was trained on, as recorded when it started (``hcdtf.dataid``); None
+        """The data the run was trained on, as recorded when it started (``hcdtf.data.identity``); None
         for runs of older hcdtf versions."""
         try:
             record = json.loads((self.path / "run.json").read_text()).get("data")
@@ -356,7 +356,7 @@ class RunDir:
         picked and the probe's figures): called when training actually starts."""
         if kind not in KINDS:
             raise ValueError(f"unknown run kind {kind!r}; valid: {', '.join(KINDS)}")
-        from hcdtf import dataid
+        from hcdtf.data import identity as dataid
 
         identity = dataid.training_record(cfg)  # the build and splits it trains on (read before any write)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -440,8 +440,8 @@ class RunDir:
         return logistic.load(path, features=self.config().baseline.features)
 
     def scorer(self):
-        """A :class:`hcdtf.scoring.Scorer` for this run's final model, whatever its kind."""
-        from hcdtf import scoring
+        """A :class:`hcdtf.inference.scoring.Scorer` for this run's final model, whatever its kind."""
+        from hcdtf.inference import scoring
 
         if self.kind() == "baseline":
             return scoring.baseline_scorer(self.load_baseline(), f"baseline run {self.path}")
@@ -469,7 +469,7 @@ class RunDir:
         if stamp is None or not (out / "predictions.csv").is_file() or recorded.get("split") != split:
             return False
         if data_cfg is not None:
-            from hcdtf import dataid
+            from hcdtf.data import identity as dataid
 
             if not dataid.evaluation_current(recorded.get("data"), data_cfg, split):
                 return False

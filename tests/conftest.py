@@ -28,7 +28,7 @@ def sample_dir(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def data_dir(sample_dir, tmp_path_factory) -> pathlib.Path:
     """The sample built with the `hcd/kaggle` TFDS builder (80/10/10 split)."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     out = tmp_path_factory.mktemp("tfds")
     data.build_dataset(str(sample_dir), str(out), "kaggle")
@@ -92,7 +92,7 @@ def quickstart_dir(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def trained_run(data_dir, tmp_path_factory) -> pathlib.Path:
     """A finished one-epoch ResNet18 run (random init) on the shared data set."""
-    from hcdtf import train
+    from hcdtf.training import train
 
     out = tmp_path_factory.mktemp("runs") / "resnet18"
     train.train(testing_config(data_dir, out), log=lambda *_: None)

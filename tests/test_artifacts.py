@@ -1,4 +1,4 @@
-"""Tests of hcdtf.atomic and hcdtf.artifacts: atomic writers, the predictions file's one set of
+"""Tests of hcdtf.atomic and hcdtf.evaluation.artifacts: atomic writers, the predictions file's one set of
 rules (read and write alike), and an evaluation's files."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hcdtf import artifacts as A
+from hcdtf.evaluation import artifacts as A
 from hcdtf import atomic
-from hcdtf import metrics as M
+from hcdtf.evaluation import metrics as M
 
 from readonly import read_only_dir
 

@@ -118,7 +118,8 @@ def _plant(manual: pathlib.Path) -> dict:
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """A synthetic sample with planted duplicates, built once (and with --drop-duplicates)."""
-    from hcdtf import data, synthetic
+    from hcdtf.data import pipeline as data
+    from hcdtf import synthetic
 
     root = tmp_path_factory.mktemp("planted")
     manual = root / "raw"
@@ -176,7 +177,7 @@ def test_audit_finds_planted_duplicates_within_and_across_splits(planted):
 
 
 def test_audit_is_zero_on_a_clean_sample(data_dir):
-    from hcdtf import audit
+    from hcdtf.data import audit
 
     summary = audit.load_summary(str(data_dir), "kaggle")
     assert summary["exact"] == {"groups": 0, "within": {}, "across": {}, "label_conflicts": 0}
@@ -205,7 +206,7 @@ def test_audit_command_recomputes_from_the_stored_patches(planted, tmp_path):
 
 
 def test_audit_with_a_slide_map_counts_slides_in_several_splits(planted, tmp_path):
-    from hcdtf import audit
+    from hcdtf.data import audit
 
     labels = _read_labels(planted["manual"])
     slide_map = tmp_path / "slides.csv"
@@ -221,7 +222,8 @@ def test_audit_with_a_slide_map_counts_slides_in_several_splits(planted, tmp_pat
 
 
 def test_a_slide_split_build_records_no_slide_in_two_splits(tmp_path):
-    from hcdtf import data, synthetic
+    from hcdtf.data import pipeline as data
+    from hcdtf import synthetic
 
     manual = tmp_path / "raw"
     synthetic.write_sample(manual, n=40, n_test=0, seed=2)
@@ -234,7 +236,7 @@ def test_a_slide_split_build_records_no_slide_in_two_splits(tmp_path):
 
 
 def test_drop_duplicates_removes_cross_split_copies_and_keeps_test(planted):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     dedup = data.build_dataset(str(planted["manual"]), str(planted["root"] / "tfds"), "kaggle", drop_duplicates=True)
     assert dedup.builder_config.name == "kaggle_dedup"
@@ -254,7 +256,7 @@ def test_drop_duplicates_removes_cross_split_copies_and_keeps_test(planted):
 
 
 def test_load_summary_is_none_without_a_build_or_an_audit(planted, tmp_path):
-    from hcdtf import audit
+    from hcdtf.data import audit
 
     root = planted["root"] / "tfds"
     assert audit.load_summary(str(root), "kaggle") == planted["builder"].info.metadata["audit"]

@@ -11,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from hcdtf import baseline, data, evaluate
+from hcdtf.training import baseline
+from hcdtf.data import pipeline as data
+from hcdtf.evaluation import evaluate
 from hcdtf.config import load_config
 from hcdtf.models import logistic
 
@@ -103,7 +105,8 @@ def test_peak_memory_does_not_grow_with_the_data(data_dir, larger_data_dir, tmp_
 
 def test_scoring_images_matches_the_streamed_features(data_dir, tmp_path):
     """The run's scorer (uint8 patches in) gives the validation predictions the fit wrote."""
-    from hcdtf import artifacts, scoring
+    from hcdtf.evaluation import artifacts
+    from hcdtf.inference import scoring
     from hcdtf.rundir import RunDir
 
     cfg = _cfg(data_dir, tmp_path / "lr", "baseline.features=center32")

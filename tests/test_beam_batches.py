@@ -5,7 +5,7 @@ in."""
 
 from __future__ import annotations
 
-from hcdtf import beam_predict, predict
+from hcdtf.inference import beam as beam_predict, predict
 
 
 def test_beam_submission_is_byte_identical_to_the_local_one_with_uneven_batches(trained_run, sample_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of hcdtf.calibration (temperature scaling) and its before/after reliability plot."""
+"""Tests of hcdtf.evaluation.calibration (temperature scaling) and its before/after reliability plot."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from scipy.special import expit, logit
 from sklearn.metrics import roc_auc_score
 
-from hcdtf import calibration as C
-from hcdtf import metrics as M
-from hcdtf import plots
+from hcdtf.evaluation import calibration as C
+from hcdtf.evaluation import metrics as M
+from hcdtf.evaluation import plots
 
 
 def _calibrated(n: int, seed: int):

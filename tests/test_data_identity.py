@@ -20,7 +20,9 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from hcdtf import data, evaluate, experiment
+from hcdtf.data import pipeline as data
+from hcdtf.evaluation import evaluate
+from hcdtf import experiment
 from hcdtf.cli import main
 
 from conftest import cli_fails

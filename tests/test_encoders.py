@@ -241,7 +241,7 @@ def test_flops_of_an_encoder_classifier():
 def test_metrics_report_evas_balanced_accuracy():
     from sklearn.metrics import balanced_accuracy_score
 
-    from hcdtf.metrics import compute_metrics
+    from hcdtf.evaluation.metrics import compute_metrics
 
     rng = np.random.default_rng(0)
     labels = (rng.random(200) < 0.3).astype(int)  # unbalanced: accuracy and balanced accuracy differ

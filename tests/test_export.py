@@ -457,7 +457,8 @@ def test_bf16_variant_is_guarded_where_the_cpu_computes_it(exported, trained_run
     """``--quantize bf16``: on a CPU with native bfloat16, the float32 IR computed in bf16 beside
     the float32 model, with the accuracy guard's figures and both speeds in its metadata; on
     other CPUs one line refusing it before any work (OpenVINO would compute it in float32)."""
-    from hcdtf import backends, precision
+    from hcdtf.inference import backends
+    from hcdtf import precision
 
     if not precision.cpu_features()["native_bf16"]:
         from conftest import cli_fails

@@ -17,9 +17,10 @@ from click.testing import CliRunner
 from scipy.special import expit, logit
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
-from hcdtf import artifacts, explain, scoring
+from hcdtf.evaluation import artifacts
+from hcdtf.inference import explain, scoring
 from hcdtf.cli import main
-from hcdtf.predict import read_patch
+from hcdtf.inference.predict import read_patch
 from hcdtf.rundir import RunDir
 
 
@@ -58,7 +59,7 @@ def test_dihedral_gives_the_eight_distinct_symmetries(patches):
 
 def test_dihedral_views_match_the_training_pipelines(patches):
     """scoring.dihedral (NumPy, for TTA) and data.dihedral (TensorFlow) are the same views in the same order."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     for k in range(8):
         np.testing.assert_array_equal(scoring.dihedral(patches, k), data.dihedral(patches, k).numpy())
@@ -203,7 +204,7 @@ def test_evaluate_calibrate_applies_the_nll_optimal_temperature(run_copy, plain_
 
 
 def _youden(labels, scores) -> float:
-    """The Youden-optimal threshold, the highest on ties (as hcdtf.metrics picks it)."""
+    """The Youden-optimal threshold, the highest on ties (as hcdtf.evaluation.metrics picks it)."""
     fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     j = tpr - fpr
     finite = np.isfinite(thresholds)

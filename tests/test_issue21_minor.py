@@ -12,7 +12,7 @@ import subprocess
 
 from click.testing import CliRunner
 
-from hcdtf import data
+from hcdtf.data import pipeline as data
 from hcdtf.atomic import write_text
 from hcdtf.cli import main
 from hcdtf.rundir import RunDir

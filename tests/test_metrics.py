@@ -1,4 +1,4 @@
-"""Tests of hcdtf.metrics: DeLong against the definitions, bootstrap CI, metrics bundle, NLL, Holm.
+"""Tests of hcdtf.evaluation.metrics: DeLong against the definitions, bootstrap CI, metrics bundle, NLL, Holm.
 
 No published DeLong example with obtainable data is used (pROC's aSAH example needs data we do
 not have), so the DeLong implementation is checked independently: against a slow O(m n)
@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from hcdtf import metrics as M
+from hcdtf.evaluation import metrics as M
 
 # ------------------------------------------------------------------------------------------
 # Brute force from the definitions (DeLong, DeLong & Clarke-Pearson 1988, section 2)

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from hcdtf import precision, train
+from hcdtf import precision
+from hcdtf.training import train
 
 from conftest import CONFIGS, testing_config
 

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hcdtf import explain, export, predict
+from hcdtf.inference import explain, predict
+from hcdtf import export
 from hcdtf.cli import main
 
 from conftest import cli_fails
@@ -139,7 +140,7 @@ def test_grad_cam_layer_and_cli(trained_run, exported, patches, tmp_path):
 
 # ----------------------------------------------------------------------------- every backend
 def test_backend_is_detected_from_the_path(trained_run, export_bundle):
-    from hcdtf import backends
+    from hcdtf.inference import backends
 
     b = export_bundle
     cases = {trained_run: "run", b / "1": "saved_model", b / "1.keras": "keras", b / "1-onnx": "onnx",
@@ -209,7 +210,7 @@ def test_predict_bad_backend_and_output_are_one_line(export_bundle, patches, tmp
 
 # ----------------------------------------------------------------------------- Apache Beam
 def test_beam_direct_runner_gives_the_local_submission(export_bundle, patches, tmp_path):
-    from hcdtf import beam_predict
+    from hcdtf.inference import beam as beam_predict
 
     local, beam = tmp_path / "local.csv", tmp_path / "beam" / "beam.csv"
     # One patch per call on both sides: TensorFlow's CPU kernels may round differently (~1e-7) for

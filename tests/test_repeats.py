@@ -1,5 +1,5 @@
-"""Tests of hcdtf.repeats (the paired test over repeats, Holm families, the verdict) and of
-hcdtf.runinfo (how runs identify themselves).
+"""Tests of hcdtf.evaluation.repeats (the paired test over repeats, Holm families, the verdict) and of
+hcdtf.evaluation.runinfo (how runs identify themselves).
 
 The false-positive-rate checks simulate whole grids: every run scores the same fixed test set
 (examples have a difficulty shared by all runs), and a run's AUC comes from its simulated
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hcdtf import metrics as M
-from hcdtf import repeats as R
-from hcdtf import runinfo
+from hcdtf.evaluation import metrics as M
+from hcdtf.evaluation import repeats as R
+from hcdtf.evaluation import runinfo
 
 N_TEST = 300
 

@@ -1,4 +1,4 @@
-"""Tests of hcdtf.report.compare and `hcdtf compare` on fake run directories (no TensorFlow)."""
+"""Tests of hcdtf.evaluation.report.compare and `hcdtf compare` on fake run directories (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from hcdtf import artifacts as A
-from hcdtf import metrics as M
-from hcdtf.report import PAPER_RESULTS, compare
+from hcdtf.evaluation import artifacts as A
+from hcdtf.evaluation import metrics as M
+from hcdtf.evaluation.report import PAPER_RESULTS, compare
 
 from conftest import cli_fails
 
@@ -311,7 +311,7 @@ def test_runs_that_cannot_be_repeats_stay_separate_models(grid, tmp_path):
 
 def test_compare_states_the_leak_audit_of_the_data(data_dir, tmp_path, runs):
     """Runs that name a built data set get the audit its build recorded (the real builder), read
-    here from the build's metadata.json, not through hcdtf.audit."""
+    here from the build's metadata.json, not through hcdtf.data.audit."""
     (metadata,) = (data_dir / "hcd" / "kaggle").glob("*/metadata.json")
     summary = json.loads(metadata.read_text())["audit"]
     assert summary["headline"].startswith("exact duplicates: ")

@@ -13,7 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hcdtf import artifacts, rundir, train
+from hcdtf.evaluation import artifacts
+from hcdtf import rundir
+from hcdtf.training import train
 
 from conftest import CONFIGS, REPO, testing_config
 

@@ -15,7 +15,9 @@ import time
 import pytest
 import yaml
 
-from hcdtf import evaluate, rundir, train
+from hcdtf.evaluation import evaluate
+from hcdtf import rundir
+from hcdtf.training import train
 from hcdtf.rundir import RunDir, RunLock, RunLockedError
 
 from conftest import CONFIGS, REPO, cli_fails, testing_config
@@ -154,7 +156,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_an_epoch(data_dir, tr
 
 
 def test_overwrite_of_a_baseline_replaces_it_when_the_fit_is_done(data_dir, tmp_path):
-    from hcdtf import baseline
+    from hcdtf.training import baseline
 
     cfg = testing_config(data_dir, tmp_path / "lr", "baseline.epochs=1")
     baseline.run(cfg, log=lambda *_: None)

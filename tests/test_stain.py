@@ -339,7 +339,8 @@ def test_exported_formats_normalise_like_keras(patches, tmp_path):
 
 # ------------------------------------------------------------------------------ training option
 def test_config_vocabulary_and_errors(patches, tmp_path):
-    from hcdtf import config, train
+    from hcdtf import config
+    from hcdtf.training import train
 
     assert config.STAIN_NORMALIZERS == ("none", *stain.METHODS)
     base = [pathlib.Path(__file__).parents[1] / "configs" / "testing.yaml"]
@@ -360,7 +361,8 @@ def test_training_option_puts_the_layer_in_the_run_and_its_export(patches, data_
     the stain layer (T's parameters), and the exported SavedModel normalises as the run's model."""
     from conftest import testing_config
 
-    from hcdtf import models, train
+    from hcdtf import models
+    from hcdtf.training import train
     from hcdtf.export import fromrun, signatures
     from hcdtf.rundir import RunDir
 
@@ -406,7 +408,7 @@ def test_macenko_augmentation_matches_torchstain(patches):
 
 
 def test_stain_augmentation_in_the_pipeline(patches):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
     from hcdtf.config import ConfigError, DataConfig
 
     seed = tf.constant([3, 4], tf.int64)

@@ -310,7 +310,7 @@ def test_all_one_label_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------------- builds (in-process)
 def test_strict_build_fails_before_writing_and_leaves_manual_dir_alone(tmp_path):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     manual = tmp_path / "raw"
     labels = make_kaggle(manual, n=12, n_test=0)
@@ -335,7 +335,7 @@ def test_missing_manual_dir_in_tfds_names_the_instructions(tmp_path):
 def test_skip_mode_build_records_counts_that_survive_a_reload(tmp_path):
     import tensorflow_datasets as tfds
 
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     manual = tmp_path / "raw"
     labels = make_kaggle(manual, n=20, n_test=3)
@@ -465,7 +465,7 @@ def _pcam_sample(root: pathlib.Path, sizes=(("train", 7, True), ("valid", 3, Fal
 
 
 def test_pcam_config_reads_h5_and_h5_gz_in_order_without_writing_the_manual_dir(tmp_path, monkeypatch):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     monkeypatch.setattr(hcd, "_PCAM_CHUNK", 2)  # several chunks even on a tiny file
     manual = tmp_path / "pcam"
@@ -689,7 +689,7 @@ def test_more_folds_than_slides_is_a_clear_error():
 
 
 def _build(manual, out, config="kaggle", **kwargs):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     return data.build_dataset(str(manual), str(out), config, **kwargs)
 
@@ -743,7 +743,7 @@ def test_fold_errors_are_one_clear_line_each(tmp_path):
 
 
 def test_fold_splits_and_training_on_a_fold(tmp_path):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
     from hcdtf.config import DataConfig
 
     assert data.fold_splits(1, 4) == ("fold0+fold2+fold3", "fold1")

@@ -13,7 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from hcdtf import artifacts, train
+from hcdtf.evaluation import artifacts
+from hcdtf.training import train
 
 from conftest import CONFIGS, REPO, testing_config
 
@@ -158,7 +159,7 @@ def test_multiworker_two_processes_on_localhost(data_dir, tmp_path):
     """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (custom loop, since
     Keras 3's fit fails there): both finish, only the chief writes the run directory, and the
     first-step loss equals one-device training's on the same full batch."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     n = data.num_examples(testing_config(data_dir, tmp_path).data, "train")
     assert n % 2 == 0
@@ -196,7 +197,7 @@ def test_multiworker_two_processes_on_localhost(data_dir, tmp_path):
 
 
 def test_example_limit_above_the_split_size_means_the_whole_split(data_dir, tmp_path):
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     cfg = testing_config(data_dir, tmp_path, "data.max_train_examples=100000", "data.max_eval_examples=3")
     n = data.num_examples(cfg.data, "train")

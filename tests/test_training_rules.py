@@ -1,6 +1,6 @@
 """The training rules, checked against the rules themselves rather than against the code's own
 output: the best epoch, early stopping and the plateau schedule as table tests of the pure
-functions in hcdtf.train, the balanced class weights against scikit-learn, and one multi-epoch
+functions in hcdtf.training.train, the balanced class weights against scikit-learn, and one multi-epoch
 run (class weights on, plateau schedule, early stopping) whose history, summary and best
 checkpoint are recomputed here from history.csv and val_predictions.csv."""
 
@@ -13,7 +13,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.class_weight import compute_class_weight
 
-from hcdtf import artifacts, train
+from hcdtf.evaluation import artifacts
+from hcdtf.training import train
 
 from conftest import testing_config
 
@@ -101,7 +102,7 @@ def test_class_weights_are_sklearns_balanced_weights(labels):
 def test_class_weights_of_the_training_split(data_dir, tmp_path):
     """class_weights(cfg) reads the training labels of the built data set (read here from the
     split with the ids, independently of the weights' code)."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     cfg = testing_config(data_dir, tmp_path)
     labels = np.concatenate([y for _, y in data.make_dataset(cfg.data, "train", 64, training=False)])

@@ -101,7 +101,7 @@ def test_16bit_rgb_tiffs_are_refused_by_build_and_predict(trained_run, tmp_path)
 # ----------------------------------------------------------------------------- cases 3 and 7: --weights FILE
 def test_weights_takes_a_run_checkpoint_of_the_same_arch_and_refuses_others_in_one_line(
         trained_run, data_dir, tmp_path):
-    from hcdtf import train
+    from hcdtf.training import train
     from hcdtf.models.warmstart import WeightsFileError
 
     checkpoint = trained_run / "checkpoints" / "best.weights.h5"

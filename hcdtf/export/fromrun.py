@@ -10,8 +10,9 @@ import math
 import pathlib
 from typing import Callable
 
-from hcdtf import __version__, atomic, dataid
-from hcdtf.data import PATCH_MPP as DEFAULT_INPUT_MPP  # for a run that did not record its input_mpp
+from hcdtf import __version__, atomic
+from hcdtf.data import identity as dataid
+from hcdtf.data.pipeline import PATCH_MPP as DEFAULT_INPUT_MPP  # for a run that did not record its input_mpp
 from hcdtf.export import bundle
 from hcdtf.export.int8 import DEFAULT_CALIBRATION_SIZE, DEFAULT_MARGIN
 from hcdtf.export.signatures import IMAGE_SIZE, SIGNATURES
@@ -54,7 +55,7 @@ def validation_metrics(run) -> dict:
     """Metrics of the run's val_predictions.csv (threshold 0.5), or {} without the file."""
     if not run.val_predictions_path.is_file():
         return {}
-    from hcdtf import artifacts, metrics
+    from hcdtf.evaluation import artifacts, metrics
 
     _, y, s = artifacts.read_predictions(run.val_predictions_path)
     if len(set(y.tolist())) < 2:  # AUC and friends need both classes
@@ -93,7 +94,7 @@ def int8_data(cfg, calibration_size: int, margin: float, batch_size: int = 64) -
     """The first ``calibration_size`` patches of the validation split, and the test split."""
     import numpy as np
 
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     data.load_builder(cfg.data)
     if calibration_size < 1:

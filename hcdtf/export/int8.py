@@ -11,7 +11,7 @@
 
 The guard scores the test split with the float32 model (computed in float32, whatever the CPU)
 and the variant, and refuses the variant (:class:`PrecisionRefused`, nothing written) when its AUC
-is lower by more than ``margin`` or the paired DeLong test (``hcdtf.metrics.delong_test``) finds it
+is lower by more than ``margin`` or the paired DeLong test (``hcdtf.evaluation.metrics.delong_test``) finds it
 worse at the 5% level. The figures, and both models' speed on this CPU measured on the same
 batches, go into the variant's metadata.
 """
@@ -157,7 +157,7 @@ def guard(labels: np.ndarray, fp32: np.ndarray, reduced: np.ndarray, margin: flo
           variant: str = "int8") -> dict:
     """The guard's figures; raises :class:`PrecisionRefused` when the ``variant`` model is not good enough."""
 
-    from hcdtf import metrics
+    from hcdtf.evaluation import metrics
 
     labels = np.asarray(labels).astype(int)
     if len(set(labels.tolist())) < 2:

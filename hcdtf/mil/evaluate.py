@@ -3,7 +3,7 @@
 ``predict`` scores bags with a finished MIL run and writes ``predictions.csv`` (slide,score) and,
 for bags that carry their grid (``cells`` + ``thumbnail``, as ``slide embed`` writes them), an
 attention map per slide drawn like ``slide predict``'s ``overlay.png``. ``evaluate`` adds the
-labels: slide AUC with DeLong's 95% CI (:mod:`hcdtf.metrics`) and, given a ``slide predict``
+labels: slide AUC with DeLong's 95% CI (:mod:`hcdtf.evaluation.metrics`) and, given a ``slide predict``
 folder of the same slides, DeLong's test of the MIL score against the heat map's slide score.
 ``export`` writes a SavedModel whose ``serving_default`` takes one bag (``features`` [n, d] float32,
 ``coords`` [n, 2] int64) and returns ``probability`` [] and ``attention`` [n] (plus the coords).
@@ -48,7 +48,7 @@ def write_attention_png(path: pathlib.Path, bag: dict, title: str) -> bool:
     the bag has no grid or thumbnail to draw it on."""
     from matplotlib.figure import Figure
 
-    from hcdtf.plots import save_figure
+    from hcdtf.evaluation.plots import save_figure
 
     heat = attention_map(bag)
     if heat is None or "thumbnail" not in bag:
@@ -121,7 +121,7 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
     """Slide AUC (DeLong 95% CI) of the MIL run on the bags of ``inputs``; with ``heatmap_dir``, the
     heat-map slide scores of the same slides and DeLong's test of the difference. Writes
     ``mil_metrics.json`` and ``predictions.csv`` (slide,label,score[,heatmap_score])."""
-    from hcdtf import metrics
+    from hcdtf.evaluation import metrics
     from hcdtf.atomic import write_json, write_text
 
     out = pathlib.Path(output_dir or pathlib.Path(run) / "eval")

@@ -1,6 +1,6 @@
 """`hcdtf slide predict --runner RUNNER`: a cohort of slides on Apache Beam, one slide per element.
 
-Built with :func:`hcdtf.beam_predict.run_pipeline`: slide paths -> a ``DoFn`` that loads the model
+Built with :func:`hcdtf.inference.beam.run_pipeline`: slide paths -> a ``DoFn`` that loads the model
 once per worker (``setup``) and runs :func:`hcdtf.slide.inference.predict_slide` on each slide ->
 ``slides.csv``. Each slide's outputs go to ``<output-dir>/<slide id>/`` exactly as without Beam
 (same files, same bytes), so a rerun skips finished slides and resumes killed ones, and a slide
@@ -54,7 +54,7 @@ def predict_slides_beam(model_path, inputs, output_dir, settings, runner: str, o
 
     import apache_beam as beam
 
-    from hcdtf import backends, beam_predict
+    from hcdtf.inference import backends, beam as beam_predict
     from hcdtf.slide import inference, reader
 
     options = list(options)

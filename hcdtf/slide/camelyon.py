@@ -107,10 +107,10 @@ def froc_score(avg_fp: np.ndarray, sens: np.ndarray) -> tuple[float, dict[float,
 
 
 def slide_auc(labels: np.ndarray, scores: np.ndarray, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """ROC AUC of the slide scores (tumour = 1) with hcdtf.metrics' bootstrap 95% CI."""
+    """ROC AUC of the slide scores (tumour = 1) with hcdtf.evaluation.metrics' bootstrap 95% CI."""
     from sklearn.metrics import roc_auc_score
 
-    from hcdtf.metrics import bootstrap_auc_ci
+    from hcdtf.evaluation.metrics import bootstrap_auc_ci
 
     labels, scores = np.asarray(labels, int), np.asarray(scores, float)
     n_pos, n_neg = int(labels.sum()), int((1 - labels).sum())

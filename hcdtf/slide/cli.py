@@ -12,8 +12,8 @@ import click
 
 
 def _predict_options(fn):
-    from hcdtf.backends import BACKENDS
-    from hcdtf.beam_predict import RUNNERS
+    from hcdtf.inference.backends import BACKENDS
+    from hcdtf.inference.beam import RUNNERS
     from hcdtf.slide import heatmap, tissue
 
     options = [

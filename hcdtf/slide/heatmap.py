@@ -73,7 +73,7 @@ def write_overlay(path, thumbnail: np.ndarray, heatmap: np.ndarray, per_cell: in
     a colour bar and the ``top`` detections ringed."""
     from matplotlib.figure import Figure
 
-    from hcdtf.plots import save_figure
+    from hcdtf.evaluation.plots import save_figure
 
     h, w = thumbnail.shape[:2]
     rows, cols = heatmap.shape

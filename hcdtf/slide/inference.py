@@ -80,7 +80,7 @@ def model_input_mpp(model_path: str | os.PathLike, backend: str | None = None) -
     """(um/px of the model's patches, where it was read): ``input_mpp`` of a run's
     ``train_summary.json`` (also for the ``model.keras`` inside a run) or of an export's
     ``hcdtf_metadata.json``; PCam's 0.972 (Camelyon16 level 2) when neither records it."""
-    from hcdtf import backends
+    from hcdtf.inference import backends
     from hcdtf.export import DEFAULT_INPUT_MPP
     from hcdtf.rundir import RunDir
 
@@ -275,7 +275,7 @@ def score_patches(layout: _Layout, model: Model, settings: Settings, folder: pat
     parts, t0, t_saved, t_said = [scores], time.perf_counter(), time.perf_counter(), time.perf_counter()
     score = model.score
     if settings.tta:
-        from hcdtf.scoring import with_tta
+        from hcdtf.inference.scoring import with_tta
 
         score = with_tta(score)
     done, busy = start, 0.0
@@ -453,8 +453,8 @@ def predict_slide(path: pathlib.Path, out_root: pathlib.Path, model: Model, sett
 
 
 def load_model(model_path: str | os.PathLike, log: Callable = print, backend: str | None = None) -> Model:
-    """The scorer (``hcdtf.predict.load_scorer``), its files' hash and its input resolution."""
-    from hcdtf.predict import load_scorer
+    """The scorer (``hcdtf.inference.predict.load_scorer``), its files' hash and its input resolution."""
+    from hcdtf.inference.predict import load_scorer
 
     score, description = load_scorer(model_path, log, backend=backend)
     mpp, source = model_input_mpp(model_path, backend)
@@ -463,7 +463,7 @@ def load_model(model_path: str | os.PathLike, log: Callable = print, backend: st
 
 def check_output_dir(out: pathlib.Path, slides: list[pathlib.Path]) -> None:
     """``out`` is writable and outside every slide's folder, or one clear error."""
-    from hcdtf.predict import is_inside
+    from hcdtf.inference.predict import is_inside
 
     for s in slides:
         if is_inside(out, s.parent):

@@ -10,7 +10,7 @@ import numpy as np
 def plot_froc(path: pathlib.Path, avg_fp: list, sens: list, rates: list, score: float | None) -> None:
     from matplotlib.figure import Figure
 
-    from hcdtf.plots import save_figure
+    from hcdtf.evaluation.plots import save_figure
 
     fig = Figure(figsize=(4.8, 4.0), dpi=110, layout="constrained")
     ax = fig.add_subplot()
@@ -65,7 +65,7 @@ def markdown(m: dict) -> str:
 def write(out: pathlib.Path, metrics: dict, truths: list) -> None:
     """Every file of the report, the metrics JSON last."""
     from hcdtf.atomic import write_json, write_text
-    from hcdtf.plots import plot_roc
+    from hcdtf.evaluation.plots import plot_roc
 
     out.mkdir(parents=True, exist_ok=True)
     froc = metrics["froc"]

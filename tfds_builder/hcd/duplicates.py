@@ -238,7 +238,7 @@ def _near(records: Records, group_of: np.ndarray, threshold: int, order: dict[st
 def summarize(records: Records, threshold: int = DEFAULT_THRESHOLD, slides: dict[str, str] | None = None,
               dropped: dict[str, int] | None = None) -> dict:
     """The audit summary stored in a build's metadata and printed by ``hcdtf audit`` (its keys are
-    described in hcdtf/audit.py and tfds_builder/hcd/README.md)."""
+    described in hcdtf/data/audit.py and tfds_builder/hcd/README.md)."""
     order = {s: k for k, s in enumerate(dict.fromkeys(records.splits))}
     exact, group_of, exact_examples = _exact(records, order)
     near, near_examples = _near(records, group_of, threshold, order)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hcdtf.metrics import (
+from hcdtf.evaluation.metrics import (
     as_scores,
     brier_score,
     expected_calibration_error,

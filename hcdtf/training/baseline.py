@@ -13,7 +13,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from hcdtf import __version__, artifacts, atomic, data, runtime
+from hcdtf import __version__, atomic, runtime
+from hcdtf.evaluation import artifacts
+from hcdtf.data import pipeline as data
 from hcdtf.config import Config
 from hcdtf.models import logistic
 from hcdtf.atomic import atomic_output
@@ -62,7 +64,7 @@ def _summary(cfg: Config, wall: float, seen: int) -> dict:
 
 
 def _fit_into(work: RunDir, cfg: Config, log: Callable[[str], None]) -> dict:
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
 
     b = cfg.baseline
     runtime.set_seed(cfg.seed, cfg.deterministic)

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from hcdtf.atomic import atomic_open
-from hcdtf.predict import ModelPathError, is_inside, list_images, read_patch
+from hcdtf.inference.predict import ModelPathError, is_inside, list_images, read_patch
 
 OVERLAY_ALPHA = 0.45
 

@@ -3,7 +3,7 @@ with Holm families, and the verdict on depth written from them.
 
 A *model* is an architecture trained one way (transfer strategy, kind of initial weights); a
 *repeat* is one training run of it, identified by its seed and fold. A DeLong test
-(:func:`hcdtf.metrics.delong_test`) compares two trained networks on one test set and treats
+(:func:`hcdtf.evaluation.metrics.delong_test`) compares two trained networks on one test set and treats
 each as fixed; it cannot say whether architecture A, trained again, would still beat B. That
 question needs the variation between runs, estimated from repeats.
 
@@ -32,7 +32,7 @@ The test: a paired t-test over repeats
     verdict says so.
 
 Multiple comparisons
-    Holm's adjustment (:func:`hcdtf.metrics.holm_adjust`) within *families*: the pairs of models
+    Holm's adjustment (:func:`hcdtf.evaluation.metrics.holm_adjust`) within *families*: the pairs of models
     of one setting (transfer strategy and weights: the depth question for that setting) form one
     family; pairs across settings form another. The verdict for a setting uses its family.
 """
@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hcdtf.metrics import holm_adjust
+from hcdtf.evaluation.metrics import holm_adjust
 
 __all__ = ["ACROSS_SETTINGS", "compare_repeats", "depth_verdict", "paired_t_test", "summarize"]
 

@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hcdtf import plots
+from hcdtf.evaluation import plots
 from hcdtf.atomic import atomic_open, write_json
-from hcdtf.metrics import validate_predictions
+from hcdtf.evaluation.metrics import validate_predictions
 
 __all__ = [
     "PREDICTIONS_HEADER",

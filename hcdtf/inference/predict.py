@@ -1,9 +1,9 @@
 """`hcdtf predict`: score a directory of patches and write a Kaggle submission (``id,label``).
 
-The model is anything :mod:`hcdtf.backends` reads: a run directory, a ``.keras`` file, an exported
+The model is anything :mod:`hcdtf.inference.backends` reads: a run directory, a ``.keras`` file, an exported
 SavedModel (called through its ``serving_default`` signature exactly as TF Serving would; an export
 base directory means its latest version), or an ONNX, OpenVINO (float32 or int8) or LiteRT export;
-``backend`` picks the runtime when the path alone does not say. :mod:`hcdtf.beam_predict` runs the
+``backend`` picks the runtime when the path alone does not say. :mod:`hcdtf.inference.beam` runs the
 same scoring as an Apache Beam pipeline.
 Patches are ``.tif``/``.tiff``/``.png`` files, each a 96x96 RGB uint8 image; the id is the file
 name without its extension, rows are sorted by id, ``label`` is the tumour probability (what the
@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from hcdtf.backends import ModelPathError  # noqa: F401  (re-exported: explain and the CLI use it)
+from hcdtf.inference.backends import ModelPathError  # noqa: F401  (re-exported: explain and the CLI use it)
 
 IMAGE_SIZE = 96
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -112,8 +112,8 @@ def read_batches(files: list[pathlib.Path], batch_size: int, threads: int = 4) -
 # --------------------------------------------------------------------------- models
 def load_scorer(model_path: str | os.PathLike, log: Callable[[str], None] = print, backend: str | None = None):
     """(score, description): ``score(uint8 [B,96,96,3]) -> float64 [B]`` tumour probabilities, for
-    any model ``hcdtf.backends`` reads (``backend=None``: detected from the path)."""
-    from hcdtf import backends
+    any model ``hcdtf.inference.backends`` reads (``backend=None``: detected from the path)."""
+    from hcdtf.inference import backends
 
     scorer = backends.load(model_path, backend, log)
     return scorer, scorer.description

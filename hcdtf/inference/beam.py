@@ -9,7 +9,7 @@ per batch -> a submission CSV byte-identical to the local path's with the same `
 (rows sorted by id, written to a temporary name and renamed).
 
 RunInference gets :class:`ScorerModelHandler`, a Beam ``ModelHandler`` over
-:mod:`hcdtf.backends`, so every exported format runs on Beam. Beam's own TensorFlow handler
+:mod:`hcdtf.inference.backends`, so every exported format runs on Beam. Beam's own TensorFlow handler
 (``apache_beam.ml.inference.tensorflow_inference``) is not used: it imports ``tensorflow_hub``,
 which needs ``pkg_resources`` (gone from current setuptools) and ``tf-keras`` (a second
 TensorFlow), and loads models with ``tf.keras.models.load_model``, which in Keras 3 reads
@@ -79,7 +79,7 @@ def _local_copy(path: str) -> str:
 
 
 def scorer_model_handler(model_path: str, backend: str | None):
-    """A Beam ``ModelHandler`` whose model is an :mod:`hcdtf.backends` scorer (built lazily, on
+    """A Beam ``ModelHandler`` whose model is an :mod:`hcdtf.inference.backends` scorer (built lazily, on
     the worker, so the pipeline pickles a path, not a model). Each element is a whole batch of
     patches (uint8 [B, 96, 96, 3]) scored in one call, and its inference the B probabilities:
     the batches are formed before the pipeline, as the local path forms them, because the last
@@ -92,7 +92,7 @@ def scorer_model_handler(model_path: str, backend: str | None):
             super().__init__(min_batch_size=1, max_batch_size=1)
 
         def load_model(self):
-            from hcdtf import backends
+            from hcdtf.inference import backends
 
             return backends.load(_local_copy(model_path), backend, log=lambda *_: None)
 
@@ -104,7 +104,7 @@ def scorer_model_handler(model_path: str, backend: str | None):
 
 def fixed_batches(files: list[str], batch_size: int) -> list[tuple[int, list[str]]]:
     """(number, files) of each batch: consecutive runs of ``batch_size`` files in sorted id order,
-    the same batches as the local path's (:func:`hcdtf.predict.read_batches`)."""
+    the same batches as the local path's (:func:`hcdtf.inference.predict.read_batches`)."""
     return [(k, files[i:i + batch_size]) for k, i in enumerate(range(0, len(files), batch_size))]
 
 
@@ -116,7 +116,7 @@ def read_batch(files: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
 
 def list_patch_files(images: str) -> list[str]:
     """The patch files of a folder (local, or any ``tf.io.gfile`` file system), sorted by id."""
-    from hcdtf import predict
+    from hcdtf.inference import predict
 
     if "://" not in images:
         return [str(p) for p in predict.list_images([images])]
@@ -135,7 +135,7 @@ def read_patch_file(path: str) -> tuple[str, np.ndarray]:
     """(id, uint8 [96, 96, 3]) of one patch file, read through ``tf.io.gfile``."""
     import tensorflow as tf
 
-    from hcdtf import predict
+    from hcdtf.inference import predict
 
     with tf.io.gfile.GFile(path, "rb") as f:
         data = f.read()
@@ -146,7 +146,7 @@ def write_submission(out: str, rows: list) -> str:
     """``id,label`` rows sorted by id, written to a temporary name and renamed."""
     import tensorflow as tf
 
-    from hcdtf import predict
+    from hcdtf.inference import predict
 
     tmp = f"{out}.tmp-{os.getpid()}"
     with tf.io.gfile.GFile(tmp, "w") as f:
@@ -163,7 +163,7 @@ def predict_beam(model_path, images: str, out: str, runner: str, options: Iterab
     import apache_beam as beam
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-    from hcdtf import backends, predict
+    from hcdtf.inference import backends, predict
 
     options = list(options)
     check_runner(runner, options)

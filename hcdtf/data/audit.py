@@ -25,7 +25,7 @@ _COMPARED = ("examples_per_split", "exact", "near", "slides", "leaks")
 
 
 def _metadata(data_dir: str, dataset_config: str) -> dict | None:
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     version_dir = data.built_version_dir(data_dir, dataset_config)
     path = version_dir / "metadata.json" if version_dir else None
@@ -45,7 +45,7 @@ def load_summary(data_dir: str, dataset_config: str) -> dict | None:
 
 def choose_config(data_dir: str, dataset_config: str | None) -> str:
     """``dataset_config``, or the only build in ``data_dir``; a clear error otherwise."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     if dataset_config:
         return dataset_config
@@ -83,7 +83,7 @@ def audit(data_dir: str, dataset_config: str | None = None, slide_map: str | Non
     ``dataset``, ``recorded`` (the build's own summary or None) and ``matches_record``."""
     import tensorflow_datasets as tfds
 
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
     from tfds_builder.hcd import duplicates
 
     from hcdtf.config import DataConfig

@@ -43,7 +43,7 @@ def read_rgb(path: pathlib.Path) -> np.ndarray:
 
 
 def _files(images) -> list[pathlib.Path]:
-    from hcdtf.predict import ImageError, list_images
+    from hcdtf.inference.predict import ImageError, list_images
 
     try:
         return list_images(images, what="IMAGES")

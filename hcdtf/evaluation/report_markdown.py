@@ -1,4 +1,4 @@
-"""Renders a comparison (the dict :func:`hcdtf.report.compare` returns) as ``report.md``:
+"""Renders a comparison (the dict :func:`hcdtf.evaluation.report.compare` returns) as ``report.md``:
 verdict, per-run table with settings against the paper's, DeLong tests, statistics across
 repeats, leak audit, published results, figures. Pure text: no files, no statistics.
 """
@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from hcdtf import runinfo
+from hcdtf.evaluation import runinfo
 
 __all__ = ["MISSING", "fmt", "fmt_ci", "render"]
 

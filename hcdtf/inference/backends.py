@@ -1,4 +1,4 @@
-"""Model backends: which runtime a model path needs, and a :class:`hcdtf.scoring.Scorer` for each.
+"""Model backends: which runtime a model path needs, and a :class:`hcdtf.inference.scoring.Scorer` for each.
 
 A model is a run directory, a ``.keras`` file, an exported SavedModel version directory, an
 export base directory (its latest version, as TF Serving picks it), or one of the other runtimes'
@@ -94,7 +94,7 @@ def model_metadata(backend: str, path: pathlib.Path) -> dict:
 
 
 def load(model_path, backend: str | None = None, log: Callable[[str], None] = print):
-    """A :class:`hcdtf.scoring.Scorer` for the model at ``model_path``."""
+    """A :class:`hcdtf.inference.scoring.Scorer` for the model at ``model_path``."""
     from hcdtf.export.runtimes import require
 
     kind, p = resolve(model_path, backend, log)
@@ -122,7 +122,7 @@ def _keras(p):
     import keras
 
     import hcdtf.models.layers  # noqa: F401  registers our layers for loading
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
 
     return scoring.keras_scorer(keras.saving.load_model(str(p), compile=False), f"Keras model {p}")
 
@@ -130,7 +130,7 @@ def _keras(p):
 def _saved_model(p):
     import tensorflow as tf
 
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
 
     loaded = tf.saved_model.load(str(p))
     if "serving_default" not in loaded.signatures:
@@ -150,7 +150,7 @@ def _file(p: pathlib.Path, kind: str) -> pathlib.Path:
 def _onnx(p):
     import onnxruntime as ort
 
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
 
     session = ort.InferenceSession(str(_file(p, "onnx")), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -168,7 +168,7 @@ def openvino_precision(p: pathlib.Path, kind: str = "openvino") -> str:
 
 
 def _openvino(p, kind: str = "openvino", log: Callable[[str], None] = print):
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
     from hcdtf.export.int8 import effective_precision, openvino_compiled
 
     wanted = openvino_precision(p, kind)
@@ -185,7 +185,7 @@ def _litert(p):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     interpreter = Interpreter(model_path=str(_file(p, "litert")), num_threads=threads)

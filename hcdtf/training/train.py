@@ -24,7 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from hcdtf import __version__, artifacts, atomic, data, runtime
+from hcdtf import __version__, atomic, runtime
+from hcdtf.evaluation import artifacts
+from hcdtf.data import pipeline as data
 from hcdtf import precision as precision_lib
 from hcdtf.atomic import TMP_MARK
 from hcdtf.config import Config, ConfigError
@@ -246,7 +248,7 @@ class _Session:
 
     def __init__(self, cfg: Config, log: Callable[[str], None], precision: tuple[str, dict] | None = None):
         from hcdtf import models
-        from hcdtf.distributed import MultiWorkerEpoch
+        from hcdtf.training.distributed import MultiWorkerEpoch
 
         self.cfg, self.log, self.t0 = cfg, log, time.time()
         # `auto` is resolved before anything else is built (its probe builds and clears models);
@@ -464,7 +466,7 @@ def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
 
 
 def _finish(session: _Session, work: RunDir, meta: dict, epochs_run: int) -> dict:
-    from hcdtf import scoring
+    from hcdtf.inference import scoring
 
     model = session.model
     if best_epoch(meta["history"]) is not None:
@@ -550,7 +552,7 @@ def _workspace(run: RunDir, cfg: Config, overwrite: bool, log) -> RunDir | dict:
     returned as its summary (nothing to do)."""
     state = run.status(cfg, "cnn")
     if state in ("complete", "resume"):
-        from hcdtf import dataid
+        from hcdtf.data import identity as dataid
 
         # A finished run would be reported as done, an unfinished one continued, on a data set
         # rebuilt since (ids and labels may have moved between splits): neither silently.
@@ -592,7 +594,7 @@ def train(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = pri
     """Trains ``cfg`` into ``cfg.output_dir`` (continuing a killed run exactly) and returns the
     train summary. A finished run of the same config is left as it is; one of another config is
     refused unless ``overwrite``, and then replaced once the new run has a finished epoch."""
-    from hcdtf.distributed import is_chief
+    from hcdtf.training.distributed import is_chief
 
     run = RunDir(cfg.output_dir)
     if cfg.train.distribution in ("auto", "multiworker") and not is_chief():

@@ -43,7 +43,7 @@ def build_identity(data_cfg) -> dict | None:
     """``{"dataset", "version", "build", "source", "inputs"}`` of the build ``data_cfg`` names
     (one JSON read, no TensorFlow); None if nothing is built there. ``build``/``source`` are
     None for a build that recorded no input fingerprint."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     version_dir = data.built_version_dir(data_cfg.data_dir, data_cfg.dataset_config)
     if version_dir is None:
@@ -65,7 +65,7 @@ def read_split_identity(data_cfg, split: str) -> dict:
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     builder = data.load_builder(data_cfg)
     ds = builder.as_dataset(split=data.split_spec(data_cfg, split, builder),

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hcdtf.atomic import atomic_open
-from hcdtf.metrics import calibration_bins, expected_calibration_error
+from hcdtf.evaluation.metrics import calibration_bins, expected_calibration_error
 
 __all__ = [
     "plot_auc_by_arch",

@@ -3,18 +3,18 @@ across repeats, with the verdict on depth, what was compared, the leak audit and
 
 :func:`compare` takes run directories (or bare ``predictions.csv`` files), checks that every run
 was scored on exactly the same examples with the same labels, and writes ``comparison.json``,
-``report.md`` (rendered by :mod:`hcdtf.report_markdown`) and three figures (ROC overlay, AUC per
-architecture, AUC vs training cost; :mod:`hcdtf.plots`).
+``report.md`` (rendered by :mod:`hcdtf.evaluation.report_markdown`) and three figures (ROC overlay, AUC per
+architecture, AUC vs training cost; :mod:`hcdtf.evaluation.plots`).
 
 Statistics:
   - AUC confidence intervals of each run: stratified percentile bootstrap
-    (:func:`hcdtf.metrics.bootstrap_auc_ci`), the same resample count and seed for every run.
+    (:func:`hcdtf.evaluation.metrics.bootstrap_auc_ci`), the same resample count and seed for every run.
   - Single runs: DeLong's test for correlated ROC AUCs (DeLong, DeLong & Clarke-Pearson 1988;
     fast algorithm of Sun & Xu 2014) for each pair of runs of one repeat (same seed and fold),
     Holm-adjusted within the repeat. It treats the two trained networks as fixed.
-  - Across repeats (runs of one model over seeds/folds, see :mod:`hcdtf.runinfo`): mean, sd,
+  - Across repeats (runs of one model over seeds/folds, see :mod:`hcdtf.evaluation.runinfo`): mean, sd,
     min and max of the test AUC per model, and the paired t-test over repeats with Holm families
-    (:mod:`hcdtf.repeats`, which explains the choice); the verdict on depth is written from
+    (:mod:`hcdtf.evaluation.repeats`, which explains the choice); the verdict on depth is written from
     these numbers.
 
 Published reference figures (Wang et al., "ResNet for Histopathologic Cancer Detection, the
@@ -33,10 +33,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hcdtf import plots, repeats, report_markdown, runinfo
-from hcdtf.artifacts import read_predictions
+from hcdtf.evaluation import plots, repeats, report_markdown, runinfo
+from hcdtf.evaluation.artifacts import read_predictions
 from hcdtf.atomic import write_json, write_text
-from hcdtf.metrics import (
+from hcdtf.evaluation.metrics import (
     bootstrap_auc_ci,
     delong_auc_ci,
     delong_roc_variance,
@@ -375,12 +375,12 @@ def _audit_text(summary: Any) -> str:
 
 def _audit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The leak-audit summary of each data set the runs name (data_dir, dataset_config), from
-    ``hcdtf.audit.load_summary`` when this hcdtf has it; "no audit" otherwise."""
+    ``hcdtf.data.audit.load_summary`` when this hcdtf has it; "no audit" otherwise."""
     sources = list(dict.fromkeys((r["data_dir"], r["dataset_config"]) for r in rows if r["data_dir"]))
     try:
-        from hcdtf import audit
+        from hcdtf.data import audit
     except ModuleNotFoundError as e:  # only the module itself may be missing, nothing it imports
-        if e.name != "hcdtf.audit":
+        if e.name != "hcdtf.data.audit":
             raise
         audit = None
     load = getattr(audit, "load_summary", None)
@@ -464,9 +464,9 @@ def _read_inputs(inputs: Sequence[str | Path], names: Sequence[str] | None) -> l
 
 def _check_test_sets(runs: list[dict[str, Any]]) -> str | None:
     """Refuses runs evaluated on different test sets (metrics.json ``data``: the examples' ids and
-    labels and the source files, :mod:`hcdtf.dataid`), naming each group; returns a note naming
+    labels and the source files, :mod:`hcdtf.data.identity`), naming each group; returns a note naming
     the inputs whose test set is unknown (older hcdtf, bare predictions files), or None."""
-    from hcdtf import dataid
+    from hcdtf.data import identity as dataid
 
     groups: dict[tuple, list[str]] = {}
     shown: dict[tuple, str] = {}
@@ -499,7 +499,7 @@ def _repeat_statistics(models: list[dict], rows: list[dict]) -> dict[str, Any]:
                  "difference A − B with its 95% t interval), Holm-adjusted within each family: the "
                  "models of one setting (transfer strategy and weights), and the pairs across "
                  "settings. It uses the variation between runs, which a single-run DeLong test "
-                 "cannot see; why this test, with few repeats: see `hcdtf/repeats.py`."),
+                 "cannot see; why this test, with few repeats: see `hcdtf/evaluation/repeats.py`."),
     }
 
 
@@ -518,13 +518,13 @@ def compare(
     ``<prefix>predictions.csv`` picks up the sibling ``<prefix>metrics.json`` and the directory's
     summary and config). Run names are ``names[i]``, else the run directory's name, else the
     CSV's parent directory's name. Runs of one model (arch, transfer, kind of weights) over
-    seeds/folds are its repeats (:mod:`hcdtf.runinfo`).
+    seeds/folds are its repeats (:mod:`hcdtf.evaluation.runinfo`).
 
     The predictions are aligned by ``id`` (row order may differ). A ValueError is raised when the
     id sets differ (naming the inputs and counting missing/extra ids), when a predictions file
-    breaks the rules of :func:`hcdtf.artifacts.read_predictions`, when two inputs give
+    breaks the rules of :func:`hcdtf.evaluation.artifacts.read_predictions`, when two inputs give
     different labels to the same id, or when their metrics.json record different test sets (another
-    build's examples or source files, :mod:`hcdtf.dataid`); ``log`` gets one line naming the
+    build's examples or source files, :mod:`hcdtf.data.identity`); ``log`` gets one line naming the
     inputs whose test set is not recorded.
 
     Writes ``comparison.json``, ``report.md``, ``roc_overlay.png``, ``auc_vs_depth.png`` and

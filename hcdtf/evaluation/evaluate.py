@@ -12,7 +12,9 @@ from __future__ import annotations
 import pathlib
 from typing import Callable
 
-from hcdtf import artifacts, data, dataid, metrics, scoring
+from hcdtf.evaluation import artifacts, metrics
+from hcdtf.data import pipeline as data, identity as dataid
+from hcdtf.inference import scoring
 from hcdtf.config import Config, ConfigError, EvalConfig
 from hcdtf.rundir import RunDir, RunNotFoundError
 
@@ -46,7 +48,7 @@ def _check_split(cfg: Config, split: str) -> None:
 
 def _calibrate(run: RunDir, cfg: Config, scorer, labels, scores, out: pathlib.Path, log) -> tuple:
     """Temperature scaling fitted on the validation split (``--calibrate``)."""
-    from hcdtf import calibration, plots
+    from hcdtf.evaluation import calibration, plots
 
     _, val_labels, val_scores = scoring.score_split(scorer, cfg.data, cfg.data.validation_split, cfg.eval.batch_size)
     calibrated, info = calibration.calibrate(val_labels, val_scores, labels, scores)
@@ -55,7 +57,7 @@ def _calibrate(run: RunDir, cfg: Config, scorer, labels, scores, out: pathlib.Pa
                                         title=f"{run.path.name}: temperature scaling",
                                         temperature=info["temperature"])
     log(f"temperature scaling on the validation split: T = {info['temperature']:.4g}")
-    from hcdtf.calibration import apply_temperature
+    from hcdtf.evaluation.calibration import apply_temperature
 
     return calibrated, info, (val_labels, apply_temperature(val_scores, info["temperature"]))
 

@@ -2,8 +2,8 @@
 operating points, calibration, the metrics bundle of an evaluation, multiple-comparison adjustment.
 
 Everything here is a pure function of NumPy arrays (labels in {0, 1}, one score per example): no
-files, no figures (those are :mod:`hcdtf.artifacts` and :mod:`hcdtf.plots`), no TensorFlow.
-Statistics across repeated training runs are :mod:`hcdtf.repeats`.
+files, no figures (those are :mod:`hcdtf.evaluation.artifacts` and :mod:`hcdtf.evaluation.plots`), no TensorFlow.
+Statistics across repeated training runs are :mod:`hcdtf.evaluation.repeats`.
 
 ROC AUC, its variance and the comparison of two correlated AUCs
     The empirical AUC is the Mann-Whitney U statistic
@@ -42,7 +42,7 @@ Calibration
     Y. Sun, K. Q. Weinberger (2017). On calibration of modern neural networks. ICML. Brier score:
     G. W. Brier (1950). Monthly Weather Review 78(1):1-3. Negative log-likelihood (log loss) with
     probabilities clipped to [1e-15, 1 - 1e-15], so that one confident mistake costs about 34.5
-    instead of infinity. Temperature scaling is :mod:`hcdtf.calibration`.
+    instead of infinity. Temperature scaling is :mod:`hcdtf.evaluation.calibration`.
 
 Multiple comparisons
     Holm's step-down adjustment: S. Holm (1979). A simple sequentially rejective multiple test

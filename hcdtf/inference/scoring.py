@@ -67,7 +67,7 @@ def with_tta(scorer: Scorer) -> Scorer:
 
 def score_split(scorer: Scorer, data_cfg, split: str, batch_size: int = 128):
     """(ids, labels, scores) of ``scorer`` over a split of the built data set, in stored order."""
-    from hcdtf import data
+    from hcdtf.data import pipeline as data
 
     ds = data.make_dataset(data_cfg, split, batch_size, training=False, with_ids=True)
     ids, labels, scores = [], [], []

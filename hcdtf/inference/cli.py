@@ -18,7 +18,7 @@ def commands(friendly, context):
         """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`, a
         published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported, or a
         finished run directory (its classifier's pooled features)."""
-        from hcdtf import embed
+        from hcdtf.inference import embed
         from hcdtf import runtime
 
         runtime.quiet_tensorflow()
