@@ -3,10 +3,10 @@
 # On a GPU machine: `make quickstart EXTRAS=gpu,test` (tensorflow[and-cuda] instead of tensorflow-cpu).
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= cpu,test,export
+EXTRAS ?= cpu,test,export,docs
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test bench gpu-check mutants clean
+.PHONY: setup quickstart test docs bench gpu-check mutants clean
 
 setup: $(VENV)/.installed-$(EXTRAS)
 
@@ -24,6 +24,11 @@ quickstart: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --durations=20  # two pytest-xdist workers (each makes the session fixtures it needs); the 20 slowest tests listed
 
+# The docs site (MkDocs + Material, docs/ and mkdocs.yml) into site/; --strict: warnings are errors.
+# The CLI and API reference are generated from the code (docs/hooks/reference.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: setup
 	$(BIN)/python -m benchmarks
 
@@ -38,4 +43,4 @@ mutants: setup
 	$(BIN)/python tools/mutants.py $(MUTANTS_ARGS)  # e.g. MUTANTS_ARGS="--worktree tta-2-views"
 
 clean:
-	rm -rf outputs/quickstart .pytest_cache
+	rm -rf outputs/quickstart .pytest_cache site
