@@ -229,9 +229,13 @@ def configs_dir() -> pathlib.Path:
     raise ConfigError("cannot find hcdtf's configs/ directory; reinstall hcdtf from its source tree")
 
 
-def _choice(key: str, value: Any, choices: tuple) -> None:
+def check_choice(key: str, value: Any, choices: tuple) -> None:
+    """ConfigError naming ``key`` and the valid choices unless ``value`` is one of them."""
     if value not in choices:
         raise ConfigError(f"{key}: invalid value {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+_choice = check_choice
 
 
 def _positive(key: str, value: Any) -> None:

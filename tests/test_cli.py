@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from hcdtf import __version__
 from hcdtf.cli import main
 
-from conftest import cli_fails
+from conftest import REPO, cli_fails
 
 
 def _commands(group, prefix=()):
@@ -45,11 +45,24 @@ def test_help_documents_every_command_and_option(cmd):
         assert param.help, f"{' '.join(cmd)} {param.opts[0]} has no help text"
         for opt in param.opts:
             assert opt in result.output, opt
-        if isinstance(param.type, click.Choice):
-            assert all(str(c) in result.output for c in param.type.choices), param.opts
+        if isinstance(param.type, click.Choice):  # click lists case-insensitive choices in lower case
+            fold = (lambda text: text) if param.type.case_sensitive else str.lower
+            assert all(fold(str(c)) in fold(result.output) for c in param.type.choices), param.opts
     for param in command.params:
         if isinstance(param, click.Option) and param.hidden:
             assert param.opts[0] not in result.output.replace(param.opts[0] + "-", "")
+
+
+def test_every_command_is_registered_from_its_stage_cli_module():
+    """One way to add a command: a stage's cli.py lists it in COMMANDS and hcdtf.cli.STAGES lists
+    that module; a stage cli.py left out of STAGES, or a command added another way, fails here."""
+    from hcdtf import cli
+
+    stage_modules = sorted(p.parent.name for p in (REPO / "hcdtf").glob("*/cli.py"))
+    assert sorted(m.__name__.split(".")[1] for m in cli.STAGES) == stage_modules
+    registered = {c.name: c for m in cli.STAGES for c in m.COMMANDS}
+    assert len(registered) == sum(len(m.COMMANDS) for m in cli.STAGES)  # no name claimed twice
+    assert main.commands == registered
 
 
 def test_choices_come_from_the_vocabulary():

@@ -1,29 +1,98 @@
-"""`hcdtf embed`: the command, registered on the main group by `hcdtf.cli` (as `hcdtf.slide.cli`
-is). Imports no TensorFlow until the command runs."""
+"""``hcdtf predict``, ``hcdtf explain`` and ``hcdtf embed``: reading trained and exported models.
+
+Registered by :mod:`hcdtf.cli` from ``COMMANDS``; nothing here imports TensorFlow until a command runs.
+"""
+
+from __future__ import annotations
 
 import click
 
+from hcdtf.clitools import CONTEXT, friendly, quiet
+from hcdtf.inference.backends import BACKENDS
+from hcdtf.inference.beam import RUNNERS
 
-def commands(friendly, context):
-    @click.command("embed", context_settings=context)
-    @click.argument("model")
-    @click.option("--images", "images_dir", required=True, type=click.Path(),
-                  help="Folder of patch images (png, jpg, tif, bmp; any size).")
-    @click.option("--out", required=True, type=click.Path(dir_okay=False),
-                  help="HDF5 file to write: features float32 [n, d], ids (file stems, sorted).")
-    @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-                  help="Images per forward pass (memory is bounded by one batch).")
-    @friendly
-    def embed_cmd(model, images_dir, out, batch_size):
-        """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`, a
-        published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported, or a
-        finished run directory (its classifier's pooled features)."""
-        from hcdtf.inference import embed
-        from hcdtf import runtime
 
-        runtime.quiet_tensorflow()
-        result = embed.embed(model, images_dir, out, batch_size=batch_size, log=click.echo)
-        click.echo(f"wrote {result['out']} ({result['n']} x {result['dim']}, "
-                   f"{result['images_per_s']:.1f} patches/s)")
+@click.command("predict", context_settings=CONTEXT)
+@click.argument("model", type=click.Path())
+@click.option("--images", "images_dir", required=True, type=click.Path(),
+              help="Directory of 96x96 RGB .tif/.png patches (e.g. Kaggle's test/); only read. With --runner, "
+                   "any tf.io.gfile path (gs://, s3://).")
+@click.option("--out", required=True, type=click.Path(), help="Submission CSV to write (id,label).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Patches scored per batch.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Runtime to use [default: detected from MODEL]; picks a format inside an export directory.")
+@click.option("--runner", type=click.Choice(RUNNERS), default=None,
+              help="Run as an Apache Beam pipeline (RunInference) on this runner instead of in this process.")
+@click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
+              help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P.")
+@friendly
+def predict_cmd(model, images_dir, out, batch_size, backend, runner, pipeline_options):
+    """Score a directory of patches and write a Kaggle submission CSV (id,label = probability).
 
-    return [embed_cmd]
+    MODEL is a run directory, a .keras file, an export directory (its latest SavedModel version, or
+    the format --backend names), a SavedModel version directory, or an exported .onnx, OpenVINO
+    .xml or .tflite model (or its directory). Examples:
+
+    hcdtf predict outputs/models/hcd/1 --images kaggle/test --out submission.csv
+
+    hcdtf predict outputs/models/hcd --backend openvino-int8 --images kaggle/test --out submission.csv
+    """
+    quiet()
+    if runner:
+        from hcdtf.inference import beam as beam_predict
+
+        beam_predict.predict_beam(model, images_dir, out, runner, pipeline_options, batch_size=batch_size,
+                                  backend=backend, log=click.echo)
+        return
+    if pipeline_options:
+        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
+    from hcdtf.inference import predict
+
+    predict.predict(model, images_dir, out, batch_size=batch_size, log=click.echo, backend=backend)
+
+
+@click.command("explain", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.argument("more_images", nargs=-1, type=click.Path(), metavar="[FILE_OR_DIR]...")
+@click.option("--images", "images", multiple=True, type=click.Path(),
+              help="Patch file(s) or director(ies) to explain; more may follow, e.g. --images a.tif b.tif.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the PNGs.")
+@click.option("--max", "max_images", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Explain at most this many patches (sorted by id).")
+@friendly
+def explain_cmd(run_dir, more_images, images, out, max_images):
+    """Grad-CAM heat maps of RUN_DIR's model over patches: one PNG each, with the score.
+
+    Example: hcdtf explain outputs/paper/runs/resnet34_fine_tune --images kaggle/test --out gradcam/
+    """
+    if not images and not more_images:
+        raise click.UsageError("give the patches to explain with --images FILE_OR_DIR...")
+    quiet()
+    from hcdtf.inference import explain
+
+    explain.explain(run_dir, [*images, *more_images], out, max_images=max_images, log=click.echo)
+
+
+@click.command("embed", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--images", "images_dir", required=True, type=click.Path(),
+              help="Folder of patch images (png, jpg, tif, bmp; any size).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="HDF5 file to write: features float32 [n, d], ids (file stems, sorted).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per forward pass (memory is bounded by one batch).")
+@friendly
+def embed_cmd(model, images_dir, out, batch_size):
+    """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`, a
+    published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported, or a
+    finished run directory (its classifier's pooled features)."""
+    from hcdtf.inference import embed
+
+    quiet()
+    result = embed.embed(model, images_dir, out, batch_size=batch_size, log=click.echo)
+    click.echo(f"wrote {result['out']} ({result['n']} x {result['dim']}, "
+               f"{result['images_per_s']:.1f} patches/s)")
+
+
+COMMANDS = [predict_cmd, explain_cmd, embed_cmd]

@@ -1,7 +1,8 @@
-"""The whole-slide commands: ``hcdtf slide predict|evaluate|annotations|view`` and ``hcdtf sample-slides``.
+"""The whole-slide commands: ``hcdtf slide predict|embed|evaluate|annotations|view`` and
+``hcdtf sample-slides``.
 
-hcdtf.cli adds them to its group with ``commands(friendly, CONTEXT)``: they get the same handling
-of user errors (one line, exit code 2) without this module importing hcdtf.cli.
+Registered by :mod:`hcdtf.cli` from ``COMMANDS``; nothing here imports TensorFlow or OpenSlide
+until a command runs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import sys
 
 import click
+
+from hcdtf.clitools import CONTEXT, friendly, report_failed
+from hcdtf.slide import annotations_out, tissue
 
 
 def _predict_options(fn):
@@ -56,154 +60,197 @@ def _predict_options(fn):
     return fn
 
 
-def commands(friendly, context) -> list[click.Command]:
-    """The ``slide`` group and ``sample-slides``, with ``friendly`` turning user errors into one line."""
+@click.group("slide", context_settings=CONTEXT)
+def slide():
+    """Whole-slide inference (heat maps, detections, slide scores), Camelyon16 evaluation, annotations
+    for QuPath and ASAP, and a browser viewer."""
 
-    from hcdtf.slide import annotations_out
 
-    @click.group("slide", context_settings=context)
-    def slide():
-        """Whole-slide inference (heat maps, detections, slide scores), Camelyon16 evaluation, annotations
-        for QuPath and ASAP, and a browser viewer."""
+@slide.command("predict", context_settings=CONTEXT)
+@click.argument("model", type=click.Path())
+@click.argument("slides", nargs=-1, required=True, type=click.Path(), metavar="SLIDE_OR_DIR...")
+@_predict_options
+@friendly
+def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
+                score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite, runner,
+                pipeline_options):
+    """Run MODEL over whole slides: heat map, overlay, tissue mask, detections, slide score.
 
-    @slide.command("predict", context_settings=context)
-    @click.argument("model", type=click.Path())
-    @click.argument("slides", nargs=-1, required=True, type=click.Path(), metavar="SLIDE_OR_DIR...")
-    @_predict_options
-    @friendly
-    def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
-                    score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite, runner,
-                    pipeline_options):
-        """Run MODEL over whole slides: heat map, overlay, tissue mask, detections, slide score.
+    MODEL is a run directory or an exported model (SavedModel, .keras, ONNX, ...), as for
+    `hcdtf predict`. Slides are files or directories of files OpenSlide reads (.svs, .tif,
+    .ndpi, .mrxs, ...). Each slide's results go to OUTPUT_DIR/<slide id>/; rerun the same
+    command to resume a killed run (finished slides are skipped). A slide that cannot be read
+    is reported and the others still run; the exit code is then 1. --runner runs the slides
+    as an Apache Beam pipeline (one slide per element; same outputs). Example:
 
-        MODEL is a run directory or an exported model (SavedModel, .keras, ONNX, ...), as for
-        `hcdtf predict`. Slides are files or directories of files OpenSlide reads (.svs, .tif,
-        .ndpi, .mrxs, ...). Each slide's results go to OUTPUT_DIR/<slide id>/; rerun the same
-        command to resume a killed run (finished slides are skipped). A slide that cannot be read
-        is reported and the others still run; the exit code is then 1. --runner runs the slides
-        as an Apache Beam pipeline (one slide per element; same outputs). Example:
+    hcdtf slide predict outputs/models/hcd/1 ~/camelyon16/images --output-dir outputs/slides
+    """
+    from hcdtf import runtime
+    from hcdtf.slide import inference
 
-        hcdtf slide predict outputs/models/hcd/1 ~/camelyon16/images --output-dir outputs/slides
-        """
-        from hcdtf import runtime
-        from hcdtf.slide import inference
+    runtime.quiet_tensorflow()
+    settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
+                                  tta=tta, batch_size=batch_size, sigma=sigma, radius=radius,
+                                  min_probability=min_probability, score=score_method)
+    if pipeline_options and not runner:
+        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
+    if runner and overwrite:
+        raise click.UsageError("--overwrite is not available with --runner: run without it, or clear --output-dir")
+    if runner:
+        from hcdtf.slide import beam
 
-        runtime.quiet_tensorflow()
-        settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
-                                      tta=tta, batch_size=batch_size, sigma=sigma, radius=radius,
-                                      min_probability=min_probability, score=score_method)
-        if pipeline_options and not runner:
-            raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
-        if runner and overwrite:
-            raise click.UsageError("--overwrite is not available with --runner: run without it, or clear --output-dir")
-        if runner:
-            from hcdtf.slide import beam
+        result = beam.predict_slides_beam(model, slides, output_dir, settings, runner, pipeline_options, backend,
+                                          threads, checkpoint_seconds, log=click.echo)
+    else:
+        result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
+                                          threads=threads, checkpoint_seconds=checkpoint_seconds, backend=backend)
+    report_failed(result)
 
-            result = beam.predict_slides_beam(model, slides, output_dir, settings, runner, pipeline_options, backend,
-                                              threads, checkpoint_seconds, log=click.echo)
-        else:
-            result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
-                                              threads=threads, checkpoint_seconds=checkpoint_seconds, backend=backend)
-        if result["failed"]:
-            click.echo(f"{len(result['failed'])} of {result['slides']} slide(s) failed:", err=True)
-            for message in result["failed"]:
-                click.echo(f"  {message}", err=True)
-            sys.exit(1)
 
-    @slide.command("evaluate", context_settings=context)
-    @click.argument("pred_dir", type=click.Path(file_okay=False))
-    @click.option("--annotations", "annotations_dir", required=True, type=click.Path(file_okay=False),
-                  help="Folder of <slide id>.xml (ASAP) or <slide id>_mask.tif files; only read.")
-    @click.option("--reference", type=click.Path(dir_okay=False), default=None,
-                  help="Camelyon16 reference.csv (name,class): the class of slides without annotations.")
-    @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-                  help="Where the report goes [default: PRED_DIR].")
-    @click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=0),
-                  help="Resamples for the slide AUC's confidence interval.")
-    @friendly
-    def evaluate_cmd(pred_dir, annotations_dir, reference, output_dir, n_bootstrap):
-        """Slide AUC and lesion FROC (Camelyon16 protocol) of a `slide predict` folder.
+@slide.command("embed", context_settings=CONTEXT)
+@click.argument("model")
+@click.argument("slides", nargs=-1, required=True, type=click.Path(), metavar="SLIDE_OR_DIR...")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Where <slide id>.h5 bags and embeddings.csv go (never beside the slides).")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="For an architecture MODEL: imagenet, none (random, from --seed) or a weights file.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Initialisation seed with --weights none.")
+@click.option("--stride", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Cell size in px at the model's resolution (one 96x96 patch centred on each cell).")
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Level-0 um/px, for slides that do not record it.")
+@click.option("--min-tissue", default=tissue.DEFAULT_MIN_TISSUE, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of a cell that must be tissue for its patch to be embedded.")
+@click.option("--min-saturation", default=tissue.DEFAULT_MIN_SATURATION, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True), help="Lowest HSV saturation counted as tissue.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Patches per encoder call.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Threads reading slide tiles while the encoder works.")
+@click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="How often a slide's features so far are saved (a killed run resumes from there).")
+@click.option("--overwrite", is_flag=True, help="Replace bags of another encoder or other settings.")
+@friendly
+def embed_cmd(model, slides, output_dir, weights, seed, stride, mpp, min_tissue, min_saturation, batch_size,
+              threads, checkpoint_seconds, overwrite):
+    """Patch embeddings of whole slides: one HDF5 bag per slide (features + coords, as CLAM/TRIDENT).
 
-        Writes slide_metrics.json, slide_report.md, froc.png and slide_roc.png. Example:
+    MODEL is a run directory or .keras file (the pooled features before the head; any Keras
+    model whose output is [batch, d]) or an architecture name (ResNet18 ... ResNet152, with
+    --weights). The patches are those `slide predict` scores: same resolution, tissue mask and
+    grid. Rerun to resume a killed run. Example:
 
-        hcdtf slide evaluate outputs/slides --annotations ~/camelyon16/annotations --reference reference.csv
-        """
-        from hcdtf.slide import evaluate
+    hcdtf slide embed outputs/models/hcd/1 ~/camelyon16/training --output-dir outputs/bags
+    """
+    from hcdtf import runtime
+    from hcdtf.slide import embed, inference
 
-        metrics = evaluate.evaluate_slides(pred_dir, annotations_dir, reference, output_dir, n_bootstrap,
-                                           log=click.echo)
-        if metrics["failed"]:
-            sys.exit(1)
+    runtime.quiet_tensorflow()
+    settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
+                                  batch_size=batch_size)
+    result = embed.embed_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
+                                threads=threads, checkpoint_seconds=checkpoint_seconds, weights=weights, seed=seed)
+    report_failed(result)
 
-    @slide.command("annotations", context_settings=context)
-    @click.argument("pred_dir", type=click.Path(file_okay=False))
-    @click.option("--format", "formats", type=click.Choice((*annotations_out.FORMATS, "both")), default="both",
-                  show_default=True, help="geojson: QuPath; asap: ASAP XML (what `slide evaluate` reads).")
-    @click.option("--threshold", default=annotations_out.REGION_THRESHOLD, show_default=True,
-                  type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                  help="Smoothed probability above which the heat map is outlined as a tumour region.")
-    @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-                  help="Write <slide id>.geojson / <slide id>.xml here [default: PRED_DIR/<slide id>/annotations.*].")
-    @friendly
-    def annotations_cmd(pred_dir, formats, threshold, output_dir):
-        """Detections and tumour regions of a `slide predict` folder, for QuPath and ASAP.
 
-        Level-0 coordinates: detections as points with their probability, tumour regions as the
-        outlines of the smoothed heat map above --threshold. `slide predict` writes them too; this
-        command (re)writes them for existing results. Example:
+@slide.command("evaluate", context_settings=CONTEXT)
+@click.argument("pred_dir", type=click.Path(file_okay=False))
+@click.option("--annotations", "annotations_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder of <slide id>.xml (ASAP) or <slide id>_mask.tif files; only read.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="Camelyon16 reference.csv (name,class): the class of slides without annotations.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the report goes [default: PRED_DIR].")
+@click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Resamples for the slide AUC's confidence interval.")
+@friendly
+def evaluate_cmd(pred_dir, annotations_dir, reference, output_dir, n_bootstrap):
+    """Slide AUC and lesion FROC (Camelyon16 protocol) of a `slide predict` folder.
 
-        hcdtf slide annotations outputs/slides --format geojson --output-dir outputs/qupath
-        """
-        chosen = annotations_out.FORMATS if formats == "both" else (formats,)
-        from hcdtf.slide import annotate
+    Writes slide_metrics.json, slide_report.md, froc.png and slide_roc.png. Example:
 
-        annotate.from_predictions(pred_dir, chosen, threshold, output_dir, log=click.echo)
+    hcdtf slide evaluate outputs/slides --annotations ~/camelyon16/annotations --reference reference.csv
+    """
+    from hcdtf.slide import evaluate
 
-    @slide.command("view", context_settings=context)
-    @click.argument("pred_dir", type=click.Path(file_okay=False))
-    @click.option("--slides", "slides_dir", required=True, type=click.Path(file_okay=False),
-                  help="Folder of the slide files (only read).")
-    @click.option("--annotations", "annotations_dir", type=click.Path(file_okay=False), default=None,
-                  help="Folder of ground truth (<slide id>.xml ASAP or <slide id>_mask.tif), drawn on top.")
-    @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-                  help="TCP port (0: any free one).")
-    @click.option("--host", default="127.0.0.1", show_default=True,
-                  help="Address to listen on; anything but loopback exposes the slides to the network.")
-    @friendly
-    def view_cmd(pred_dir, slides_dir, annotations_dir, port, host):
-        """Browse slides with their heat maps and findings in a web browser (read-only, offline).
+    metrics = evaluate.evaluate_slides(pred_dir, annotations_dir, reference, output_dir, n_bootstrap,
+                                       log=click.echo)
+    if metrics["failed"]:
+        sys.exit(1)
 
-        Serves a page listing the slides with score and status, and per slide a deep-zoom view
-        with the heat map (opacity, colour bar), tumour regions, detections (click one for its
-        probability) and, with --annotations, the ground truth. Example:
 
-        hcdtf slide view outputs/slides --slides ~/camelyon16/images --annotations ~/camelyon16/annotations
-        """
-        from hcdtf.slide import viewer
+@slide.command("annotations", context_settings=CONTEXT)
+@click.argument("pred_dir", type=click.Path(file_okay=False))
+@click.option("--format", "formats", type=click.Choice((*annotations_out.FORMATS, "both")), default="both",
+              show_default=True, help="geojson: QuPath; asap: ASAP XML (what `slide evaluate` reads).")
+@click.option("--threshold", default=annotations_out.REGION_THRESHOLD, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Smoothed probability above which the heat map is outlined as a tumour region.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Write <slide id>.geojson / <slide id>.xml here [default: PRED_DIR/<slide id>/annotations.*].")
+@friendly
+def annotations_cmd(pred_dir, formats, threshold, output_dir):
+    """Detections and tumour regions of a `slide predict` folder, for QuPath and ASAP.
 
-        viewer.serve(pred_dir, slides_dir, annotations_dir, host, port, log=click.echo)
+    Level-0 coordinates: detections as points with their probability, tumour regions as the
+    outlines of the smoothed heat map above --threshold. `slide predict` writes them too; this
+    command (re)writes them for existing results. Example:
 
-    @click.command("sample-slides", context_settings=context)
-    @click.argument("out_dir", type=click.Path(file_okay=False))
-    @click.option("--n", default=4, show_default=True, type=click.IntRange(min=1),
-                  help="Slides; even-numbered ones have tumour, odd-numbered ones are normal.")
-    @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the slides (same seed, same files).")
-    @click.option("--width", default=8192, show_default=True, type=click.IntRange(min=1536),
-                  help="Level-0 width in px (0.243 um/px).")
-    @click.option("--height", default=6144, show_default=True, type=click.IntRange(min=1536),
-                  help="Level-0 height in px.")
-    @click.option("--unique-tiles", type=click.IntRange(min=1), default=None,
-                  help="Draw normal tissue from this many rendered tiles, repeated (fast, for very large slides).")
-    @friendly
-    def sample_slides(out_dir, n, seed, width, height, unique_tiles):
-        """Write synthetic whole slides (Aperio SVS, 3+ levels, 0.243 um/px) with known tumour.
+    hcdtf slide annotations outputs/slides --format geojson --output-dir outputs/qupath
+    """
+    chosen = annotations_out.FORMATS if formats == "both" else (formats,)
+    from hcdtf.slide import annotate
 
-        OUT_DIR/slide_XXX.svs, OUT_DIR/annotations/slide_XXX.xml (ASAP) and OUT_DIR/reference.csv,
-        for trying `hcdtf slide predict` and `hcdtf slide evaluate`.
-        """
-        from hcdtf.slide import synthetic
+    annotate.from_predictions(pred_dir, chosen, threshold, output_dir, log=click.echo)
 
-        size = (width // synthetic.RENDER_DOWNSAMPLE, height // synthetic.RENDER_DOWNSAMPLE)
-        synthetic.write_slides(out_dir, n=n, seed=seed, size=size, log=click.echo, bank=unique_tiles)
 
-    return [slide, sample_slides]
+@slide.command("view", context_settings=CONTEXT)
+@click.argument("pred_dir", type=click.Path(file_okay=False))
+@click.option("--slides", "slides_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder of the slide files (only read).")
+@click.option("--annotations", "annotations_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of ground truth (<slide id>.xml ASAP or <slide id>_mask.tif), drawn on top.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback exposes the slides to the network.")
+@friendly
+def view_cmd(pred_dir, slides_dir, annotations_dir, port, host):
+    """Browse slides with their heat maps and findings in a web browser (read-only, offline).
+
+    Serves a page listing the slides with score and status, and per slide a deep-zoom view
+    with the heat map (opacity, colour bar), tumour regions, detections (click one for its
+    probability) and, with --annotations, the ground truth. Example:
+
+    hcdtf slide view outputs/slides --slides ~/camelyon16/images --annotations ~/camelyon16/annotations
+    """
+    from hcdtf.slide import viewer
+
+    viewer.serve(pred_dir, slides_dir, annotations_dir, host, port, log=click.echo)
+
+
+@click.command("sample-slides", context_settings=CONTEXT)
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--n", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Slides; even-numbered ones have tumour, odd-numbered ones are normal.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the slides (same seed, same files).")
+@click.option("--width", default=8192, show_default=True, type=click.IntRange(min=1536),
+              help="Level-0 width in px (0.243 um/px).")
+@click.option("--height", default=6144, show_default=True, type=click.IntRange(min=1536),
+              help="Level-0 height in px.")
+@click.option("--unique-tiles", type=click.IntRange(min=1), default=None,
+              help="Draw normal tissue from this many rendered tiles, repeated (fast, for very large slides).")
+@friendly
+def sample_slides(out_dir, n, seed, width, height, unique_tiles):
+    """Write synthetic whole slides (Aperio SVS, 3+ levels, 0.243 um/px) with known tumour.
+
+    OUT_DIR/slide_XXX.svs, OUT_DIR/annotations/slide_XXX.xml (ASAP) and OUT_DIR/reference.csv,
+    for trying `hcdtf slide predict` and `hcdtf slide evaluate`.
+    """
+    from hcdtf.slide import synthetic
+
+    size = (width // synthetic.RENDER_DOWNSAMPLE, height // synthetic.RENDER_DOWNSAMPLE)
+    synthetic.write_slides(out_dir, n=n, seed=seed, size=size, log=click.echo, bank=unique_tiles)
+
+
+COMMANDS = [slide, sample_slides]

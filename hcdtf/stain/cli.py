@@ -2,8 +2,8 @@
 
 ``fit`` writes the target JSON (:mod:`hcdtf.models.stain`); ``apply`` writes each image normalised
 by the same Keras layer that goes into models, as ``<out>/<name>.png`` (rounded to uint8),
-atomically, and says how many images were left unchanged (too little tissue). hcdtf.cli adds the
-group with ``commands(friendly, CONTEXT)`` (no import of hcdtf.cli here).
+atomically, and says how many images were left unchanged (too little tissue). Registered by
+:mod:`hcdtf.cli` from ``COMMANDS``; nothing here imports TensorFlow until a command runs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 import click
 import numpy as np
+
+from hcdtf.clitools import CONTEXT, friendly, quiet
+from hcdtf.models import stain_params  # the vocabulary and defaults; no Keras at start-up
 
 BATCH = 64
 
@@ -123,57 +126,50 @@ def _write_batch(normalise, group, arrays, out_dir, Image, atomic) -> list[str]:
     return [f.name for f, fb in zip(group, fell_back.numpy()) if fb]
 
 
-def commands(friendly, context) -> list[click.Command]:
-    """The ``stain`` group, its errors handled by hcdtf.cli's ``friendly``."""
-    from hcdtf.models import stain_params as stain  # no Keras at start-up
+@click.group("stain", context_settings=CONTEXT)
+def stain_group():
+    """Stain normalisation (Macenko, Reinhard): fit a target, look at its effect.
 
-    def _user(fn):
-        """StainInputError and TargetError are ValueErrors: friendly turns them into exit 2."""
-        return friendly(fn)
+    Train with it: --set data.stain_normalize=macenko --set data.stain_target=target.json
+    (the layer is then part of the model and of every format it is exported to).
+    """
 
-    @click.group("stain", context_settings=context)
-    def stain_group():
-        """Stain normalisation (Macenko, Reinhard): fit a target, look at its effect.
 
-        Train with it: --set data.stain_normalize=macenko --set data.stain_target=target.json
-        (the layer is then part of the model and of every format it is exported to).
-        """
+@stain_group.command("fit", context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--method", type=click.Choice(stain_params.METHODS), default="macenko", show_default=True,
+              help="Normalisation the target is for.")
+@click.option("--out", required=True, type=click.Path(), help="Target file (JSON) to write.")
+@click.option("--io", default=stain_params.DEFAULT_IO, show_default=True, type=click.FloatRange(min=1),
+              help="Macenko: transmitted light intensity.")
+@click.option("--alpha", default=stain_params.DEFAULT_ALPHA, show_default=True, type=click.FloatRange(0, 50, max_open=True),
+              help="Macenko: angle percentile (%).")
+@click.option("--beta", default=stain_params.DEFAULT_BETA, show_default=True, type=click.FloatRange(min=0),
+              help="Macenko: optical density below which a pixel is background.")
+@click.option("--min-tissue", default=stain_params.DEFAULT_MIN_TISSUE, show_default=True, type=click.FloatRange(0, 1),
+              help="Images with a smaller tissue fraction are left unchanged when the target is applied.")
+@friendly  # StainInputError and TargetError are ValueErrors: exit code 2
+def fit_cmd(images, method, out, io, alpha, beta, min_tissue):
+    """Fit a stain target to IMAGES (files or directories of .png/.tif; all pixels together).
 
-    @stain_group.command("fit", context_settings=context)
-    @click.argument("images", nargs=-1, required=True, type=click.Path())
-    @click.option("--method", type=click.Choice(stain.METHODS), default="macenko", show_default=True,
-                  help="Normalisation the target is for.")
-    @click.option("--out", required=True, type=click.Path(), help="Target file (JSON) to write.")
-    @click.option("--io", default=stain.DEFAULT_IO, show_default=True, type=click.FloatRange(min=1),
-                  help="Macenko: transmitted light intensity.")
-    @click.option("--alpha", default=stain.DEFAULT_ALPHA, show_default=True, type=click.FloatRange(0, 50, max_open=True),
-                  help="Macenko: angle percentile (%).")
-    @click.option("--beta", default=stain.DEFAULT_BETA, show_default=True, type=click.FloatRange(min=0),
-                  help="Macenko: optical density below which a pixel is background.")
-    @click.option("--min-tissue", default=stain.DEFAULT_MIN_TISSUE, show_default=True, type=click.FloatRange(0, 1),
-                  help="Images with a smaller tissue fraction are left unchanged when the target is applied.")
-    @_user
-    def fit_cmd(images, method, out, io, alpha, beta, min_tissue):
-        """Fit a stain target to IMAGES (files or directories of .png/.tif; all pixels together).
+    Example: hcdtf stain fit reference/ --method macenko --out target.json
+    """
+    fit_files(images, method, out, io, alpha, beta, min_tissue, log=click.echo)
 
-        Example: hcdtf stain fit reference/ --method macenko --out target.json
-        """
-        fit_files(images, method, out, io, alpha, beta, min_tissue, log=click.echo)
 
-    @stain_group.command("apply", context_settings=context)
-    @click.argument("images", nargs=-1, required=True, type=click.Path())
-    @click.option("--target", required=True, type=click.Path(dir_okay=False), help="Target file from stain fit.")
-    @click.option("--out", required=True, type=click.Path(file_okay=False),
-                  help="Directory for the normalised images (<name>.png).")
-    @_user
-    def apply_cmd(images, target, out):
-        """Normalise IMAGES to --target and write them as PNG (same names) into --out.
+@stain_group.command("apply", context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--target", required=True, type=click.Path(dir_okay=False), help="Target file from stain fit.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for the normalised images (<name>.png).")
+@friendly  # StainInputError and TargetError are ValueErrors: exit code 2
+def apply_cmd(images, target, out):
+    """Normalise IMAGES to --target and write them as PNG (same names) into --out.
 
-        Example: hcdtf stain apply kaggle/test --target target.json --out normalised/
-        """
-        from hcdtf import runtime
+    Example: hcdtf stain apply kaggle/test --target target.json --out normalised/
+    """
+    quiet()
+    apply_files(images, target, out, log=click.echo)
 
-        runtime.quiet_tensorflow()
-        apply_files(images, target, out, log=click.echo)
 
-    return [stain_group]
+COMMANDS = [stain_group]
