@@ -6,6 +6,7 @@ Layout (as Kaggle ships the Histopathologic Cancer Detection data)::
     out_dir/train_labels.csv        id,label
     out_dir/test/<id>.tif           unlabelled
     out_dir/sample_submission.csv   id,label (label 0 for every test id)
+    out_dir/centres.csv             id,centre (only with centres=K: every labelled id)
 
 ``train_labels.csv`` is written last, atomically: a directory that has it holds a complete
 sample. While a sample is being written, ``out_dir`` holds a marker naming its parameters; a
@@ -36,6 +37,7 @@ import numpy as np
 
 from hcdtf import atomic
 from hcdtf import workers as workers_lib
+from hcdtf.synthetic.centres import CENTRES_CSV, centre_look, centre_of, check_centres
 from hcdtf.synthetic.geometry import PATCH_SIZE
 from hcdtf.synthetic.patch import generate_patch, warm_up
 from hcdtf.synthetic.streams import check_fraction, draw_id_label, one_blas_thread, patch_rng
@@ -54,6 +56,7 @@ class SampleInfo:
     seed: int
     seconds: float  # wall-clock time of the call
     already_done: bool = False  # the sample was complete before this call: nothing was written
+    centres: int | None = None  # K: patches rendered as K centres (centres.csv), None: one look
 
 
 @functools.cache
@@ -82,15 +85,16 @@ def tif_bytes(image: np.ndarray) -> bytes:
     return _tif_prefix() + np.ascontiguousarray(image, dtype=np.uint8).tobytes()
 
 
-def _write_chunk(args: tuple[str, int, str, Sequence[int], float]) -> list[tuple[str, int]]:
+def _write_chunk(args: tuple[str, int, str, Sequence[int], float, int | None]) -> list[tuple[str, int]]:
     """Draw and save one chunk of patches (runs in a worker process); returns (id, label)s."""
-    folder, seed, split, indices, positive_fraction = args
+    folder, seed, split, indices, positive_fraction, centres = args
     out = []
     with one_blas_thread():
         for i in indices:
             rng = patch_rng(seed, split, i)
             pid, label = draw_id_label(rng, positive_fraction)
-            image, _ = generate_patch(rng, label)
+            look = None if centres is None else centre_look(centre_of(i, centres))
+            image, _ = generate_patch(rng, label, look)
             path = os.path.join(folder, pid + ".tif")
             tmp = os.path.join(folder, f".{pid}{atomic.TMP_MARK}{os.getpid()}")  # not a .tif: never read as one
             try:
@@ -114,11 +118,14 @@ def _expected_rows(params: dict) -> dict[str, list[tuple[str, int]]]:
     }
 
 
-def _csv_texts(rows: dict[str, list[tuple[str, int]]]) -> dict[str, str]:
-    return {
-        "sample_submission.csv": "id,label\n" + "".join(f"{pid},0\n" for pid, _ in rows["test"]),
-        "train_labels.csv": "id,label\n" + "".join(f"{p},{y}\n" for p, y in rows["train"]),
-    }
+def _csv_texts(rows: dict[str, list[tuple[str, int]]], centres: int | None = None) -> dict[str, str]:
+    """The CSVs of a sample, in writing order (train_labels.csv last)."""
+    texts = {"sample_submission.csv": "id,label\n" + "".join(f"{pid},0\n" for pid, _ in rows["test"])}
+    if centres is not None:
+        texts[CENTRES_CSV] = "id,centre\n" + "".join(
+            f"{pid},{centre_of(i, centres)}\n" for i, (pid, _) in enumerate(rows["train"]))
+    texts["train_labels.csv"] = "id,label\n" + "".join(f"{p},{y}\n" for p, y in rows["train"])
+    return texts
 
 
 def _finished(out: pathlib.Path, params: dict) -> bool:
@@ -127,7 +134,7 @@ def _finished(out: pathlib.Path, params: dict) -> bool:
     if not (out / "train_labels.csv").is_file():
         return False
     rows = _expected_rows(params)
-    for name, text in _csv_texts(rows).items():
+    for name, text in _csv_texts(rows, params.get("centres")).items():
         try:
             if (out / name).read_text(encoding="utf-8") != text:
                 return False
@@ -159,7 +166,7 @@ def _claim(out: pathlib.Path, params: dict) -> bool:
     True if `out` already holds the finished sample of these parameters (nothing to do)."""
     if not (out / UNFINISHED).exists() and _finished(out, params):
         return True
-    for name in ("train_labels.csv", "sample_submission.csv"):
+    for name in ("train_labels.csv", "sample_submission.csv", CENTRES_CSV):
         if (out / name).exists():
             raise ValueError(f"refusing to write a synthetic sample into {out}: {out / name} already exists "
                              "(and is not a complete sample with these parameters)")
@@ -245,6 +252,7 @@ def write_sample(
     positive_fraction: float = 0.4,
     workers: int | None = None,
     progress: bool = False,
+    centres: int | None = None,
 ) -> SampleInfo:
     """Write a synthetic sample in the Kaggle layout under `out_dir`.
 
@@ -255,6 +263,11 @@ def write_sample(
     ``train/`` or ``test/``; finishes an unfinished sample written with the
     same parameters.  Deterministic for a seed whatever ``workers`` is
     (default: one process per available core for large samples, else 1).
+
+    ``centres`` = K renders the sample as K centres (hospitals) with different stain vectors,
+    dye amounts and scanner colour responses (:mod:`hcdtf.synthetic.centres`): patch ``i`` of
+    each split is centre ``i % K``; ``centres.csv`` (``id,centre``) lists every labelled id's
+    centre, and the TFDS builder reads it for leave-one-centre-out splits.
     """
     start = time.perf_counter()
     out = pathlib.Path(out_dir)
@@ -264,7 +277,10 @@ def write_sample(
     if n_test < 0:
         raise ValueError(f"n_test must be >= 0, got {n_test}")
     check_fraction(positive_fraction)
+    check_centres(centres)
     params = {"n": int(n), "n_test": n_test, "seed": int(seed), "positive_fraction": float(positive_fraction)}
+    if centres is not None:  # (absent otherwise: a sample without centres keeps its old marker)
+        params["centres"] = int(centres)
     try:
         done = _claim(out, params)
         rows = _expected_rows(params) if done else _write(out, params, workers, progress)
@@ -280,6 +296,7 @@ def write_sample(
         seed=int(seed),
         seconds=time.perf_counter() - start,
         already_done=done,
+        centres=centres,
     )
 
 
@@ -293,14 +310,14 @@ def _write(out: pathlib.Path, params: dict, workers: int | None, progress: bool)
         (out / split).mkdir(exist_ok=True)
         for i in range(0, count, chunk):
             indices = list(range(i, min(count, i + chunk)))
-            jobs.append((str(out / split), int(seed), split, indices, float(positive_fraction)))
+            jobs.append((str(out / split), int(seed), split, indices, float(positive_fraction), params.get("centres")))
     rows: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     for job, part in zip(jobs, _run(jobs, workers, progress)):
         rows[job[2]] += part
     ids = [pid for split in rows.values() for pid, _ in split]
     if len(set(ids)) != len(ids):  # 160-bit ids: a collision means a bug
         raise RuntimeError("duplicate synthetic ids")
-    for name, text in _csv_texts(rows).items():  # train_labels.csv last: it marks a complete sample
+    for name, text in _csv_texts(rows, params.get("centres")).items():  # train_labels.csv last: it marks a complete sample
         atomic.write_text(out / name, text)
     (out / UNFINISHED).unlink()
     return rows

@@ -88,19 +88,25 @@ def blur_planes(x: np.ndarray, sigma_q: int) -> None:
         x[:, :, i0:i1] = tmp[:, :, j0:j1] @ b[i0:i1, j0:j1].T
 
 
-def render(d: Draws, stain: Stain) -> np.ndarray:
+def render(d: Draws, stain: Stain, centre=None) -> np.ndarray:
     """The patch as uint8 (96, 96, 3) RGB: maybe out of focus, then this patch's stain vectors
-    and intensity, Beer-Lambert absorption and sensor noise."""
+    and intensity, Beer-Lambert absorption and sensor noise. ``centre`` (a
+    :class:`hcdtf.synthetic.centres.CentreLook`, or None for the reference look) sets the stain
+    vectors and dye gains the patch's own are drawn around, and the scanner's colour response;
+    it draws nothing from the stream, so a patch's tissue is the same at every centre."""
     size = PATCH_SIZE
     he = stain.planes
     if d.chance(0.25):  # slightly out of focus (blurring H and E = blurring the OD)
         blur_planes(he[:2], int(round(d.uni(0.5, 1.2) * 10)))
     z = d.rng.standard_normal(11).tolist()
     k_od = d.uni(0.7, 1.3)
-    h_vec = [abs(v + 0.07 * dz) for v, dz in zip(H_OD.tolist(), z[0:3])]
-    e_vec = [abs(v + 0.07 * dz) for v, dz in zip(E_OD.tolist(), z[3:6])]
+    h_ref, e_ref = (H_OD.tolist(), E_OD.tolist()) if centre is None else (list(centre.h_od), list(centre.e_od))
+    h_vec = [abs(v + 0.07 * dz) for v, dz in zip(h_ref, z[0:3])]
+    e_vec = [abs(v + 0.07 * dz) for v, dz in zip(e_ref, z[3:6])]
     h_scale = k_od * math.exp(0.22 * z[6]) / math.hypot(*h_vec)
     e_scale = k_od * math.exp(0.28 * z[7]) / math.hypot(*e_vec)
+    if centre is not None:
+        h_scale, e_scale = h_scale * centre.h_gain, e_scale * centre.e_gain
     i0 = d.uni(228.0, 252.0)
     # I = I0 * exp(-OD) * (1 + noise) = exp(log I0 - h_vec * H - e_vec * E + noise),
     # channels first; the sensor noise is uniform, with a standard deviation
@@ -118,6 +124,8 @@ def render(d: Draws, stain: Stain) -> np.ndarray:
     he[3:] = noise(d, 3, size, size)
     img = (optics @ he.reshape(6, -1)).reshape(3, size, size)
     np.exp(img, out=img)
+    if centre is not None:
+        img = centre.scan(img)
     np.clip(img, 0.0, 255.0, out=img)
     image = np.empty((size, size, 3), np.uint8)
     for ch in range(3):

@@ -17,7 +17,7 @@ from hcdtf.synthetic.geometry import CENTRE, PATCH_SIZE
 from hcdtf.synthetic.optics import Stain, render
 
 
-def generate_patch(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np.ndarray]:
+def generate_patch(rng: np.random.Generator, label: int, centre=None) -> tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic H&E patch with the given label.
 
     Args:
@@ -27,6 +27,8 @@ def generate_patch(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np
             the patch contains.
         label: 1 for a patch with tumour cells in its centre 32x32 region, 0 for one without
             (about 30% of the negatives have tumour cells outside it).
+        centre: None (the reference look) or a :class:`hcdtf.synthetic.centres.CentreLook`: how
+            the patch's hospital stains and scans it (the same stream gives the same tissue).
 
     Returns:
         ``(image, tumour_mask)``: ``image`` is uint8 (96, 96, 3) RGB; ``tumour_mask`` is bool
@@ -65,7 +67,7 @@ def generate_patch(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np
     if vessel is not None:
         tissue.endothelium(d, stain, vessel)
     tissue.chromatin(d, stain)
-    image = render(d, stain)
+    image = render(d, stain, centre)
     if cancer is None:
         return image, np.zeros((PATCH_SIZE, PATCH_SIZE), bool)
     if bool(cancer.mask[CENTRE, CENTRE].any()) != bool(label):  # construction guarantees this

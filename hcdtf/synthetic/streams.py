@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from hcdtf.synthetic.centres import centre_look, centre_of, check_centres
 from hcdtf.synthetic.geometry import PATCH_SIZE
 from hcdtf.synthetic.patch import generate_patch
 
@@ -35,11 +36,14 @@ def draw_id_label(rng: np.random.Generator, positive_fraction: float) -> tuple[s
     return pid, int(rng.random() < positive_fraction)
 
 
-def draw(seed: int, split: str, index: int, positive_fraction: float) -> tuple[str, int, np.ndarray, np.ndarray]:
-    """(id, label, image, mask) of patch `index` of `split`."""
+def draw(seed: int, split: str, index: int, positive_fraction: float,
+         centres: int | None = None) -> tuple[str, int, np.ndarray, np.ndarray]:
+    """(id, label, image, mask) of patch `index` of `split`; with ``centres`` = K, rendered as its
+    centre (``index % K``, :mod:`hcdtf.synthetic.centres`) stains and scans it."""
     rng = patch_rng(seed, split, index)
     pid, label = draw_id_label(rng, positive_fraction)
-    image, mask = generate_patch(rng, label)
+    look = None if centres is None else centre_look(centre_of(index, centres))
+    image, mask = generate_patch(rng, label, look)
     return pid, label, image, mask
 
 
@@ -62,16 +66,18 @@ def check_fraction(positive_fraction: float) -> None:
 
 
 def generate_arrays(
-    n: int, seed: int = 0, positive_fraction: float = 0.4, split: str = "train"
+    n: int, seed: int = 0, positive_fraction: float = 0.4, split: str = "train", centres: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Patches 0..n-1 of a sample as arrays, without files.
 
     Returns ``(images uint8 [n, 96, 96, 3], labels int64 [n], masks bool [n, 96, 96])``,
     pixel-identical to ``write_sample(..., seed=seed, positive_fraction=...)``'s
     ``train/`` files (in ``train_labels.csv`` order); ``split="test"`` gives the
-    (hidden) labels and pixels of its ``test/`` files.
+    (hidden) labels and pixels of its ``test/`` files. ``centres``: as ``write_sample``'s (patch
+    ``i`` is centre ``i % centres``).
     """
     check_fraction(positive_fraction)
+    check_centres(centres)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     images = np.empty((n, PATCH_SIZE, PATCH_SIZE, 3), np.uint8)
@@ -79,5 +85,5 @@ def generate_arrays(
     masks = np.empty((n, PATCH_SIZE, PATCH_SIZE), bool)
     with one_blas_thread():
         for i in range(n):
-            _, labels[i], images[i], masks[i] = draw(seed, split, i, positive_fraction)
+            _, labels[i], images[i], masks[i] = draw(seed, split, i, positive_fraction, centres)
     return images, labels, masks
