@@ -247,8 +247,13 @@ def split_spec(cfg: "DataConfig", split: str, builder=None) -> str:
 
 
 def num_examples(cfg: "DataConfig", split: str) -> int:
-    info = load_builder(cfg).info
+    builder = load_builder(cfg)
+    info = builder.info
     n = sum(info.splits[p].num_examples for p in resolve_split(cfg, split, info).split("+"))
+    if cfg.centres is not None or cfg.test_centre is not None:  # leave-one-centre-out (data/centres.py)
+        from hcdtf.data import centres
+
+        n = centres.count(builder, cfg, split, resolve_split(cfg, split, info).split("+"))
     limit = _limit(cfg, split)
     return min(n, limit) if limit else n
 
@@ -318,6 +323,10 @@ def _read(cfg: "DataConfig", split: str, shuffle_files: bool, seed: int) -> "tf.
     builder = load_builder(cfg)
     read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=4)
     spec = split_spec(cfg, split, builder)  # folds resolved; an unknown split names the available ones
+    if cfg.centres is not None or cfg.test_centre is not None:  # leave-one-centre-out (data/centres.py)
+        from hcdtf.data import centres
+
+        return centres.read(builder, cfg, split, spec, shuffle_files, read_config)
     return builder.as_dataset(split=spec, shuffle_files=shuffle_files, read_config=read_config)
 
 
