@@ -65,8 +65,13 @@ class DataConfig:
     stain_normalize: str = "none"
     stain_target: Optional[str] = None
     stain_augment: float = 0.0
+    centres: Optional[list[str]] = None
+    test_centre: Optional[str] = None
 
     def validate(self) -> None:
+        if self.test_centre is not None and self.centres is not None and self.test_centre in self.centres:
+            raise ConfigError(f"data.test_centre {self.test_centre!r} is also in data.centres {self.centres}: "
+                              "the held-out centre must not be trained on")
         _choice("data.stain_normalize", self.stain_normalize, STAIN_NORMALIZERS)
         if self.stain_normalize != "none" and not self.stain_target:
             raise ConfigError(f"data.stain_normalize={self.stain_normalize} needs data.stain_target=FILE "

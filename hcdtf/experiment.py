@@ -23,6 +23,9 @@ Schema (every key optional)::
     set: [KEY=VALUE, ...]          # overrides for every run, like `hcdtf train --set`
     archs: [ResNet18, ResNet34, ResNet50, ResNet152]    # the default: the paper's four
     transfers: [freeze_base, fine_tune]                 # the default: both
+    stains: [none, macenko, reinhard]   # optional: repeat each run with each data.stain_normalize
+                                   # (run names get _<stain>); with data.test_centre the report
+                                   # adds AUC on seen vs unseen centres (hcdtf.data.centres)
     per_transfer:                  # extra configs/set for the runs of one transfer strategy
       freeze_base: {configs: [freeze_base.yaml], set: [...]}
     baseline: true                 # also the logistic regression on pixels (default true)
@@ -31,6 +34,7 @@ Schema (every key optional)::
                                    # every run with each fold as validation
     sample: {n: 400, seed: 0}      # optional: if the data set is not built, generate a synthetic
                                    # Kaggle-layout sample in <output_dir>/sample and build it
+                                   # (centres: K renders K centres, as sample-data --centres K)
     compare: {n_bootstrap: 1000, seed: 0}   # default: the runs' eval.n_bootstrap and seed
     export: false                  # export the best CNN (validation AUC) as a SavedModel
 
@@ -82,6 +86,7 @@ class PerTransfer:
 class SampleSpec:
     n: int = 400
     seed: int = 0
+    centres: Optional[int] = None  # K: a multi-centre sample (sample-data --centres K)
 
 
 @dataclasses.dataclass
@@ -100,6 +105,7 @@ class ExperimentSpec:
     set: list[str] = dataclasses.field(default_factory=list)
     archs: list[str] = dataclasses.field(default_factory=lambda: list(PAPER_ARCHS))
     transfers: list[str] = dataclasses.field(default_factory=lambda: ["freeze_base", "fine_tune"])
+    stains: Optional[list[str]] = None
     per_transfer: dict[str, PerTransfer] = dataclasses.field(default_factory=dict)
     baseline: bool = True
     seeds: Optional[list[int]] = None
@@ -201,6 +207,8 @@ def _check_sets(source: str, key: str, items: list[str]) -> None:
 def validate(spec: ExperimentSpec, source: str) -> None:
     _choices(source, "archs", spec.archs, ARCHS, "architecture")
     _choices(source, "transfers", spec.transfers, TRANSFERS, "transfer")
+    if spec.stains is not None:
+        _choices(source, "stains", spec.stains, config_lib.STAIN_NORMALIZERS, "stain normaliser")
     for name, per in spec.per_transfer.items():
         if name not in TRANSFERS:
             raise ExperimentError(f"{source}: per_transfer: unknown transfer {name!r}; valid: {', '.join(TRANSFERS)}")
@@ -289,12 +297,13 @@ def plan(exp: Experiment, overrides=()) -> list[PlannedRun]:
     runs = []
     for seed, fold, suffix in _repeats(spec, base):
         grid = [f"seed={seed}", f"data.fold={'null' if fold is None else fold}"]
-        for arch, transfer in itertools.product(spec.archs, spec.transfers):
+        for arch, transfer, stain in itertools.product(spec.archs, spec.transfers, spec.stains or [None]):
             per = spec.per_transfer.get(transfer, PerTransfer())
             files = common_files + [_config_file(exp, f, f"per_transfer.{transfer}.configs") for f in per.configs]
-            name = f"{arch.lower()}_{transfer}{suffix}"
+            name = f"{arch.lower()}_{transfer}{f'_{stain}' if stain else ''}{suffix}"
+            stain_set = [f"data.stain_normalize={stain}"] if stain else []
             sets = [*subst(spec.set), *subst(per.set), *subst(overrides), *grid, f"model.arch={arch}",
-                    f"model.transfer={transfer}", f"output_dir={out / 'runs' / name}"]
+                    f"model.transfer={transfer}", *stain_set, f"output_dir={out / 'runs' / name}"]
             runs.append(PlannedRun(name, "cnn", config_lib.load_config(files, sets)))
         if spec.baseline:
             name = BASELINE_NAME + suffix
@@ -337,7 +346,8 @@ def ensure_dataset(exp: Experiment, cfg: Config, log: Callable[[str], None]) -> 
 
         sample = pathlib.Path(exp.output_dir) / "sample"
         if not (sample / "train_labels.csv").is_file():
-            info = synthetic.write_sample(sample, n=exp.spec.sample.n, seed=exp.spec.sample.seed)
+            info = synthetic.write_sample(sample, n=exp.spec.sample.n, seed=exp.spec.sample.seed,
+                                          centres=exp.spec.sample.centres)
             log(f"sample: {info.n_train} labelled + {info.n_test} unlabelled synthetic patches in {sample}")
         manual_dir = str(sample)
     if not manual_dir:
@@ -458,7 +468,8 @@ def run(
     if output_dir:
         exp.spec.output_dir = str(output_dir)
     if sample_n is not None:
-        exp.spec.sample = SampleSpec(n=sample_n, seed=exp.spec.sample.seed if exp.spec.sample else 0)
+        exp.spec.sample = (dataclasses.replace(exp.spec.sample, n=sample_n) if exp.spec.sample
+                           else SampleSpec(n=sample_n))
     exp.spec.configs = [*exp.spec.configs, *configs]
     narrow(exp, archs, transfers, baseline, seeds, folds)
     runs = plan(exp, overrides)
@@ -484,6 +495,10 @@ def run(
         report.compare([r.run_dir for r in runs], comparison,
                        n_bootstrap=_or(exp.spec.compare.n_bootstrap, runs[0].cfg.eval.n_bootstrap),
                        seed=_or(exp.spec.compare.seed, runs[0].cfg.seed), log=log)
+        if runs[0].cfg.data.test_centre is not None:  # AUC on seen vs unseen centres, into the report
+            from hcdtf.data import centres
+
+            centres.write_report([r.run_dir for r in runs], comparison, log=log)
         saved = _export_best(results, out, log) if exp.spec.export else None
     finally:
         lock.release()

@@ -121,7 +121,10 @@ def build_model(cfg: Config, log: Callable[[str], None] = print):
 def stain_target(data) -> dict:
     """The stain target of ``data.stain_target``, checked against ``data.stain_normalize``."""
     from hcdtf.models import stain
+    from hcdtf.stain import targets
 
+    if data.stain_target == targets.TRAIN_TARGET:  # fitted to the run's own training patches
+        return targets.fit_training_target(data, data.stain_normalize)
     target = stain.read_target(data.stain_target)
     if target["method"] != data.stain_normalize:
         raise ConfigError(f"data.stain_target {data.stain_target} is a {target['method']} target, but "

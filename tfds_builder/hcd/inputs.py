@@ -70,6 +70,9 @@ def fingerprint(manual_dir: str, source: str, options: dict, slide_map: str | No
         parts["slide_map"] = (
             {"name": os.path.basename(slide_map), "sha256": file_sha256(slide_map)} if slide_map else None
         )
+        centre_map = os.path.join(manual_dir, "centres.csv")  # (absent: a build without one keeps its digest)
+        if os.path.isfile(centre_map):
+            parts["centre_map"] = file_sha256(centre_map)
     else:
         parts["files"] = _dir_entry(manual_dir, (".h5", ".h5.gz"))
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
