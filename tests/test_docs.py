@@ -130,3 +130,14 @@ def test_every_module_is_in_the_api_reference(site):
                if not p.name.startswith("_") and "__pycache__" not in p.parts]
     assert len(modules) > 50
     assert [m for m in modules if f'id="{m}"' not in pages] == []
+
+
+def test_the_readme_is_short_and_its_relative_links_resolve():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) < 250
+    assert "make test" in readme  # CI runs the README's test command
+    targets = re.findall(r"\]\(((?!https?://|#)[^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert len(targets) > 10
+    assert [t for t in targets if not (REPO / t).exists()] == []

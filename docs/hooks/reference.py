@@ -323,3 +323,13 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
         markdown = markdown.replace(MAP_MARKER, module_map_markdown())
         return markdown.replace(GRAPH_MARKER, import_graph_markdown())
     return markdown
+
+
+_RST_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|exc|obj):(?=<code>)")
+
+
+def on_page_content(html_text, page, config, files, **kwargs):
+    """Docstrings written for Sphinx say :func:`name`; show just the `name`."""
+    if page.file.src_uri.startswith(API_DIR + "/"):
+        return _RST_ROLE.sub("", html_text)
+    return html_text
