@@ -68,12 +68,12 @@ def _read_only(path, monkeypatch):
         import errno
         import tempfile
 
-        from tfds_builder.hcd import hcd_dataset_builder
+        from tfds_builder.hcd import datadir  # the builder's write probe
 
         def refuse(*args, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system")
 
-        monkeypatch.setattr(hcd_dataset_builder.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(datadir.tempfile, "mkstemp", refuse)
         assert tempfile.mkstemp is refuse
     try:
         yield mounted

@@ -2,7 +2,8 @@
 differs between two of them.
 
 A build records its fingerprint in its metadata (``metadata.json``, key ``inputs``), so a second
-build into the same data dir can tell whether it would make the same data set. Image files are
+build into the same data dir can tell whether it would make the same data set
+(:func:`check_unchanged` refuses other inputs, saying what differs). Image files are
 fingerprinted by name, size and modification time (a stat per file: cheap for 277k files, and
 any copy, edit or re-download changes it); the CSV files, which decide the labels and splits, by
 content. The manual dir's path is recorded but not part of the digest: the same files moved
@@ -14,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
+
+from .errors import InputsChangedError
 
 # Files of the manual dir that change what a build contains, besides the image directories.
 KAGGLE_CSVS = ("train_labels.csv",)
@@ -113,3 +117,22 @@ def differences(old: dict, new: dict) -> list[str]:
         else:
             out.append(f"{key}: {'content differs' if a and b else ('added' if b else 'removed')}")
     return out or ["the recorded fingerprint is from another format"]
+
+
+def check_unchanged(data_path, recorded: dict | None, manual_dir: str, current: Callable[[], dict]) -> None:
+    """InputsChangedError unless the build in ``data_path``, whose metadata recorded the
+    fingerprint ``recorded``, was made from the inputs whose fingerprint ``current()`` computes
+    (computed only if there is a recorded one to compare with)."""
+    how = ("rebuild it with --overwrite (hcdtf build-dataset --overwrite; tfds build --overwrite), "
+           "or build into another --data-dir")  # fmt: skip
+    if not recorded:
+        raise InputsChangedError(
+            f"{data_path} holds a build that recorded no fingerprint of its inputs (made by an "
+            f"older hcdtf), so it cannot be checked against {manual_dir}: {how}, or keep using it as it is"
+        )
+    diff = differences(recorded, current())
+    if diff:
+        raise InputsChangedError(
+            f"{data_path} was built from {recorded.get('manual_dir')}, and the inputs in "
+            f"{os.path.abspath(manual_dir)} differ ({'; '.join(diff)}): {how}"
+        )
