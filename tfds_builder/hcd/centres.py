@@ -54,11 +54,11 @@ def read_centre_csv(path: str) -> dict[str, str]:
                 line = reader.line_num
                 id_, centre = (row.get("id") or "").strip(), (row.get("centre") or "").strip()
                 if not id_ or not centre:
-                    raise CentreMapError(f"{path}: row {line}: empty {'id' if not id_ else 'centre'} "
+                    raise CentreMapError(f"{path}: line {line}: empty {'id' if not id_ else 'centre'} "
                                          f"(every row is id,centre)")
                 if mapping.get(id_, centre) != centre:
-                    raise CentreMapError(f"{path}: row {line}: id {id_} is given centre {centre!r}, and "
-                                         f"{mapping[id_]!r} on an earlier row")
+                    raise CentreMapError(f"{path}: line {line}: id {id_} is given centre {centre!r}, and "
+                                         f"{mapping[id_]!r} on an earlier line")
                 mapping[id_] = centre
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CentreMapError(f"{path}: cannot read the centre map ({e})") from None
