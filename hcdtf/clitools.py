@@ -97,6 +97,8 @@ def default_help(key: str, value) -> str:
     """``[default: KEY = VALUE]``, for a flag whose default comes from the config."""
     if isinstance(value, (list, tuple)):
         value = ", ".join(map(str, value)) or "none"
+    elif isinstance(value, bool):  # as YAML and --set spell it
+        value = str(value).lower()
     return f"[default: {key} = {value}]"
 
 

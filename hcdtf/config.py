@@ -182,8 +182,71 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
+    """``hcdtf export``: where versions go, which runtimes and reduced-precision variants to write,
+    and the accuracy guard an int8 or bf16 variant must pass."""
+
     export_dir: str = "outputs/models/hcd"
     version: Optional[int] = None
+    formats: list[str] = dataclasses.field(default_factory=list)
+    quantize: list[str] = dataclasses.field(default_factory=list)
+    max_auc_drop: float = 0.002
+    calibration_size: int = 300
+
+    def validate(self) -> None:
+        if self.version is not None:
+            _positive("export.version", self.version)
+        if self.max_auc_drop < 0:
+            raise ConfigError(f"export.max_auc_drop must be >= 0, got {self.max_auc_drop!r}")
+        _positive("export.calibration_size", self.calibration_size)
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    """``hcdtf predict``: scoring a folder of patches into a submission CSV."""
+
+    batch_size: int = 256
+    backend: Optional[str] = None
+    runner: Optional[str] = None
+    pipeline_options: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        _positive("predict.batch_size", self.batch_size)
+
+
+@dataclasses.dataclass
+class SlideConfig:
+    """``hcdtf slide predict``: the grid, the tissue mask, scoring, the heat map's post-processing
+    and how the run is carried out."""
+
+    stride: int = 32
+    mpp: Optional[float] = None
+    min_tissue: float = 0.1
+    min_saturation: float = 0.07
+    tta: bool = False
+    batch_size: int = 128
+    score: str = "max"
+    sigma: float = 2.0
+    radius: int = 2
+    min_probability: float = 0.05
+    threads: int = 2
+    checkpoint_seconds: float = 30.0
+    backend: Optional[str] = None
+    runner: Optional[str] = None
+    pipeline_options: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        for key in ("stride", "batch_size", "radius", "threads"):
+            _positive(f"slide.{key}", getattr(self, key))
+        if self.mpp is not None:
+            _positive("slide.mpp", self.mpp)
+        for key in ("min_tissue", "min_probability"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"slide.{key} must be in [0, 1], got {getattr(self, key)!r}")
+        if not 0.0 <= self.min_saturation < 1.0:
+            raise ConfigError(f"slide.min_saturation must be in [0, 1), got {self.min_saturation!r}")
+        for key in ("sigma", "checkpoint_seconds"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"slide.{key} must be >= 0, got {getattr(self, key)!r}")
 
 
 @dataclasses.dataclass
@@ -197,6 +260,8 @@ class Config:
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
+    slide: SlideConfig = dataclasses.field(default_factory=SlideConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

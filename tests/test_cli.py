@@ -136,3 +136,77 @@ def test_sample_data_refuses_to_overwrite(tmp_path):
     before = (out / "train_labels.csv").read_bytes()
     cli_fails(["sample-data", str(out), "--n", "8", "--seed", "1"], str(out))
     assert (out / "train_labels.csv").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- predict / slide / export config
+def _yaml(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_predict_settings_come_from_the_config_and_a_flag_wins(trained_run, sample_dir, tmp_path):
+    """predict: in a --config file applies (its backend refuses a run directory); the --backend
+    flag wins over it; --set wins over the file; unknown keys and bad values are one line."""
+    import csv
+
+    cfg = _yaml(tmp_path / "p.yaml", "predict:\n  backend: onnx\n  batch_size: 3\n")
+    base = ["predict", str(trained_run), "--images", str(sample_dir / "test"), "--config", cfg]
+    cli_fails([*base, "--out", str(tmp_path / "a.csv")], "--backend onnx", "run model")
+    assert not (tmp_path / "a.csv").exists()
+    result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "b.csv"), "--backend", "keras"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "b.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(list((sample_dir / "test").glob("*.tif"))) > 0
+    cli_fails([*base, "--out", str(tmp_path / "c.csv"), "--set", "predict.backend=nope"],
+              "predict.backend", "'nope'", "saved_model", "openvino-int8")
+    cli_fails([*base, "--out", str(tmp_path / "c.csv"), "--set", "predict.pipeline_options=[--x=1]",
+               "--backend", "keras"], "--pipeline-option applies to Beam")
+    result = cli_fails([*base, "--out", str(tmp_path / "c.csv"), "--set", "predict.batchsize=3"],
+                       "unknown config key 'predict.batchsize'", "batch_size")
+    assert len(result.output.strip().splitlines()[-1]) > 0 and "Traceback" not in result.output
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_slide_predict_settings_come_from_the_config_and_flags_win(trained_run, tmp_path):
+    """slide: in a --config file applies, --set wins over it, a flag over both; the resolved
+    settings are what each slide's slide_summary.json records."""
+    import json
+
+    from hcdtf.slide import synthetic
+
+    slides = tmp_path / "slides"
+    synthetic.write_slides(slides, n=1, seed=0, size=(576, 480), log=lambda *_: None)
+    cfg = _yaml(tmp_path / "s.yaml", "slide:\n  stride: 64\n  min_tissue: 0.2\n  score: p99\n  sigma: 1.5\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["slide", "predict", str(trained_run), str(slides / "slide_000.svs"),
+                                       "--output-dir", str(out), "--config", cfg, "--set", "slide.score=tumour_area",
+                                       "--set", "slide.sigma=1.0", "--sigma", "0.5", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "slide_000" / "slide_summary.json").read_text())["settings"]
+    assert settings["stride"] == 64 and settings["min_tissue"] == 0.2  # the file
+    assert settings["score"] == "tumour_area"  # --set over the file
+    assert settings["sigma"] == 0.5 and settings["batch_size"] == 64  # flags over both
+    assert settings["min_saturation"] == 0.07 and settings["radius"] == 2  # base.yaml
+    args = ["slide", "predict", str(trained_run), str(slides), "--output-dir", str(tmp_path / "o2")]
+    cli_fails([*args, "--set", "slide.strid=3"], "unknown config key 'slide.strid'", "stride")
+    cli_fails([*args, "--set", "slide.score=mean"], "slide.score", "'mean'", "max, p99, tumour_area")
+    cli_fails([*args, "--set", "slide.runner=DirectRunner", "--overwrite"], "--overwrite is not available")
+    assert not (tmp_path / "o2").exists()
+
+
+def test_export_settings_come_from_the_config_and_go_into_the_metadata(trained_run, tmp_path):
+    import json
+
+    cfg = _yaml(tmp_path / "e.yaml", "export:\n  max_auc_drop: 0.01\n  calibration_size: 5\n  version: 3\n")
+    base = ["export", str(trained_run), "--export-dir", str(tmp_path / "models"), "--config", cfg]
+    cli_fails([*base, "--set", "export.formats=[onnx, tensorrt]"], "export.formats", "'tensorrt'", "litert")
+    cli_fails([*base, "--set", "export.quantize=[int4]"], "export.quantize", "'int4'", "int8, bf16")
+    cli_fails([*base, "--set", "export.max_auc_dorp=0.1"], "unknown config key 'export.max_auc_dorp'", "max_auc_drop")
+    assert not (tmp_path / "models").exists()
+    result = CliRunner().invoke(main, [*base, "--calibration-size", "7", "--version", "2"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "models" / "3").exists()
+    meta = json.loads((tmp_path / "models" / "2" / "assets" / "hcdtf_metadata.json").read_text())
+    assert meta["export_settings"] == {"export_dir": str(tmp_path / "models"), "version": 2, "formats": [],
+                                       "quantize": [], "max_auc_drop": 0.01, "calibration_size": 7}

@@ -97,3 +97,56 @@ def test_dump_and_reload_round_trip(tmp_path):
     cfg.dump(tmp_path / "config.yaml")
     again = config_lib.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert again == cfg
+
+
+def test_command_sections_default_to_what_the_commands_did_before():
+    """predict:, slide: and export: hold the defaults the flags had (and the library still has),
+    so a command run without a config file behaves as it did when these were flags only."""
+    from hcdtf import export
+    from hcdtf.slide import grid, heatmap, inference, tissue
+
+    cfg = Config()
+    settings = inference.Settings()
+    for key in ("stride", "mpp", "min_tissue", "min_saturation", "tta", "batch_size", "sigma", "radius",
+                "min_probability", "score"):
+        assert getattr(cfg.slide, key) == getattr(settings, key), key
+    assert (cfg.slide.stride, cfg.slide.min_tissue, cfg.slide.min_saturation) == (
+        grid.DEFAULT_STRIDE, tissue.DEFAULT_MIN_TISSUE, tissue.DEFAULT_MIN_SATURATION)
+    assert (cfg.slide.sigma, cfg.slide.radius, cfg.slide.min_probability, cfg.slide.score) == (
+        heatmap.DEFAULT_SIGMA, heatmap.DEFAULT_RADIUS, heatmap.DEFAULT_MIN_PROBABILITY, heatmap.SLIDE_SCORES[0])
+    assert (cfg.export.max_auc_drop, cfg.export.calibration_size) == (export.DEFAULT_MARGIN,
+                                                                      export.DEFAULT_CALIBRATION_SIZE)
+    assert (cfg.export.formats, cfg.export.quantize, cfg.predict.pipeline_options) == ([], [], [])
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("predict.batch_size=0", ["predict.batch_size", "> 0"]),
+        ("predict.batchsize=8", ["unknown config key 'predict.batchsize'", "batch_size"]),
+        ("slide.min_tissue=1.5", ["slide.min_tissue", "[0, 1]"]),
+        ("slide.min_saturation=1", ["slide.min_saturation", "[0, 1)"]),
+        ("slide.stride=0", ["slide.stride", "> 0"]),
+        ("slide.sigma=-1", ["slide.sigma", ">= 0"]),
+        ("slide.mpp=0", ["slide.mpp", "> 0"]),
+        ("export.max_auc_drop=-0.1", ["export.max_auc_drop", ">= 0"]),
+        ("export.calibration_size=0", ["export.calibration_size", "> 0"]),
+        ("export.formats=onnx", ["export.formats", "list"]),
+    ],
+)
+def test_bad_command_settings_are_named(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config([], [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_command_sections_do_not_make_a_run_another_run():
+    """How a run is later used (predict:, slide:, export:) is not part of what defines it: a run
+    resumed with other prediction settings is the same run."""
+    from hcdtf.rundir import comparable
+
+    a = load_config([], [])
+    b = load_config([], ["predict.batch_size=7", "slide.stride=64", "export.quantize=[int8]"])
+    assert comparable(a, "train") == comparable(b, "train")
+    assert comparable(a, "train") != comparable(load_config([], ["train.epochs=3"]), "train")

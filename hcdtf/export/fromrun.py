@@ -117,8 +117,9 @@ def int8_data(cfg, calibration_size: int, margin: float, batch_size: int = 64) -
 def export_run(run_dir, export_dir, version: int | None = None, formats=("saved_model",),
                quantize=None, margin: float = DEFAULT_MARGIN,
                calibration_size: int = DEFAULT_CALIBRATION_SIZE, data_dir: str | None = None,
-               log: Callable[[str], None] = print) -> pathlib.Path:
-    """Exports the run's final model as a version of ``export_dir``; returns the version directory."""
+               log: Callable[[str], None] = print, settings: dict | None = None) -> pathlib.Path:
+    """Exports the run's final model as a version of ``export_dir``; returns the version directory.
+    ``settings`` (the resolved ``export`` config) is recorded in the metadata as ``export_settings``."""
     from hcdtf.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -141,6 +142,8 @@ def export_run(run_dir, export_dir, version: int | None = None, formats=("saved_
         cfg.data.data_dir = data_dir
     int8 = int8_data(cfg, calibration_size, margin) if bundle.runtimes.quantizations(quantize) else None
     meta = run_metadata(run, cfg)
+    if settings is not None:
+        meta["export_settings"] = settings
     meta["data"] = dataid.export_record(run.data_record(), cfg, str(run.path), log)  # recorded, not refused
     target = bundle.export_model(model, meta, export_dir, version, formats, quantize, int8, log)
     names = ", ".join(sorted(p.name for p in target.parent.glob(f"{target.name}[.-]*")))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from hcdtf.clitools import CONTEXT, friendly, quiet
+from hcdtf.clitools import CONTEXT, check_choices, config_options, default_help, friendly, given, quiet
+from hcdtf.config import PredictConfig, load_config
 from hcdtf.inference.backends import BACKENDS
 from hcdtf.inference.beam import RUNNERS
 
@@ -18,38 +19,47 @@ from hcdtf.inference.beam import RUNNERS
               help="Directory of 96x96 RGB .tif/.png patches (e.g. Kaggle's test/); only read. With --runner, "
                    "any tf.io.gfile path (gs://, s3://).")
 @click.option("--out", required=True, type=click.Path(), help="Submission CSV to write (id,label).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1),
-              help="Patches scored per batch.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Patches scored per batch. " + default_help("predict.batch_size", PredictConfig.batch_size))
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
-              help="Runtime to use [default: detected from MODEL]; picks a format inside an export directory.")
+              help="Runtime to use [default: predict.backend, else detected from MODEL]; picks a format inside an "
+                   "export directory.")
 @click.option("--runner", type=click.Choice(RUNNERS), default=None,
-              help="Run as an Apache Beam pipeline (RunInference) on this runner instead of in this process.")
+              help="Run as an Apache Beam pipeline (RunInference) on this runner instead of in this process "
+                   "[default: predict.runner].")
 @click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
-              help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P.")
+              help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P "
+                   "[default: predict.pipeline_options].")
+@config_options
 @friendly
-def predict_cmd(model, images_dir, out, batch_size, backend, runner, pipeline_options):
+def predict_cmd(model, images_dir, out, batch_size, backend, runner, pipeline_options, config_files, overrides):
     """Score a directory of patches and write a Kaggle submission CSV (id,label = probability).
 
     MODEL is a run directory, a .keras file, an export directory (its latest SavedModel version, or
     the format --backend names), a SavedModel version directory, or an exported .onnx, OpenVINO
-    .xml or .tflite model (or its directory). Examples:
+    .xml or .tflite model (or its directory). Settings come from the predict: section of the config
+    (--config, --set predict.KEY=VALUE); a flag wins. Examples:
 
     hcdtf predict outputs/models/hcd/1 --images kaggle/test --out submission.csv
 
     hcdtf predict outputs/models/hcd --backend openvino-int8 --images kaggle/test --out submission.csv
     """
+    cfg = load_config(config_files, overrides, given(predict={
+        "batch_size": batch_size, "backend": backend, "runner": runner, "pipeline_options": pipeline_options}))
+    check_choices(cfg, {"predict.backend": BACKENDS, "predict.runner": RUNNERS})
+    settings = cfg.predict
+    if settings.pipeline_options and not settings.runner:
+        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
     quiet()
-    if runner:
+    if settings.runner:
         from hcdtf.inference import beam as beam_predict
 
-        beam_predict.predict_beam(model, images_dir, out, runner, pipeline_options, batch_size=batch_size,
-                                  backend=backend, log=click.echo)
+        beam_predict.predict_beam(model, images_dir, out, settings.runner, settings.pipeline_options,
+                                  batch_size=settings.batch_size, backend=settings.backend, log=click.echo)
         return
-    if pipeline_options:
-        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
     from hcdtf.inference import predict
 
-    predict.predict(model, images_dir, out, batch_size=batch_size, log=click.echo, backend=backend)
+    predict.predict(model, images_dir, out, batch_size=settings.batch_size, log=click.echo, backend=settings.backend)
 
 
 @click.command("explain", context_settings=CONTEXT)

@@ -11,49 +11,60 @@ import sys
 
 import click
 
-from hcdtf.clitools import CONTEXT, friendly, report_failed
-from hcdtf.slide import annotations_out, tissue
+from hcdtf.clitools import CONTEXT, check_choices, config_options, default_help, friendly, given, quiet, report_failed
+from hcdtf.config import SlideConfig, load_config
+from hcdtf.inference.backends import BACKENDS
+from hcdtf.inference.beam import RUNNERS
+from hcdtf.slide import annotations_out, heatmap, tissue
+
+
+def _default(key: str) -> str:
+    return default_help(f"slide.{key}", getattr(SlideConfig(), key))
 
 
 def _predict_options(fn):
-    from hcdtf.inference.backends import BACKENDS
-    from hcdtf.inference.beam import RUNNERS
-    from hcdtf.slide import heatmap, tissue
-
+    """``slide predict``'s flags: each setting defaults to the ``slide:`` section of the config
+    (configs/base.yaml, --config, --set slide.KEY=VALUE), and a flag given wins."""
     options = [
         click.option("--backend", type=click.Choice(BACKENDS), default=None,
-                     help="Runtime of an exported model [default: detected from MODEL's path]."),
+                     help="Runtime of an exported model [default: slide.backend, else detected from MODEL's path]."),
         click.option("--output-dir", required=True, type=click.Path(file_okay=False),
                      help="Where <slide id>/ folders and slides.csv go (never beside the slides)."),
-        click.option("--stride", default=32, show_default=True, type=click.IntRange(min=1),
-                     help="Cell size in px at the model's resolution; 32 = the centre 32x32 a PCam label describes."),
+        click.option("--stride", default=None, type=click.IntRange(min=1),
+                     help="Cell size in px at the model's resolution; 32 = the centre 32x32 a PCam label describes. "
+                          + _default("stride")),
         click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Level-0 um/px, for slides that do not record it (overrides the slide's)."),
-        click.option("--min-tissue", default=tissue.DEFAULT_MIN_TISSUE, show_default=True,
-                     type=click.FloatRange(0, 1), help="Share of a cell that must be tissue for it to be scored."),
-        click.option("--min-saturation", default=tissue.DEFAULT_MIN_SATURATION, show_default=True,
-                     type=click.FloatRange(0, 1, max_open=True),
-                     help="Lowest HSV saturation counted as tissue (Otsu's threshold is used when higher)."),
-        click.option("--tta", is_flag=True, help="Average the 8 dihedral transforms of each patch (8x slower)."),
-        click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1),
-                     help="Patches scored per batch."),
-        click.option("--score", "score_method", type=click.Choice(heatmap.SLIDE_SCORES), default="max",
-                     show_default=True, help="Slide score from the smoothed heat map."),
-        click.option("--sigma", default=heatmap.DEFAULT_SIGMA, show_default=True, type=click.FloatRange(min=0),
-                     help="Gaussian smoothing of the heat map, in cells."),
-        click.option("--radius", default=heatmap.DEFAULT_RADIUS, show_default=True, type=click.IntRange(min=1),
-                     help="A detection is a maximum over (2 radius + 1)^2 cells."),
-        click.option("--min-probability", default=heatmap.DEFAULT_MIN_PROBABILITY, show_default=True,
-                     type=click.FloatRange(0, 1), help="Lowest smoothed probability reported as a detection."),
-        click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1),
-                     help="Threads reading slide tiles while the model works."),
-        click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
-                     help="How often a slide's progress is saved (a killed run resumes from there)."),
+                     help="Level-0 um/px, for slides that do not record it (overrides the slide's) "
+                          "[default: slide.mpp, else the slide's]."),
+        click.option("--min-tissue", default=None, type=click.FloatRange(0, 1),
+                     help="Share of a cell that must be tissue for it to be scored. " + _default("min_tissue")),
+        click.option("--min-saturation", default=None, type=click.FloatRange(0, 1, max_open=True),
+                     help="Lowest HSV saturation counted as tissue (Otsu's threshold is used when higher). "
+                          + _default("min_saturation")),
+        click.option("--tta", is_flag=True, default=None,
+                     help="Average the 8 dihedral transforms of each patch (8x slower). " + _default("tta")),
+        click.option("--batch-size", default=None, type=click.IntRange(min=1),
+                     help="Patches scored per batch. " + _default("batch_size")),
+        click.option("--score", "score_method", type=click.Choice(heatmap.SLIDE_SCORES), default=None,
+                     help="Slide score from the smoothed heat map. " + _default("score")),
+        click.option("--sigma", default=None, type=click.FloatRange(min=0),
+                     help="Gaussian smoothing of the heat map, in cells. " + _default("sigma")),
+        click.option("--radius", default=None, type=click.IntRange(min=1),
+                     help="A detection is a maximum over (2 radius + 1)^2 cells. " + _default("radius")),
+        click.option("--min-probability", default=None, type=click.FloatRange(0, 1),
+                     help="Lowest smoothed probability reported as a detection. " + _default("min_probability")),
+        click.option("--threads", default=None, type=click.IntRange(min=1),
+                     help="Threads reading slide tiles while the model works. " + _default("threads")),
+        click.option("--checkpoint-seconds", default=None, type=click.FloatRange(min=0),
+                     help="How often a slide's progress is saved (a killed run resumes from there). "
+                          + _default("checkpoint_seconds")),
         click.option("--overwrite", is_flag=True, help="Replace results of another model or other settings."),
         click.option("--runner", type=click.Choice(RUNNERS), default=None,
-                     help="Run as an Apache Beam pipeline, one slide per element, on this runner."),
+                     help="Run as an Apache Beam pipeline, one slide per element, on this runner "
+                          "[default: slide.runner]."),
         click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
-                     help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P."),
+                     help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--project=P "
+                          "[default: slide.pipeline_options]."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -70,10 +81,11 @@ def slide():
 @click.argument("model", type=click.Path())
 @click.argument("slides", nargs=-1, required=True, type=click.Path(), metavar="SLIDE_OR_DIR...")
 @_predict_options
+@config_options
 @friendly
 def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min_saturation, tta, batch_size,
                 score_method, sigma, radius, min_probability, threads, checkpoint_seconds, overwrite, runner,
-                pipeline_options):
+                pipeline_options, config_files, overrides):
     """Run MODEL over whole slides: heat map, overlay, tissue mask, detections, slide score.
 
     MODEL is a run directory or an exported model (SavedModel, .keras, ONNX, ...), as for
@@ -81,29 +93,38 @@ def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min
     .ndpi, .mrxs, ...). Each slide's results go to OUTPUT_DIR/<slide id>/; rerun the same
     command to resume a killed run (finished slides are skipped). A slide that cannot be read
     is reported and the others still run; the exit code is then 1. --runner runs the slides
-    as an Apache Beam pipeline (one slide per element; same outputs). Example:
+    as an Apache Beam pipeline (one slide per element; same outputs). Settings come from the
+    slide: section of the config (--config, --set slide.KEY=VALUE); a flag wins; each slide's
+    slide_summary.json records those that shape its results. Example:
 
     hcdtf slide predict outputs/models/hcd/1 ~/camelyon16/images --output-dir outputs/slides
     """
-    from hcdtf import runtime
+    cfg = load_config(config_files, overrides, given(slide={
+        "backend": backend, "stride": stride, "mpp": mpp, "min_tissue": min_tissue, "min_saturation": min_saturation,
+        "tta": tta, "batch_size": batch_size, "score": score_method, "sigma": sigma, "radius": radius,
+        "min_probability": min_probability, "threads": threads, "checkpoint_seconds": checkpoint_seconds,
+        "runner": runner, "pipeline_options": pipeline_options}))
+    c = cfg.slide
+    check_choices(cfg, {"slide.backend": BACKENDS, "slide.runner": RUNNERS, "slide.score": heatmap.SLIDE_SCORES})
+    if c.pipeline_options and not c.runner:
+        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
+    if c.runner and overwrite:
+        raise click.UsageError("--overwrite is not available with --runner: run without it, or clear --output-dir")
+    quiet()
     from hcdtf.slide import inference
 
-    runtime.quiet_tensorflow()
-    settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
-                                  tta=tta, batch_size=batch_size, sigma=sigma, radius=radius,
-                                  min_probability=min_probability, score=score_method)
-    if pipeline_options and not runner:
-        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
-    if runner and overwrite:
-        raise click.UsageError("--overwrite is not available with --runner: run without it, or clear --output-dir")
-    if runner:
+    settings = inference.Settings(stride=c.stride, mpp=c.mpp, min_tissue=c.min_tissue, min_saturation=c.min_saturation,
+                                  tta=c.tta, batch_size=c.batch_size, sigma=c.sigma, radius=c.radius,
+                                  min_probability=c.min_probability, score=c.score)
+    if c.runner:
         from hcdtf.slide import beam
 
-        result = beam.predict_slides_beam(model, slides, output_dir, settings, runner, pipeline_options, backend,
-                                          threads, checkpoint_seconds, log=click.echo)
+        result = beam.predict_slides_beam(model, slides, output_dir, settings, c.runner, c.pipeline_options, c.backend,
+                                          c.threads, c.checkpoint_seconds, log=click.echo)
     else:
         result = inference.predict_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
-                                          threads=threads, checkpoint_seconds=checkpoint_seconds, backend=backend)
+                                          threads=c.threads, checkpoint_seconds=c.checkpoint_seconds,
+                                          backend=c.backend)
     report_failed(result)
 
 
