@@ -205,7 +205,7 @@ def _check_sets(source: str, key: str, items: list[str]) -> None:
 
 
 def validate(spec: ExperimentSpec, source: str) -> None:
-    _choices(source, "archs", spec.archs, ARCHS, "architecture")
+    _choices(source, "archs", spec.archs, ARCHS + config_lib.ENCODERS, "architecture")
     _choices(source, "transfers", spec.transfers, TRANSFERS, "transfer")
     if spec.stains is not None:
         _choices(source, "stains", spec.stains, config_lib.STAIN_NORMALIZERS, "stain normaliser")

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hcdtf.evaluation import plots, repeats, report_markdown, runinfo
+from hcdtf.evaluation import plots, pretraining, repeats, report_markdown, runinfo
 from hcdtf.evaluation.artifacts import read_predictions
 from hcdtf.atomic import write_json, write_text
 from hcdtf.evaluation.metrics import (
@@ -189,6 +189,8 @@ def _setting_flags(info: runinfo.RunInfo) -> list[str] | None:
             f"logistic regression on {features}; the paper's uses raw pixels"]
     if info.kind != "cnn":
         return None
+    if info.arch and pretraining.is_encoder_model(info.to_dict()):
+        return ["pathology encoder: not in the paper's grid (the pretraining question)"]
     flags = []
     if info.weights_kind == "none" and info.transfer == "freeze_base":
         flags.append("frozen *random* base: says nothing about the paper's frozen-ImageNet strategy")
@@ -253,6 +255,8 @@ def _family(info: runinfo.RunInfo, fallback: str) -> str:
     transfer = info.transfer or "transfer not recorded"
     if info.trainable_from:
         transfer += f" from {info.trainable_from}"
+    if pretraining.is_encoder_model(info.to_dict()):  # its own family: not a depth of the ResNets
+        return f"{transfer}, pathology encoder"
     return f"{transfer}, {_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)}"
 
 
@@ -428,7 +432,8 @@ def _figures(out: Path, labels: np.ndarray, runs, rows, models) -> tuple[list[st
     curves, title = _roc_curves(runs, rows, models)
     plots.plot_roc_overlay(out / _FIGURES["roc_overlay"], labels, curves, title)
     for_plot = [{**m, "aucs": list(m["aucs"].values())} for m in models]
-    placed = [m for m in for_plot if m["depth"] is not None or m["kind"] == "baseline"]
+    placed = [m for m in for_plot if (m["depth"] is not None and not pretraining.is_encoder_model(m))
+              or m["kind"] == "baseline"]
     paper = [dict(v) for v in PAPER_RESULTS.values()]
     plots.plot_auc_by_arch(out / _FIGURES["auc_vs_depth"], placed, paper)
     timed = [m for m in for_plot if m["wall_time_s_mean"]]
@@ -557,12 +562,16 @@ def compare(
         "pairwise": delong,
         "across_repeats": {**across, "models": [
             {k: v for k, v in m.items() if k != "aucs"} for m in models]},
-        "verdict": repeats.depth_verdict(models, across["pairs"], ALPHA),
+        "verdict": repeats.depth_verdict([m for m in models if not pretraining.is_encoder_model(m)],
+                                         across["pairs"], ALPHA),
+        "pretraining": pretraining.pretraining_verdict(models, rows, runs, labels, ALPHA),
         "audit": _audit(rows),
         "notes": notes,
         "paper_results": PAPER_RESULTS, "paper_reference": PAPER_REFERENCE, "paper_note": PAPER_NOTE,
         "figures": dict(_FIGURES), "not_in_depth_plot": not_in_depth, "not_in_cost_plot": not_in_cost,
     }
+    if result["pretraining"]["text"]:  # the verdict covers both questions
+        result["verdict"] += " Pretraining vs depth: " + result["pretraining"]["text"]
     write_json(out / "comparison.json", result)
     write_text(out / "report.md", report_markdown.render(result))
     return result

@@ -215,7 +215,9 @@ def _md_figures(result: dict[str, Any]) -> list[str]:
 
 def render(result: dict[str, Any]) -> str:
     """The whole report.md."""
-    lines = [*_md_intro(result), *_md_runs(result), *_md_delong(result), *_md_repeats(result),
+    from hcdtf.evaluation import pretraining
+
+    lines = [*_md_intro(result), *pretraining.render_markdown(result.get("pretraining")), *_md_runs(result), *_md_delong(result), *_md_repeats(result),
              *_md_data(result), *_md_paper(result), *_md_figures(result)]
     if result["notes"]:
         lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]

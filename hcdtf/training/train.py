@@ -108,6 +108,14 @@ def build_model(cfg: Config, log: Callable[[str], None] = print):
     kwargs = dict(transfer=m.transfer, trainable_from=m.trainable_from, dropout=m.dropout)
     if cfg.data.stain_normalize != "none":  # the target goes into the model (and every export)
         kwargs["stain"] = stain_target(cfg.data)
+    if cfg.train.layer_decay != 1.0 and (models.get_arch(m.arch).block != "transformer" or m.transfer != "fine_tune"):
+        log(f"train.layer_decay={cfg.train.layer_decay} applies to fine-tuned pathology encoders only: "
+            f"not used by {m.arch} {m.transfer}")  # a grid's one setting for ResNets and encoders alike
+    if models.get_arch(m.arch).block == "transformer" and weights is not None:
+        # No fallback: a random full-size ViT says nothing about pretraining and takes hours here
+        from hcdtf.models.encoders.train_rules import resolve_run_weights
+
+        weights = resolve_run_weights(m.arch, weights, m.encoder_dir, m.fallback_to_scratch)
     try:
         return models.build_classifier(m.arch, weights=weights, **kwargs), weights or "none"
     except models.WeightsUnavailableError as e:
@@ -157,9 +165,15 @@ def make_optimizer(cfg: Config, steps_per_epoch: int):
 def compile_model(model, cfg: Config, steps_per_epoch: int, steps_per_execution: int = 1) -> None:
     import keras
 
+    optimizer = make_optimizer(cfg, steps_per_epoch)
+    if cfg.train.layer_decay != 1.0 and "base" in [layer.name for layer in model.layers] \
+            and hasattr(model.get_layer("base"), "num_layers"):  # an encoder's ViT blocks
+        from hcdtf.models.encoders import train_rules
+
+        train_rules.with_layer_decay(optimizer, train_rules.variable_multipliers(model, cfg.train.layer_decay))
     model.compile(
         steps_per_execution=steps_per_execution,
-        optimizer=make_optimizer(cfg, steps_per_epoch),
+        optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000), keras.metrics.BinaryAccuracy(name="accuracy")],
         jit_compile={"auto": "auto", "True": True, "False": False}[str(cfg.train.jit_compile)],
@@ -284,8 +298,11 @@ class _Session:
             compile_model(self.model, cfg, self.steps)
         self.params = models.count_params(self.model)
         self.class_weight = class_weights(cfg) if cfg.train.class_weight else None
+        self.cache_seconds = None  # the frozen base's one pass over train + validation (embedding time)
         if self.cached:
+            start = time.time()
             self.fit_model, self.train_epoch, self.val_ds = cached_feature_epochs(self.model, cfg, self.steps, log)
+            self.cache_seconds = time.time() - start
         else:
             self.fit_model = self.model
             self.train_epoch = data.training_epochs(cfg.data, cfg.data.train_split, bs, cfg.seed, self.steps,
@@ -460,9 +477,10 @@ def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
         "onednn": runtime.onednn_enabled(),
         "deterministic": cfg.deterministic,
         "feature_cache": session.cached,
+        "feature_cache_s": round(session.cache_seconds, 3) if session.cache_seconds is not None else None,
         "params_total": session.params[0],
         "params_trainable": session.params[1],
-        "flops_per_image": models.flops_per_image(cfg.model.arch),
+        "flops_per_image": models.flops_per_image(session.model),  # the model trained (a tiny encoder: its own)
         "hcdtf_version": __version__,
         "model": "model.keras",
     }

@@ -33,15 +33,20 @@ def spec_config(spec):
                 mean=list(spec.mean), std=list(spec.std), layer_norm_eps=1e-6)
 
 
-def resolve_weights(arch, weights):
+def is_pretrained(weights):
+    """`--weights pretrained` (or `imagenet`, the config default) for an encoder."""
+    return weights is not None and str(weights).lower() in ("pretrained", "imagenet")
+
+
+def resolve_weights(arch, weights, weights_dir=None):
     """`(config, canonical weights or None, label)` for `weights`: `"pretrained"` (or
-    `"imagenet"`, the config default) -> the imported file where `hcdtf weights import` puts it;
-    a path -> that encoder file (its encoder must be `arch`); None -> random, published shape."""
+    `"imagenet"`, the config default) -> the imported file where `hcdtf weights import` puts it
+    (in `weights_dir` if given); a path -> that encoder file (its encoder must be `arch`);
+    None -> random, published shape."""
     spec = specs_lib.get_encoder(arch)
     if weights is None or str(weights).lower() == "none":
         return spec_config(spec), None, "none"
-    path = files.pretrained_path(spec.name) if str(weights).lower() in ("pretrained", "imagenet") \
-        else weights
+    path = files.pretrained_path(spec.name, weights_dir) if is_pretrained(weights) else weights
     config, w = files.read(path)
     if config["name"] != spec.name:
         raise ValueError(f"{path}: holds {config['name']} weights, not {spec.name} (--arch)")

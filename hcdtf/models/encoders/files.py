@@ -31,9 +31,16 @@ def slug(name):
     return "".join(c if c.isalnum() else "_" for c in str(name).lower())
 
 
-def default_path(name):
-    """Where `--weights pretrained` looks for encoder `name`'s converted file."""
-    return weights_lib.keras_cache_dir() / f"hcdtf_{slug(specs_lib.canonical_encoder(name))}{SUFFIX}"
+def default_name(name):
+    """The converted file's name for published encoder `name`, e.g. `hcdtf_uni.encoder.h5`."""
+    return f"hcdtf_{slug(specs_lib.canonical_encoder(name))}{SUFFIX}"
+
+
+def default_path(name, directory=None):
+    """Where `--weights pretrained` looks for encoder `name`'s converted file: in `directory`
+    (`model.encoder_dir`) if given, else in `$KERAS_HOME/models`."""
+    base = pathlib.Path(directory).expanduser() if directory else weights_lib.keras_cache_dir()
+    return base / default_name(name)
 
 
 def write(path, config, weights, source=None):
@@ -97,10 +104,17 @@ def read(path):
 
 
 def import_checkpoint(src, arch=None, out=None):
-    """Converts a hub folder / safetensors file and writes the encoder file: to `out`, or
-    (when the encoder is a published one) where `--weights pretrained` looks. Returns the
-    path."""
+    """Converts a hub folder / safetensors file and writes the encoder file: to `out` (a file,
+    or an existing folder: then under its default name there, where `model.encoder_dir=<folder>`
+    finds it), or (when the encoder is a published one) where `--weights pretrained` looks.
+    Returns the path."""
     config, weights = convert.read_checkpoint(src, arch)
+    if out is not None and pathlib.Path(out).is_dir():
+        if not specs_lib.is_encoder(config["name"]):
+            raise convert.ConversionError(
+                f"{src}: not one of the published encoders, so it has no default name: give --out "
+                "a file name, or --arch")
+        out = pathlib.Path(out) / default_name(config["name"])
     if out is None:
         if not specs_lib.is_encoder(config["name"]):
             raise convert.ConversionError(
@@ -110,16 +124,17 @@ def import_checkpoint(src, arch=None, out=None):
     return write(out, config, weights, source=pathlib.Path(src).resolve())
 
 
-def pretrained_path(name):
-    """The converted file for published encoder `name`, or `WeightsUnavailableError`
-    saying how to get it."""
+def pretrained_path(name, directory=None):
+    """The converted file for published encoder `name` (in `directory`, else
+    `$KERAS_HOME/models`), or `WeightsUnavailableError` saying how to get it."""
     spec = specs_lib.get_encoder(name)
-    path = default_path(spec.name)
+    path = default_path(spec.name, directory)
     if path.is_file():
         return path
+    where = "model.encoder_dir" if directory else "in $KERAS_HOME/models, default ~/.keras/models"
     raise weights_lib.WeightsUnavailableError(
-        f"Weights for {spec.name} are not available: expected {path} (in $KERAS_HOME/models, "
-        f"default ~/.keras/models). Nothing is downloaded implicitly. To create it, "
+        f"Weights for {spec.name} are not available: expected {path} ({where}). Nothing is "
+        f"downloaded implicitly. To create it, "
         f"{spec.access_hint()}. Or train from random initialisation with `--weights none`.",
         path=path, url=f"https://huggingface.co/{spec.hub_id}", hint=spec.access_hint())
 
