@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -225,11 +224,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             self.info.metadata["split_by"] = "official"
             examples = {split: pcam.examples(manual_dir, name, level) for split, name in pcam.SPLITS.items()}
         elif cfg.source == "kaggle":
-            kept = plan.plan_kaggle(manual_dir, cfg, hint=self._skip_hint(manual_dir))
+            kept = plan.plan_kaggle(manual_dir, cfg, hint=plan.skip_hint(cfg, manual_dir, self.shown_data_dir))
             self.info.metadata.update(kept.metadata)
             self._slides, self._dropped = kept.slides, kept.dropped
-            if cfg.skip_bad_examples:
-                self._record_skipped(kept.problems, kept.test_problems)
+            if cfg.skip_bad_examples:  # what was left out, where users read it
+                self.info.metadata["bad_examples_shown"], note = plan.skipped(kept)
+                self.info.as_proto.description = (self.info.description or "") + note
             examples = {split: _kaggle_examples(image_dir, items, level)
                         for split, (image_dir, items) in kept.splits.items()}  # fmt: skip
         else:
@@ -257,38 +257,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if not 0 <= level <= 9:
             raise BadInputError(f"png_compress_level must be 0..9, got {level}")
         return level
-
-    def _skip_hint(self, manual_dir: str) -> str:
-        """How to go on past bad input, in both command lines' syntax."""
-        options = dataclasses.replace(self.builder_config.options(), skip_bad_examples=True)
-        fields = {"name": options.name, **{k: v for k, v in dataclasses.asdict(options).items()
-                                           if v != getattr(names.BuildOptions(), k) or k == "source"}}
-        json_config = json.dumps(fields)
-        return (
-            "Fix or remove these files/rows, or leave them out of the build (skip_bad_examples): "
-            f"hcdtf build-dataset --manual-dir {manual_dir} --data-dir {self.shown_data_dir} "
-            f"--dataset-config {self.builder_config.name} --skip-bad (with tfds build: --config '{json_config}')"
-        )
-
-    def _record_skipped(self, problems, test_problems) -> None:
-        """Says what skip mode left out where users read it: the log, the description and the
-        metadata (counts per kind in ``bad_examples``, the first files/rows in ``bad_examples_shown``)."""
-
-        def fmt(counts):
-            return ", ".join(f"{k}: {v}" for k, v in counts.items()) if counts else "none"
-
-        self.info.metadata["bad_examples_shown"] = {
-            "labelled": getattr(problems, "examples", {}),
-            "kaggle_test": getattr(test_problems, "examples", {}),
-        }
-        note = (
-            "\n\nBad examples left out of this build (skip_bad_examples=True; counts also in "
-            f"`info.metadata['bad_examples']`): labelled set: {fmt(problems)}; "
-            f"unlabelled test/: {fmt(test_problems)}."
-        )
-        self.info.as_proto.description = (self.info.description or "") + note
-        if problems or test_problems:
-            _LOG.warning("hcd: skipping bad input: labelled: %s; test/: %s", fmt(problems), fmt(test_problems))
 
 
 def _kaggle_examples(image_dir: str, items: list[tuple[str, int]], level: int) -> Iterator:

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
+import logging
 import os
 
 from . import centres, duplicates, kaggle, names
 from .errors import BadInputError
 from .splits import SplitError, assign_folds, assign_splits, check_not_empty
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -64,6 +68,43 @@ def plan_kaggle(manual_dir: str, cfg, hint: str) -> KagglePlan:
         if unlabelled:
             splits["kaggle_test"] = (test_dir, [(i, -1) for i in unlabelled])
     return KagglePlan(splits, metadata, slides, dropped, problems, test_problems)
+
+
+def skip_hint(cfg, manual_dir: str, data_dir: str) -> str:
+    """How to go on past bad input, in both command lines' syntax (the last line of the strict
+    mode error): the same build with skip_bad_examples."""
+    options = dataclasses.replace(cfg.options(), skip_bad_examples=True)
+    fields = {"name": options.name, **{k: v for k, v in dataclasses.asdict(options).items()
+                                       if v != getattr(names.BuildOptions(), k) or k == "source"}}
+    json_config = json.dumps(fields)
+    return (
+        "Fix or remove these files/rows, or leave them out of the build (skip_bad_examples): "
+        f"hcdtf build-dataset --manual-dir {manual_dir} --data-dir {data_dir} "
+        f"--dataset-config {cfg.name} --skip-bad (with tfds build: --config '{json_config}')"
+    )
+
+
+def skipped(kept: KagglePlan) -> tuple[dict, str]:
+    """What skip mode left out, where users read it: logs it, and returns the metadata's
+    ``bad_examples_shown`` (the first files/rows of each kind; the counts are in ``bad_examples``)
+    and the note for the data set's description."""
+
+    def fmt(counts):
+        return ", ".join(f"{k}: {v}" for k, v in counts.items()) if counts else "none"
+
+    problems, test_problems = kept.problems, kept.test_problems
+    shown = {
+        "labelled": getattr(problems, "examples", {}),
+        "kaggle_test": getattr(test_problems, "examples", {}),
+    }
+    note = (
+        "\n\nBad examples left out of this build (skip_bad_examples=True; counts also in "
+        f"`info.metadata['bad_examples']`): labelled set: {fmt(problems)}; "
+        f"unlabelled test/: {fmt(test_problems)}."
+    )
+    if problems or test_problems:
+        _LOG.warning("hcd: skipping bad input: labelled: %s; test/: %s", fmt(problems), fmt(test_problems))
+    return shown, note
 
 
 def _assign(cfg, labelled: list[tuple[str, int]], slides: dict[str, str] | None, metadata: dict) -> dict[str, str]:
