@@ -317,3 +317,44 @@ def test_camelyon16_layout_end_to_end(encoder, slides, tmp_path):
     m = json.loads((tmp_path / "run" / "eval" / "mil_metrics.json").read_text())
     assert (m["slides"], m["tumour_slides"]) == (2, 1)
     assert (tmp_path / "run" / "eval" / "attention" / "test_001.png").is_file()
+
+
+def test_mil_overwrite_keeps_the_old_run_until_the_new_one_has_an_epoch(bags, slides, tmp_path):
+    """--overwrite trains the replacement in RUN/.staging and swaps it in (journalled) after its first
+    epoch: killed before the swap, the old run is whole; killed inside it, the next start completes it."""
+    common = ["mil", "train", bags, "--labels", slides / "reference.csv", "--folds", "0", "--hidden", "8",
+              "--attention", "4"]
+    old_args, new_args = [*common, "--epochs", "2"], [*common, "--epochs", "3", "--seed", "1"]
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    _cli(*old_args, "--output-dir", run)
+    _cli("mil", "predict", run, bags, "--no-maps")  # RUN/predictions: describes the old model
+    old = {p: (run / p).read_bytes() for p in ("model.keras", "train_summary.json", "history.csv")}
+    _cli(*new_args, "--output-dir", ref)  # the new config, uninterrupted
+
+    # killed in the replacement's first epoch: the old run is untouched, the replacement is staged
+    p = _hcdtf(*new_args, "--output-dir", run, "--overwrite", env={"HCDTF_KILL_AT": "mil-step:1"})
+    assert p.returncode == -signal.SIGKILL, p.stdout
+    assert {q: (run / q).read_bytes() for q in old} == old and (run / "predictions" / "predictions.csv").is_file()
+    assert (run / ".staging" / "config.yaml").is_file()
+    r = CliRunner().invoke(main, [str(a) for a in new_args] + ["--output-dir", str(run)])
+    assert r.exit_code == 2 and "interrupted" in r.output and "--overwrite" in r.output, r.output
+    assert "already finished" in _cli(*old_args, "--output-dir", run)  # the old run is still the run
+
+    # killed inside the swap (old artifacts deleted, new ones not yet moved): the next start completes it
+    p = _hcdtf(*new_args, "--output-dir", run, "--overwrite", env={"HCDTF_KILL_AT": "inside-swap"})
+    assert p.returncode == -signal.SIGKILL, p.stdout
+    assert not (run / "train_summary.json").exists() and (run / ".staging" / ".swap.json").is_file()
+    out = _cli(*new_args, "--output-dir", run)  # no --overwrite needed: the swap was committed
+    assert "resuming after epoch 1" in out, out
+    assert not (run / ".staging").exists() and not (run / "predictions").exists()
+    for a, b in zip(_weights(ref), _weights(run)):
+        assert np.array_equal(a, b)
+    assert (run / "config.yaml").read_bytes() == (ref / "config.yaml").read_bytes()
+    assert json.loads((run / "train_summary.json").read_text())["epochs"] == 3
+    # a finished run is replaced the same way, without a kill
+    assert "replacing the old run" in _cli(*old_args, "--output-dir", run, "--overwrite")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "model.keras").write_bytes(old["model.keras"])
+    for a, b in zip(_weights(tmp_path / "old"), _weights(run)):  # the old config again, the same weights
+        assert np.array_equal(a, b)
+    assert not list(run.rglob(".*.tmp-*")) and not (run / ".staging").exists()

@@ -18,7 +18,9 @@ holds (the guarantees of ``hcdtf train``'s, from the same :mod:`hcdtf.rundir` pi
 A run killed at any instant restarts from its newest state and ends with the same weights, bit for
 bit, as an uninterrupted run (the data order, dropout's seed state and the optimizer's moments are
 all in the state). Rerunning a finished run reports it; a run of another config or other bags is
-refused unless ``--overwrite``.
+refused unless ``--overwrite``: then the new run trains in ``.staging/`` while the old run stays
+whole, and after its first epoch replaces it in a journalled swap (:class:`MilRunDir`), so a kill
+at any instant leaves the old run or the new one (the next start completes a swap a kill cut).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hcdtf.mil import bags as bags_lib
+from hcdtf.rundir import RunDir
 
 KIND = "mil"
 
@@ -201,16 +204,20 @@ def train(cfg: MilConfig, output_dir, overwrite: bool = False, log: Callable[[st
     except RunDirError as e:
         raise MilRunError(str(e)) from None
     try:
+        target = MilRunDir(run)
+        target.recover()  # completes a swap a kill interrupted, removes killed writers' temporaries
         remove_temporaries(run)
         config_text = yaml.safe_dump({"mil": cfg.to_dict(), "bags_sha256": bags_lib.fingerprint(bags),
                                       "slides": len(bags)}, sort_keys=False)
-        _check_run_dir(run, config_text, overwrite, log)
-        summary = _read_json(run / "train_summary.json")
-        if summary is not None:
-            log(f"{run}: already finished ({summary['epochs']} epochs); nothing to do")
-            return summary
-        write_text(run / "config.yaml", config_text)
-        write_text(run / "run.json", json.dumps({"kind": KIND, "hcdtf_version": __version__}, indent=2) + "\n")
+        work = _workspace(target, config_text, overwrite, log)
+        if isinstance(work, dict):
+            log(f"{run}: already finished ({work['epochs']} epochs); nothing to do")
+            return work
+        run = work.path  # the run directory itself, or its staging directory (--overwrite)
+        if not (run / "config.yaml").is_file():
+            run.mkdir(exist_ok=True)
+            write_text(run / "config.yaml", config_text)
+            write_text(run / "run.json", json.dumps({"kind": KIND, "hcdtf_version": __version__}, indent=2) + "\n")
         _write_folds(run / "folds.csv", labels, fold_of, cfg)
 
         cache = dict(bag_cache or {})
@@ -279,6 +286,10 @@ def train(cfg: MilConfig, output_dir, overwrite: bool = False, log: Callable[[st
                 _state_meta(history, best_epoch, best_loss)))
             kill_point("mil-epoch")
             write_text(run / "history.csv", _history_csv(history))
+            if run != target.path:  # --overwrite: the new run has an epoch; it replaces the old one
+                log(f"{target.path}: the new run has a finished epoch; replacing the old run")
+                target.swap_in(work)
+                run = target.path
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}"
                 + (f", val_loss {row['val_loss']:.4f}, val_auc {row['val_auc']:.3f}" if val_slides else "")
                 + f" ({row['seconds']:.1f} s)")
@@ -321,40 +332,68 @@ ARTIFACTS = ("run.json", "config.yaml", "backup", "history.csv", "folds.csv", "m
              "train_summary.json")
 
 
-def _check_run_dir(run: pathlib.Path, config_text: str, overwrite: bool, log) -> None:
-    """Refuses foreign files and runs of another config (unless ``overwrite``: then clears them)."""
-    import shutil
+class MilRunDir(RunDir):
+    """A MIL run directory: :class:`hcdtf.rundir.RunDir`'s lock-free parts (staging, the journalled
+    swap, recovery after a kill) with the MIL run's own artifacts to clear when a new run is
+    swapped in, including the evaluation and predictions ``mil evaluate|predict`` wrote by
+    default (they describe the old model)."""
 
-    entries = [p for p in run.iterdir() if p.name != ".lock"]
+    def clear(self) -> None:
+        import shutil
+
+        from hcdtf.rundir import remove_temporaries
+
+        for name in ("train_summary.json",) + ARTIFACTS + ("eval", "predictions"):  # the finished mark first
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        remove_temporaries(self.path)
+
+
+def _state(run: pathlib.Path, config_text: str) -> str:
+    """``fresh`` (nothing there), ``complete`` / ``resume`` (a finished / unfinished run of this
+    config), ``conflict`` (a MIL run of another config or other bags), ``foreign`` (anything else)."""
+    entries = [p for p in run.iterdir() if p.name not in (".lock", ".staging")] if run.is_dir() else []
     if not entries:
-        return
+        return "fresh"
+    try:
+        config = (run / "config.yaml").read_text()
+    except OSError:
+        config = None
     run_json = _read_json(run / "run.json")
-    try:
-        started = (run / "config.yaml").read_text().startswith("mil:")  # written before run.json
-    except OSError:
-        started = False
-    if not started and (run_json is None or run_json.get("kind") != KIND):
-        what = "another kind of run" if run_json is not None else "files that are not a MIL run"
+    if not (config or "").startswith("mil:") and (run_json is None or run_json.get("kind") != KIND):
+        return "foreign"  # config.yaml is written before run.json: either marks a MIL run
+    if config != config_text:
+        return "conflict"
+    return "complete" if (run / "train_summary.json").is_file() else "resume"
+
+
+def _workspace(target, config_text: str, overwrite: bool, log):
+    """Where to train: the run directory, or its staging directory when ``overwrite`` replaces a
+    run (the old run stays whole until the new one has an epoch, then :meth:`MilRunDir.swap_in`
+    swaps it in); a finished run of this config is returned as its summary."""
+    run, staging = target.path, target.staging()
+    state = _state(run, config_text)
+    if state == "foreign":
+        what = "another kind of run" if _read_json(run / "run.json") is not None else "files that are not a MIL run"
         raise MilRunError(f"--output-dir {run} holds {what}; choose an empty or new directory")
-    try:
-        same = (run / "config.yaml").read_text() == config_text
-    except OSError:
-        same = False
-    if same:
-        return
-    if not overwrite:
+    if state == "complete" and not overwrite:
+        return _read_json(run / "train_summary.json")
+    if state == "conflict" and not overwrite:
+        staged = " (an --overwrite of it was interrupted: rerun that command to continue it)" \
+            if (staging.path / "config.yaml").is_file() else ""
         raise MilRunError(f"--output-dir {run} holds a MIL run of another config or other bags (see its "
-                          "config.yaml); rerun with --overwrite to replace it, or choose another directory")
-    log(f"{run}: --overwrite: removing the previous run")
-    for name in ("train_summary.json",) + ARTIFACTS:  # the finished mark first
-        p = run / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    for p in run.iterdir():  # what `mil evaluate|predict` wrote by default
-        if p.is_dir() and p.name in ("eval", "predictions"):
-            shutil.rmtree(p)
+                          f"config.yaml){staged}; rerun with --overwrite to replace it, or choose another directory")
+    if state in ("complete", "conflict"):
+        if _state(staging.path, config_text) != "resume":
+            target.discard_staging()
+        log(f"{run}: --overwrite: training the replacement in {staging.path}; the old run stays until it has an "
+            "epoch")
+        return staging
+    target.discard_staging()
+    return target
 
 
 def _finish(run, session, cfg, labels, val_slides, features, history, best_epoch, dim, seconds, log) -> dict:
