@@ -51,7 +51,9 @@ def _run_extras(row: Mapping[str, Any]) -> dict[str, Any]:
     the frozen base's embedding pass (patches, seconds)."""
     path = Path(row["input"])
     run_dir = path if path.is_dir() else path.parent
-    s = runinfo.read_json(run_dir / "train_summary.json") or {}
+    from hcdtf.rundir import RunDir
+
+    s = runinfo.read_json(RunDir(run_dir).summary_path) or {}
     n_embedded = (s.get("n_train") or 0) + (s.get("n_validation") or 0)
     seconds = s.get("feature_cache_s")
     return {"best_val_auc": s.get("best_val_auc"),
@@ -187,6 +189,11 @@ def _cell(value, kind="") -> str:
     return fmt(value, kind)
 
 
+def _sig(value, scale=1.0) -> str:
+    """Three significant digits: a tiny test encoder's 0.00214 GFLOPs and a ViT-g's 600 alike."""
+    return "–" if value is None else f"{value * scale:.3g}"
+
+
 def render_markdown(pretraining: Mapping[str, Any] | None) -> list[str]:
     """The report's section on pretraining vs depth (nothing when no encoder was compared)."""
     if not pretraining or not pretraining.get("has_encoders"):
@@ -205,6 +212,5 @@ def render_markdown(pretraining: Mapping[str, Any] | None) -> list[str]:
         eva = f"{e['eva_pcam']:.3f}" if e["eva_pcam"] is not None else ("–" if e["encoder"] else "n/a")
         lines.append("| " + " | ".join([
             e["name"], str(e["transfer"]), str(e["n_repeats"]), auc, _cell(e["balanced_accuracy"], "auc"),
-            _cell(e["flops_per_image"], "flops"), _cell(e["images_per_s"], "rate"),
-            _cell(e["embed_per_s"], "rate"), eva]) + " |")
+            _sig(e["flops_per_image"], 1e-9), _sig(e["images_per_s"]), _sig(e["embed_per_s"]), eva]) + " |")
     return lines + [""]

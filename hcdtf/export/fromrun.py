@@ -38,9 +38,14 @@ def float32_model(run):
     try:
         # The stain layer (if any) is copied from the trained model: its target travels inside it.
         stain = trained.get_layer(STAIN) if STAIN in [la.name for la in trained.layers] else None
-        model = models.build_classifier(cfg.model.arch, weights=None, transfer=cfg.model.transfer,
-                                        trainable_from=cfg.model.trainable_from, dropout=cfg.model.dropout,
-                                        stain=stain)
+        if models.get_arch(cfg.model.arch).block == "transformer":  # the run's encoder shape, not the registry's
+            from hcdtf.models.encoders.classifier import rebuild_like
+
+            model = rebuild_like(trained, transfer=cfg.model.transfer, dropout=cfg.model.dropout)
+        else:
+            model = models.build_classifier(cfg.model.arch, weights=None, transfer=cfg.model.transfer,
+                                            trainable_from=cfg.model.trainable_from, dropout=cfg.model.dropout,
+                                            stain=stain)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.set_weights(trained.get_weights())

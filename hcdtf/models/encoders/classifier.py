@@ -69,6 +69,31 @@ def build_encoder_classifier(arch, weights="pretrained", transfer="fine_tune", t
     base = build_backbone(config, name="base", dtype=None)
     if w is not None:
         assign_weights(base, config, w)
+    slug = files.slug(config["name"])
+    return _assemble(base, config, transfer, dropout, input_shape, name or f"{slug}_{transfer}")
+
+
+def rebuild_like(trained, transfer=None, dropout=None):
+    """A new encoder classifier of `trained`'s shape, preprocessing and embedding rule under the
+    current global dtype policy, with random weights (`set_weights(trained.get_weights())`
+    next): what `hcdtf export` needs to get a float32 graph of a mixed-precision run. The shape
+    comes from the trained model itself (keras-hub's backbone config), not from the registry's
+    published shape, so a tiny or custom-size encoder run rebuilds as it was trained."""
+    from keras_hub.models import DINOV2Backbone
+
+    base_config = {**trained.get_layer("base").get_config(), "dtype": None}
+    base = DINOV2Backbone.from_config(base_config)
+    pre, pool = trained.get_layer("preprocess"), trained.get_layer("head_pool")
+    config = {"image_size": pre.size, "mean": pre.mean, "std": pre.std, "embedding": pool.rule,
+              "registers": pool.registers}
+    if transfer is None:
+        transfer = "fine_tune" if trained.get_layer("base").trainable else "freeze_base"
+    if dropout is None:
+        dropout = float(trained.get_layer("head_dropout").rate)
+    return _assemble(base, config, transfer, dropout, tuple(trained.input.shape[1:]), trained.name)
+
+
+def _assemble(base, config, transfer, dropout, input_shape, name):
     base.trainable = transfer == "fine_tune"
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
     x = EncoderPreprocessing(config["image_size"], config["mean"], config["std"], name="preprocess")(inputs)
@@ -77,5 +102,4 @@ def build_encoder_classifier(arch, weights="pretrained", transfer="fine_tune", t
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(1, dtype="float32", name="head_logit")(x)
     outputs = keras.layers.Activation("sigmoid", dtype="float32", name="probability")(x)
-    slug = files.slug(config["name"])
-    return keras.Model(inputs, outputs, name=name or f"{slug}_{transfer}")
+    return keras.Model(inputs, outputs, name=name)

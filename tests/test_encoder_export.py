@@ -1,0 +1,78 @@
+"""Encoder classifiers everywhere a ResNet goes: a run of a tiny encoder (its own shape, not the
+registry's published ViT-L) exports to every format, and each runtime agrees with Keras within
+the ResNets' tolerances (tests/test_export.py); `hcdtf predict` scores with the run and the export
+alike."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import testing_config
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "encoders"
+
+
+@pytest.fixture(scope="module")
+def encoder_run(data_dir, tmp_path_factory):
+    from hcdtf.models.encoders import files
+    from hcdtf.training import train
+
+    base = tmp_path_factory.mktemp("encoder_run")
+    (base / "enc").mkdir()
+    files.import_checkpoint(FIXTURES / "timm_virchow2", "Virchow2", out=base / "enc")  # SwiGLU, registers, cls+mean
+    cfg = testing_config(data_dir, base / "run", "model.arch=Virchow2", "model.weights=pretrained",
+                         f"model.encoder_dir={base / 'enc'}", "model.transfer=fine_tune")
+    train.train(cfg, log=lambda *_: None)
+    return base / "run"
+
+
+def _patches(n=6):
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+
+
+def test_every_format_agrees_with_keras(encoder_run, tmp_path):
+    from hcdtf import export
+    from hcdtf.inference import loading
+    from test_export import _runtime_probabilities
+
+    out = export.export_run(encoder_run, tmp_path / "models" / "hcd",
+                            formats=("saved_model", "onnx", "openvino", "litert"), log=lambda *_: None)
+    x = _patches()
+    expected = loading.load_model(encoder_run).predict(x, verbose=0)
+    assert np.ptp(expected) > 1e-5  # the patches do not all score the same
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(x))
+    np.testing.assert_allclose(served["probability"].numpy(), expected, atol=1e-5, rtol=0)
+    for kind in ("onnx", "openvino", "litert"):
+        got = _runtime_probabilities(kind, out.parent / f"{out.name}-{kind}", x)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0, err_msg=kind)
+    meta = json.loads((out.parent / f"{out.name}-onnx" / "hcdtf_metadata.json").read_text())
+    assert meta["arch"] == "Virchow2" and meta["input_mpp"] == 0.972  # trained on PCam-scale patches
+
+
+def test_predict_with_run_and_export(encoder_run, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from hcdtf.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    x = _patches(4)
+    for i, patch in enumerate(x):
+        Image.fromarray(patch).save(images / f"p{i}.png")
+    result = CliRunner().invoke(main, ["predict", str(encoder_run), "--images", str(images),
+                                       "--out", str(tmp_path / "run.csv")])
+    assert result.exit_code == 0, result.output
+    from hcdtf.inference import loading
+
+    expected = loading.load_model(encoder_run).predict(x, verbose=0)[:, 0]
+    text = (tmp_path / "run.csv").read_text().splitlines()
+    got = {line.split(",")[0]: float(line.split(",")[1]) for line in text[1:]}
+    np.testing.assert_allclose([got[f"p{i}"] for i in range(4)], expected, atol=1e-5)
