@@ -22,7 +22,7 @@ quickstart: setup
 	$(BIN)/hcdtf quickstart
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --durations=20  # two pytest-xdist workers (each makes the session fixtures it needs); the 20 slowest tests listed
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=20  # two pytest-xdist workers, sharing the session fixtures (tests/conftest.py: one build, longest work first); the 20 slowest tests listed
 
 # The docs site (MkDocs + Material, docs/ and mkdocs.yml) into site/; --strict: warnings are errors.
 # The CLI and API reference are generated from the code (docs/hooks/reference.py).

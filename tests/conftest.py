@@ -1,38 +1,104 @@
 """Shared fixtures: one tiny synthetic sample, built once per test session through the real TFDS
-builder, and one tiny trained run directory, so the slow parts are paid for once."""
+builder, and one tiny trained run directory, so the slow parts are paid for once.
+
+Under pytest-xdist (``make test`` runs two workers) each worker is its own process with its own
+session, so a session fixture used on both workers used to be built twice. The costly ones
+(`_shared`) are now built once for the whole run, in a folder both workers see, under a file lock;
+tests read them in place and must not change them (checked at the end of each worker's session).
+A test that changes a run directory works on a copy of it (``shutil.copytree``)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import traceback
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests are CPU tests, even on a GPU machine
+# `train.precision: auto` keeps float32 without timing a probe (what HCDTF_PRECISION_PROBE=0 is
+# for): runs that do not pin a precision compute the same on every CPU kind and under any load
+# (the probe picks bfloat16 or not from timings), in every process the tests start, and do not
+# pay for the probe's two model builds each. tests/test_precision.py turns the probe on to test it.
+os.environ.setdefault("HCDTF_PRECISION_PROBE", "0")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+# --------------------------------------------------------------------------- one build for all workers
+def _tree(path: pathlib.Path) -> dict:
+    """Every file under ``path`` with its size and modification time (what `_shared` checks)."""
+    return {str(p.relative_to(path)): (st.st_size, st.st_mtime_ns)
+            for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink() for st in [p.stat()]}
+
+
+def _shared(request, tmp_path_factory, name: str, build, check: bool = True) -> pathlib.Path:
+    """``build(path)`` once per test run, whichever xdist worker asks first; returns ``path``.
+
+    The standard pytest-xdist recipe: the folder sits in the run's base temporary directory,
+    which all workers share (``getbasetemp().parent``); a file lock makes the second worker wait
+    for the first one's build, and a marker written last says the build finished, so a build that
+    a killed worker left half done is removed and redone, never reused. A build that raised is
+    not retried by the other worker: it fails with the first worker's error. Without xdist this is
+    a plain ``mktemp`` folder. With ``check``, each worker's session ends with an error if a test
+    changed, added or removed a file in the folder (the other worker may be reading it)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        path = tmp_path_factory.mktemp(name)
+        build(path)
+    else:
+        from filelock import FileLock
+
+        root = tmp_path_factory.getbasetemp().parent / "shared"
+        root.mkdir(exist_ok=True)
+        path, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+        with FileLock(str(root / f"{name}.lock")):
+            if failed.is_file():
+                raise RuntimeError(f"the shared fixture {name!r} failed to build on another worker:\n"
+                                   + failed.read_text())
+            if not done.is_file():
+                if path.exists():
+                    shutil.rmtree(path)  # a build interrupted by a killed worker
+                path.mkdir()
+                try:
+                    build(path)
+                except BaseException:
+                    failed.write_text(f"[{worker}] " + traceback.format_exc())
+                    raise
+                done.write_text(worker)
+    if check:
+        before = _tree(path)
+
+        def unchanged():
+            after = _tree(path)
+            changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+            assert not changed, (f"tests changed the shared fixture {name!r} ({path}), which other tests "
+                                 f"read (on both xdist workers); copy it first. Changed: {changed[:10]}")
+
+        request.addfinalizer(unchanged)
+    return path
+
+
+# --------------------------------------------------------------------------- the shared fixtures
 @pytest.fixture(scope="session")
-def sample_dir(tmp_path_factory) -> pathlib.Path:
+def sample_dir(request, tmp_path_factory) -> pathlib.Path:
     """A 96-patch synthetic sample in the Kaggle layout (train/, train_labels.csv, test/)."""
     from hcdtf import synthetic
 
-    out = tmp_path_factory.mktemp("sample") / "kaggle"
-    synthetic.write_sample(out, n=96, n_test=8, seed=0)
-    return out
+    return _shared(request, tmp_path_factory, "sample",
+                   lambda p: synthetic.write_sample(p / "kaggle", n=96, n_test=8, seed=0)) / "kaggle"
 
 
 @pytest.fixture(scope="session")
-def data_dir(sample_dir, tmp_path_factory) -> pathlib.Path:
+def data_dir(request, sample_dir, tmp_path_factory) -> pathlib.Path:
     """The sample built with the `hcd/kaggle` TFDS builder (80/10/10 split)."""
     from hcdtf.data import pipeline as data
 
-    out = tmp_path_factory.mktemp("tfds")
-    data.build_dataset(str(sample_dir), str(out), "kaggle")
-    return out
+    return _shared(request, tmp_path_factory, "tfds",
+                   lambda p: data.build_dataset(str(sample_dir), str(p), "kaggle"))
 
 
 def testing_config(data_dir, output_dir, *overrides):
@@ -80,36 +146,92 @@ QUICKSTART = dict(
 
 
 @pytest.fixture(scope="session")
-def quickstart_dir(tmp_path_factory) -> pathlib.Path:
-    """`hcdtf quickstart` run once for the session (its ResNet also serves the slide tests)."""
+def quickstart_dir(request, tmp_path_factory) -> pathlib.Path:
+    """`hcdtf quickstart` run once for the session (its ResNet also serves the slide tests). Not
+    checked for changes: test_quickstart reruns the quick start in it (which must find everything
+    done); its readers are one xdist group (`XDIST_GROUPS`), so they never run beside that rerun."""
     from hcdtf import quickstart
 
-    out = tmp_path_factory.mktemp("quickstart") / "qs"
-    quickstart.run(str(out), log=lambda *_: None, **QUICKSTART)
-    return out
+    return _shared(request, tmp_path_factory, "quickstart",
+                   lambda p: quickstart.run(str(p / "qs"), log=lambda *_: None, **QUICKSTART), check=False) / "qs"
 
 
 @pytest.fixture(scope="session")
-def trained_run(data_dir, tmp_path_factory) -> pathlib.Path:
-    """A finished one-epoch ResNet18 run (random init) on the shared data set."""
+def trained_run(request, data_dir, tmp_path_factory) -> pathlib.Path:
+    """A finished one-epoch ResNet18 run (random init) on the shared data set. Read-only: a test
+    that evaluates, resumes or overwrites a run does it on a copy (``shutil.copytree``)."""
     from hcdtf.training import train
 
-    out = tmp_path_factory.mktemp("runs") / "resnet18"
-    train.train(testing_config(data_dir, out), log=lambda *_: None)
-    return out
+    return _shared(request, tmp_path_factory, "runs",
+                   lambda p: train.train(testing_config(data_dir, p / "resnet18"), log=lambda *_: None)) / "resnet18"
 
 
 @pytest.fixture(scope="session")
-def export_bundle(trained_run, tmp_path_factory) -> pathlib.Path:
+def export_bundle(request, trained_run, tmp_path_factory) -> pathlib.Path:
     """``trained_run`` exported once in every format and int8 (the suite's one heavy conversion):
     the export base directory, with version 1. The sample's test split has 10 patches, where one
     swapped pair moves the AUC by 0.04, so the int8 guard's margin is wide here (its refusal is
-    tested on its own in test_export.py)."""
+    tested on its own in test_export.py). Read-only: test_export.py adds its version 2 in a copy."""
     from hcdtf import export, precision
 
-    export_dir = tmp_path_factory.mktemp("export") / "models" / "hcd"
-    # bf16 where this CPU computes it (elsewhere the export refuses it: tested in test_export.py)
-    quantize = ("int8", "bf16") if precision.cpu_features()["native_bf16"] else ("int8",)
-    export.export_run(trained_run, export_dir, formats=export.FORMATS, quantize=quantize, margin=0.5,
-                      log=lambda *_: None)
-    return export_dir
+    def build(root):
+        # bf16 where this CPU computes it (elsewhere the export refuses it: tested in test_export.py)
+        quantize = ("int8", "bf16") if precision.cpu_features()["native_bf16"] else ("int8",)
+        export.export_run(trained_run, root / "models" / "hcd", formats=export.FORMATS, quantize=quantize,
+                          margin=0.5, log=lambda *_: None)
+
+    return _shared(request, tmp_path_factory, "export", build) / "models" / "hcd"
+
+
+# --------------------------------------------------------------------------- scheduling on xdist workers
+# `make test` runs `pytest -n 2 --dist loadgroup`: an xdist group is one unit of work that a single
+# worker runs from start to end. The tests of a module that use one of its module-scoped fixtures
+# are one group, so that fixture is built once, on one worker; the quick start's readers are one
+# group (they share the suite's costliest fixture, and test_quickstart reruns the quick start in
+# it). Every other test is a unit of its own, handed to whichever worker is free.
+XDIST_GROUPS = {"test_quickstart.py": "quickstart", "test_slide_model.py": "quickstart"}
+# Modules whose module-scoped fixtures are cheap next to their tests: their tests are spread anyway.
+UNGROUPED = {"test_slide_predict.py"}  # two small slides (2 s) for seven slide predictions
+# Units that start first, longest first, so that no long one starts last while the other worker
+# idles (the rest follow in collection order). A unit is a group name (a module's file name, or
+# one of XDIST_GROUPS) or a test's "module::function". Seconds of CPU on a loaded 2-core run
+# (`--durations` gives wall time); a stale entry changes nothing but the order.
+LONGEST_FIRST = (
+    "test_resume.py",  # its kill chain (module fixture: the uninterrupted run)
+    "quickstart",
+    "test_experiment.py::test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupted_one",
+    "test_gpu_check.py::test_gpu_check_tiny_runs_and_reports_everything",
+    "test_export.py",
+    "test_slide_viewer.py",
+    "test_slide_predict.py::test_kill_and_resume_gives_the_uninterrupted_outputs",
+    "test_slide_predict.py::test_tta_and_a_slide_read_with_resizing",
+)
+
+
+def _unit(item) -> str:
+    """The item's xdist unit: see XDIST_GROUPS."""
+    module = item.path.name
+    if module in XDIST_GROUPS:
+        return XDIST_GROUPS[module]
+    info = getattr(item, "_fixtureinfo", None)
+    for name in () if module in UNGROUPED else getattr(info, "names_closure", ()):
+        defs = info.name2fixturedefs.get(name) or ()
+        if any(d.scope in ("module", "class") for d in defs):
+            return module
+    return f"{module}::{getattr(item, 'originalname', item.name)}"
+
+
+def pytest_configure(config):
+    # xdist registers it too; without xdist (`-p no:xdist`) the mark must still be known
+    config.addinivalue_line("markers", "xdist_group(name): tests that one xdist worker runs together")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        unit = _unit(item)
+        if "::" not in unit:
+            item.add_marker(pytest.mark.xdist_group(unit))
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    # a stable sort: within a unit, and for units not ranked, the collection order is kept
+    items.sort(key=lambda item: rank.get(_unit(item), len(rank)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -43,11 +44,13 @@ def test_learns_above_chance_and_writes_run_artifacts(larger_data_dir, trained_r
     assert m["auc"] > 0.6, m["auc"]
     assert summary["arch"] == "LogisticRegression" and summary["params_total"] == 96 * 96 * 3 + 1
     assert summary["kind"] == "baseline" and m["kind"] == "baseline"
-    # The same layout as a CNN run, so `evaluate` and `compare` treat both alike.
-    evaluate.evaluate_run(trained_run, log=lambda *_: None)
+    # The same layout as a CNN run, so `evaluate` and `compare` treat both alike (evaluated in a
+    # copy: conftest's run is read by other tests, on the other xdist worker too).
+    cnn_run = shutil.copytree(trained_run, tmp_path / "cnn")
+    evaluate.evaluate_run(cnn_run, log=lambda *_: None)
     for name in ("config.yaml", "train_summary.json", "metrics.json", "predictions.csv", "val_predictions.csv", "roc.png"):
-        assert (out / name).is_file() and (trained_run / name).is_file(), name
-    cnn = json.loads((trained_run / "metrics.json").read_text())
+        assert (out / name).is_file() and (cnn_run / name).is_file(), name
+    cnn = json.loads((cnn_run / "metrics.json").read_text())
     assert set(m) == set(cnn)
 
 

@@ -153,7 +153,8 @@ def _make_mixed_run(run: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def exported(trained_run, export_bundle, tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
-    export_dir = export_bundle
+    # a copy: version 2 is added below, and conftest's bundle is read as it is by other tests
+    export_dir = shutil.copytree(export_bundle, base / "models" / "hcd")
     patches_dir = base / "patches"
     patches_dir.mkdir()
     x = _patches(N_PATCHES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -49,13 +50,16 @@ def test_same_seed_same_validation_predictions(data_dir, trained_run, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_finished_run_is_skipped_and_another_config_refused(data_dir, trained_run):
+def test_finished_run_is_skipped_and_another_config_refused(data_dir, trained_run, tmp_path):
+    # a copy: training takes the run's lock, and conftest's run is read by tests on the other worker
+    run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    model = (run / "model.keras").read_bytes()
     logs = []
-    summary = train.train(testing_config(data_dir, trained_run), log=logs.append)
+    summary = train.train(testing_config(data_dir, run), log=logs.append)
     assert "already complete" in logs[0] and summary["epochs_completed"] == 1
     with pytest.raises(train.RunDirError, match="another config.*--overwrite"):
-        train.train(testing_config(data_dir, trained_run, "train.learning_rate=0.5"), log=lambda *_: None)
-    assert (trained_run / "model.keras").is_file()  # untouched
+        train.train(testing_config(data_dir, run, "train.learning_rate=0.5"), log=lambda *_: None)
+    assert (run / "model.keras").read_bytes() == model  # untouched
 
 
 def test_non_run_directory_is_refused(data_dir, tmp_path):
