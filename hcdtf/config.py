@@ -26,6 +26,7 @@ import yaml
 
 # Each vocabulary is defined once, by the module that owns the concept (all TF-free); the CLI
 # builds its choices from these names.
+from hcdtf import compat
 from hcdtf.models.logistic import FEATURES as BASELINE_FEATURES
 from hcdtf.models.logistic import SOLVERS as BASELINE_SOLVERS
 from hcdtf.models.registry import ARCHS, ENCODERS, STAGES, TRANSFERS
@@ -38,7 +39,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")
 JIT_COMPILE = ("auto", "True", "False")
 # Fields renamed since hcdtf 0.1: old YAML files and the config.yaml of old runs keep loading.
-RENAMED = {"model.strategy": "model.transfer", "train.strategy": "train.distribution"}
+RENAMED = compat.CONFIG_KEYS  # the vocabulary of old names lives in hcdtf.compat
 _LOG = logging.getLogger(__name__)
 
 

@@ -55,6 +55,7 @@ from typing import Callable, Optional
 
 import yaml
 
+from hcdtf import compat
 from hcdtf import config as config_lib
 from hcdtf.config import ARCHS, TRANSFERS, Config, ConfigError
 
@@ -64,12 +65,12 @@ BASELINE_NAME = "logistic_regression"
 GRID_KEYS = {
     "model.arch": ("archs: in the experiment file", "--arch"),
     "model.transfer": ("transfers: in the experiment file", "--transfer"),
-    "model.strategy": ("transfers: in the experiment file", "--transfer"),
     "seed": ("seeds: in the experiment file", "--seeds"),
     "data.fold": ("folds: in the experiment file", "--folds"),
     "output_dir": ("output_dir: in the experiment file", "--output-dir"),
 }
-RENAMED = {"strategies": "transfers", "per_strategy": "per_transfer"}
+GRID_KEYS.update({old: GRID_KEYS[new] for old, new in compat.CONFIG_KEYS.items() if new in GRID_KEYS})  # 0.1 names
+RENAMED = compat.EXPERIMENT_KEYS
 
 
 class ExperimentError(ConfigError):
@@ -395,9 +396,10 @@ def _status(pr: PlannedRun, overwrite: bool) -> str:
 
 
 def _run_one(pr: PlannedRun, state: str, tag: str, log) -> dict:
-    from hcdtf.training import baseline, train
+    from hcdtf.data import identity as dataid
     from hcdtf.evaluation import evaluate
     from hcdtf.rundir import RunDir, kill_point
+    from hcdtf.training import baseline, train
 
     t0 = time.time()
     state = state.split(", ")[0]  # "complete, data unknown": the run is older than data identities
@@ -407,12 +409,12 @@ def _run_one(pr: PlannedRun, state: str, tag: str, log) -> dict:
         log(f"{tag}: {what} {pr.label} -> {pr.run_dir}")
         (baseline.run if pr.kind == "baseline" else train.train)(pr.cfg, overwrite=state.endswith("changed"), log=log)
     run_dir, split = RunDir(pr.run_dir), pr.cfg.data.test_split
-    if run_dir.evaluation_current(split, split, pr.cfg.data):
+    if run_dir.evaluation_current(split, split, lambda data: dataid.evaluation_current(data, pr.cfg.data, split)):
         evaluated = "evaluation up to date"
     else:
         evaluate.evaluate_run(pr.run_dir, split=split, log=log)
         evaluated = "evaluated"
-    m = json.loads((run_dir.path / "metrics.json").read_text())
+    m = json.loads(run_dir.metrics_path(split, split).read_text())
     seconds = round(time.time() - t0, 1)
     status = "skipped" if state == "complete" else "done"
     head = "already complete, skipped" if status == "skipped" else f"done in {seconds:.0f} s"

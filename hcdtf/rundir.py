@@ -1,6 +1,7 @@
 """Run directories: what a run directory holds, its kind, its lock, resume state, staging and status.
 
-Every stage asks this module about a run instead of probing files itself::
+Every stage asks this module about a run instead of probing files itself, and only this module
+spells the names of a run directory's files (the constants below: ``SUMMARY``, ``METRICS``...)::
 
     run.json               what kind of run this is (cnn or baseline), written when it starts
     config.yaml            the resolved config, written when training actually starts
@@ -21,6 +22,9 @@ Writes are atomic (``hcdtf.atomic``: a temporary name in the same directory, the
 The resume state is one file per epoch holding every variable of the model and optimizer plus the
 run's bookkeeping (history, elapsed time); it is the commit point of an epoch: the history, the
 best checkpoint and TensorBoard are derived from it, so they can always be rebuilt after a kill.
+
+Loading the run's model and scoring with it are one level up, in :mod:`hcdtf.inference.loading`:
+this module imports no Keras, no model code, no data pipeline and no scoring.
 """
 
 from __future__ import annotations
@@ -41,19 +45,36 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hcdtf import __version__
+from hcdtf import __version__, compat
 from hcdtf.atomic import TMP_MARK, atomic_output, write_text
 from hcdtf.config import Config, ConfigError, from_dict, load_yaml
 
 KINDS = ("cnn", "baseline")
 
+# --------------------------------------------------------------------------- file names
+# The names of a run directory's entries: every module that reads or writes one uses these.
+RUN_JSON = "run.json"
+CONFIG = "config.yaml"
+HISTORY = "history.csv"
+BACKUP = "backup"
+CHECKPOINTS = "checkpoints"
+BEST_WEIGHTS = "best.weights.h5"  # in CHECKPOINTS
+MODEL_FILES = {"cnn": "model.keras", "baseline": "model.npz"}
+VAL_PREDICTIONS = "val_predictions.csv"
+SUMMARY = "train_summary.json"
+LOGS = "logs"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+EVAL_PREFIX = "eval_"  # eval_<split>/: the evaluation of a split other than the test split
+FIGURES = {"roc": "roc.png", "pr": "pr.png", "reliability": "reliability.png",
+           "confusion_matrix": "confusion_matrix.png"}
+
 # Entries of a run directory that hcdtf writes (everything clear() may remove).
 _ARTIFACTS = (
-    "run.json", "config.yaml", "history.csv", "backup", "checkpoints", "model.keras", "model.npz",
-    "val_predictions.csv", "train_summary.json", "logs", "metrics.json", "predictions.csv",
-    "roc.png", "pr.png", "reliability.png", "confusion_matrix.png",
+    RUN_JSON, CONFIG, HISTORY, BACKUP, CHECKPOINTS, *MODEL_FILES.values(), VAL_PREDICTIONS, SUMMARY, LOGS,
+    METRICS, PREDICTIONS, *FIGURES.values(),
 )
-_ARTIFACT_GLOBS = ("eval_*", "metrics_*.json", "reliability_*.png")
+_ARTIFACT_GLOBS = (f"{EVAL_PREFIX}*", "metrics_*.json", "reliability_*.png")
 _LOCK = ".lock"
 _STAGING = ".staging"
 _SWAP_JOURNAL = ".swap.json"
@@ -187,17 +208,6 @@ class RunLock:
 
 
 # --------------------------------------------------------------------------- the run directory
-def _legacy_summary(summary: dict) -> dict:
-    """Summaries of hcdtf 0.1 call the transfer strategy 'strategy' (the baseline's is
-    'baseline') and record no 'kind'; give every summary today's keys."""
-    s = dict(summary)
-    if "transfer" not in s and s.get("strategy") in ("fine_tune", "freeze_base"):
-        s["transfer"] = s["strategy"]
-    if "kind" not in s:
-        s["kind"] = "baseline" if s.get("strategy") == "baseline" or s.get("model") == "model.npz" else "cnn"
-    return s
-
-
 class RunDir:
     """One run directory: its files, kind, config, summary, lock, staging and resume state."""
 
@@ -210,53 +220,64 @@ class RunDir:
     # -- files
     @property
     def config_path(self) -> pathlib.Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG
+
+    @property
+    def run_json_path(self) -> pathlib.Path:
+        return self.path / RUN_JSON
 
     @property
     def summary_path(self) -> pathlib.Path:
-        return self.path / "train_summary.json"
+        return self.path / SUMMARY
 
     @property
     def history_path(self) -> pathlib.Path:
-        return self.path / "history.csv"
+        return self.path / HISTORY
 
     @property
     def backup_dir(self) -> pathlib.Path:
-        return self.path / "backup"
+        return self.path / BACKUP
 
     @property
     def best_weights_path(self) -> pathlib.Path:
-        return self.path / "checkpoints" / "best.weights.h5"
+        return self.path / CHECKPOINTS / BEST_WEIGHTS
 
     @property
     def val_predictions_path(self) -> pathlib.Path:
-        return self.path / "val_predictions.csv"
+        return self.path / VAL_PREDICTIONS
 
     def model_path(self, kind: str | None = None) -> pathlib.Path:
         kind = kind or self.kind()
-        return self.path / ("model.npz" if kind == "baseline" else "model.keras")
+        return self.path / MODEL_FILES["baseline" if kind == "baseline" else "cnn"]
 
     def eval_dir(self, split: str, test_split: str = "test") -> pathlib.Path:
         """Where the evaluation of ``split`` goes: the run itself for the test split."""
-        return self.path if split == test_split else self.path / f"eval_{split}"
+        return self.path if split == test_split else self.path / f"{EVAL_PREFIX}{split}"
+
+    def metrics_path(self, split: str = "test", test_split: str = "test") -> pathlib.Path:
+        """The evaluation of ``split``'s metrics.json (written last: its presence means complete)."""
+        return self.eval_dir(split, test_split) / METRICS
+
+    def predictions_path(self, split: str = "test", test_split: str = "test") -> pathlib.Path:
+        return self.eval_dir(split, test_split) / PREDICTIONS
 
     # -- what it is
     def is_run(self) -> bool:
-        return self.config_path.is_file() or (self.path / "run.json").is_file()
+        return self.config_path.is_file() or self.run_json_path.is_file()
 
     def kind(self) -> str | None:
         """``cnn`` or ``baseline`` as recorded when the run started; for runs of older hcdtf
         versions, derived from the model file (the one place that still guesses)."""
         try:
-            return json.loads((self.path / "run.json").read_text())["kind"]
+            return json.loads(self.run_json_path.read_text())["kind"]
         except (OSError, ValueError, KeyError):
             pass
-        if (self.path / "model.npz").is_file():
+        if (self.path / MODEL_FILES["baseline"]).is_file():
             return "baseline"
         summary = self._read_summary()
         if summary is not None:
-            return _legacy_summary(summary)["kind"]
-        if self.config_path.is_file() or (self.path / "model.keras").is_file():
+            return compat.current_summary(summary, MODEL_FILES["baseline"])["kind"]
+        if self.config_path.is_file() or (self.path / MODEL_FILES["cnn"]).is_file():
             return "cnn"
         return None
 
@@ -264,7 +285,7 @@ class RunDir:
         """The data the run was trained on, as recorded when it started (``hcdtf.data.identity``); None
         for runs of older hcdtf versions."""
         try:
-            record = json.loads((self.path / "run.json").read_text()).get("data")
+            record = json.loads(self.run_json_path.read_text()).get("data")
         except (OSError, ValueError, AttributeError):
             return None
         return record if isinstance(record, dict) else None
@@ -273,7 +294,7 @@ class RunDir:
         """The run's resolved config (older field names are accepted, with a notice)."""
         if not self.config_path.is_file():
             raise RunNotFoundError(
-                f"{str(self.path)!r} is not an hcdtf run directory (no config.yaml); pass the "
+                f"{str(self.path)!r} is not an hcdtf run directory (no {CONFIG}); pass the "
                 "--output-dir of `hcdtf train` or `hcdtf baseline`"
             )
         return from_dict(load_yaml(self.config_path), str(self.config_path))
@@ -296,7 +317,7 @@ class RunDir:
     def summary(self) -> dict | None:
         """train_summary.json with today's keys (``kind``, ``transfer``), or None if unfinished."""
         s = self._read_summary()
-        return None if s is None else _legacy_summary(s)
+        return None if s is None else compat.current_summary(s, MODEL_FILES["baseline"])
 
     def finished(self) -> bool:
         return self._read_summary() is not None
@@ -350,26 +371,24 @@ class RunDir:
             if created and not any(p.name != _LOCK for p in self.path.iterdir()):
                 shutil.rmtree(self.path, ignore_errors=True)
 
-    def start(self, cfg: Config, kind: str, **choices) -> None:
-        """Records the run's kind and config, the data it trains on, and ``choices`` resolved at
-        its start that a resumed session must reuse rather than redo (the precision ``auto``
-        picked and the probe's figures): called when training actually starts."""
+    def start(self, cfg: Config, kind: str, data: dict | None = None, **choices) -> None:
+        """Records the run's kind and config, the data it trains on (``data``: the record of
+        ``hcdtf.data.identity.training_record``, read by the caller before any write), and
+        ``choices`` resolved at its start that a resumed session must reuse rather than redo (the
+        precision ``auto`` picked and the probe's figures): called when training actually starts."""
         if kind not in KINDS:
             raise ValueError(f"unknown run kind {kind!r}; valid: {', '.join(KINDS)}")
-        from hcdtf.data import identity as dataid
-
-        identity = dataid.training_record(cfg)  # the build and splits it trains on (read before any write)
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.path / "run.json", json.dumps(
+        write_text(self.run_json_path, json.dumps(
             {"kind": kind, "hcdtf_version": __version__,
-             "created": datetime.datetime.now().isoformat(timespec="seconds"), "data": identity, **choices},
+             "created": datetime.datetime.now().isoformat(timespec="seconds"), "data": data, **choices},
             indent=2) + "\n")
         write_text(self.config_path, cfg.dump_text())
 
     def recorded(self, key: str, default=None):
         """A choice recorded by :meth:`start` (``default`` for runs of older versions, or none)."""
         try:
-            return json.loads((self.path / "run.json").read_text()).get(key, default)
+            return json.loads(self.run_json_path.read_text()).get(key, default)
         except (OSError, ValueError, AttributeError):
             return default
 
@@ -411,42 +430,13 @@ class RunDir:
             self._finish_swap(staged)
         for p in self.path.glob(f".*{TMP_MARK}*"):
             _remove(p)
-        for sub in ("backup", "checkpoints", "logs"):
+        for sub in (BACKUP, CHECKPOINTS, LOGS):
             remove_temporaries(self.path / sub)
 
     def discard_staging(self) -> None:
         _remove(self.staging().path)
 
-    # -- models and scoring
-    def load_keras_model(self):
-        import keras
-
-        import hcdtf.models.layers  # noqa: F401  registers our layers for loading
-
-        path = self.model_path("cnn")
-        if not path.is_file():
-            raise RunNotFoundError(f"{path} not found: the run in {str(self.path)!r} has not finished training")
-        from hcdtf.models.encoders import register_layers_for
-
-        register_layers_for(path)  # an encoder classifier's layers (imports keras-hub only then)
-        return keras.saving.load_model(str(path), compile=False)
-
-    def load_baseline(self) -> dict:
-        from hcdtf.models import logistic
-
-        path = self.model_path("baseline")
-        if not path.is_file():
-            raise RunNotFoundError(f"{path} not found: the baseline in {str(self.path)!r} has not finished")
-        return logistic.load(path, features=self.config().baseline.features)
-
-    def scorer(self):
-        """A :class:`hcdtf.inference.scoring.Scorer` for this run's final model, whatever its kind."""
-        from hcdtf.inference import scoring
-
-        if self.kind() == "baseline":
-            return scoring.baseline_scorer(self.load_baseline(), f"baseline run {self.path}")
-        return scoring.keras_scorer(self.load_keras_model(), f"run {self.path}")
-
+    # -- the model file and the evaluations made from it (loading it: hcdtf.inference.loading)
     def model_stamp(self) -> dict | None:
         """Identifies the final model file (size and modification time): an evaluation records
         it, so a retrained model makes the old evaluation stale."""
@@ -456,27 +446,26 @@ class RunDir:
         st = path.stat()
         return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
-    def evaluation_current(self, split: str, test_split: str = "test", data_cfg=None) -> bool:
+    def evaluation_current(self, split: str, test_split: str = "test",
+                           data_current: Callable[[dict | None], Any] | None = None) -> bool:
         """metrics.json and predictions.csv exist for ``split`` and were computed from the
-        current model file (and, given ``data_cfg``, on the build it names now: an evaluation
-        that recorded no data, by an older hcdtf, is not current)."""
-        out = self.eval_dir(split, test_split)
+        current model file (and, given ``data_current``, on the data it accepts: it receives the
+        evaluation's recorded ``data``, None from an older hcdtf, and says whether that is the
+        build read now, e.g. ``hcdtf.data.identity.evaluation_current``)."""
+        metrics_path = self.metrics_path(split, test_split)
         try:
-            recorded = json.loads((out / "metrics.json").read_text())
+            recorded = json.loads(metrics_path.read_text())
         except (OSError, ValueError):
             return False
         stamp = self.model_stamp()
-        if stamp is None or not (out / "predictions.csv").is_file() or recorded.get("split") != split:
+        if stamp is None or not self.predictions_path(split, test_split).is_file() or recorded.get("split") != split:
             return False
-        if data_cfg is not None:
-            from hcdtf.data import identity as dataid
-
-            if not dataid.evaluation_current(recorded.get("data"), data_cfg, split):
-                return False
+        if data_current is not None and not data_current(recorded.get("data")):
+            return False
         if "model_stamp" in recorded:
             return recorded["model_stamp"] == stamp
         # Evaluations of older hcdtf versions: newer than the model file.
-        return (out / "metrics.json").stat().st_mtime_ns >= stamp["mtime_ns"]
+        return metrics_path.stat().st_mtime_ns >= stamp["mtime_ns"]
 
 
 def comparable(cfg: Config, kind: str) -> dict:

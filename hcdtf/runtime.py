@@ -42,14 +42,56 @@ def prefer_onednn() -> None:
         os.environ.setdefault(ONEDNN_ENV, "1")
 
 
-def onednn_enabled() -> bool:
-    """Whether this TensorFlow process runs oneDNN ("MKL") kernels."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # private; no public query exists
+# --------------------------------------------------------------------------- TensorFlow's private API
+# The only imports of ``tensorflow.python`` in hcdtf (tests/test_architecture.py fails on any
+# other, and checks that each still works on the installed TensorFlow). TensorFlow has no public
+# way to do these three things:
+#
+#   _pywrap_util_port.IsMklEnabled()  (tensorflow.python.util)
+#       Whether the oneDNN kernels are on: TF_ENABLE_ONEDNN_OPTS is a request, TensorFlow decides
+#       by the CPU's features. Used by ``onednn_enabled``: train's log line and the "onednn" of
+#       train_summary.json. If a release removes it: they say off; nothing computes differently.
+#   config.is_op_determinism_enabled()  (tensorflow.python.framework)
+#       tf.config.experimental has the setter only. Used by ``op_determinism_enabled``:
+#       FusedBatchNormalization falls back to Keras's computation on GPUs under op determinism
+#       (the fused kernel's gradient for beta is not deterministic there). If a release removes
+#       it: determinism is assumed on, so GPU runs lose the fused kernel's speed, never their
+#       determinism; CPU runs are unaffected.
+#   config.disable_op_determinism()  (tensorflow.python.framework)
+#       The switch-off (public API: enable only). Used by ``set_seed(deterministic=False)``, i.e.
+#       ``--set deterministic=false``. If a release removes it: that setting fails with an
+#       ImportError naming this module; the default (deterministic) is unaffected.
+def _private(name: str):
+    """The private TensorFlow function ``name`` (one of the three above); ImportError or
+    AttributeError where the installed TensorFlow lacks it."""
+    if name == "IsMklEnabled":
+        from tensorflow.python.util import _pywrap_util_port
 
-        return bool(_pywrap_util_port.IsMklEnabled())
+        return _pywrap_util_port.IsMklEnabled
+    if name in ("is_op_determinism_enabled", "disable_op_determinism"):
+        from tensorflow.python.framework import config as tf_config
+
+        return getattr(tf_config, name)
+    raise ValueError(f"{name!r} is not one of hcdtf's listed private TensorFlow functions")
+
+
+PRIVATE_TF_FUNCTIONS = ("IsMklEnabled", "is_op_determinism_enabled", "disable_op_determinism")
+
+
+def onednn_enabled() -> bool:
+    """Whether this TensorFlow process runs oneDNN ("MKL") kernels (False if TF cannot say)."""
+    try:
+        return bool(_private("IsMklEnabled")())
     except (ImportError, AttributeError):
         return False
+
+
+def op_determinism_enabled() -> bool:
+    """Whether TensorFlow's op determinism is on (True if TF cannot say: the safe answer)."""
+    try:
+        return bool(_private("is_op_determinism_enabled")())
+    except (ImportError, AttributeError):
+        return True
 
 
 def import_tensorflow() -> None:
@@ -94,7 +136,6 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     change the last digits from run to run."""
     import keras
     import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # the switch-off is private
 
     random.seed(seed)
     np.random.seed(seed)
@@ -102,7 +143,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     else:
-        tf_config.disable_op_determinism()
+        _private("disable_op_determinism")()  # the switch-off is private (see above)
 
 
 def peak_rss_mb() -> float:

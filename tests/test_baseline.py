@@ -109,12 +109,11 @@ def test_peak_memory_does_not_grow_with_the_data(data_dir, larger_data_dir, tmp_
 def test_scoring_images_matches_the_streamed_features(data_dir, tmp_path):
     """The run's scorer (uint8 patches in) gives the validation predictions the fit wrote."""
     from hcdtf.evaluation import artifacts
-    from hcdtf.inference import scoring
-    from hcdtf.rundir import RunDir
+    from hcdtf.inference import loading, scoring
 
     cfg = _cfg(data_dir, tmp_path / "lr", "baseline.features=center32")
     baseline.run(cfg, log=lambda *_: None)
-    ids, labels, scores = scoring.score_split(RunDir(cfg.output_dir).scorer(), cfg.data, "validation")
+    ids, labels, scores = scoring.score_split(loading.scorer(cfg.output_dir), cfg.data, "validation")
     _, _, written = artifacts.read_predictions(tmp_path / "lr" / "val_predictions.csv")
     np.testing.assert_allclose(scores, written, rtol=1e-6)
 

@@ -196,7 +196,7 @@ def test_fine_tune_trains_the_encoder(data_dir, tmp_path):
     import json
 
     from conftest import CONFIGS
-    from hcdtf.rundir import RunDir
+    from hcdtf.inference import loading
 
     encoder_file = tmp_path / "midnight.encoder.h5"
     run(["weights", "import", FIXTURES / "hf_midnight", "--arch", "Midnight-12k", "--out", encoder_file])
@@ -208,7 +208,7 @@ def test_fine_tune_trains_the_encoder(data_dir, tmp_path):
     import keras
     from PIL import Image
 
-    model = RunDir(tmp_path / "run").load_keras_model()
+    model = loading.load_model(tmp_path / "run")
     pool = keras.Model(model.input, model.get_layer("head_pool").output)
     imgs = np.stack([np.asarray(Image.open(p)) for p in sorted(IMAGES.glob("*.png"))])
     reference = np.load(FIXTURES / "hf_midnight" / "reference.npy")

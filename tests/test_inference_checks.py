@@ -18,10 +18,9 @@ from scipy.special import expit, logit
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
 from hcdtf.evaluation import artifacts
-from hcdtf.inference import explain, scoring
+from hcdtf.inference import explain, loading, scoring
 from hcdtf.cli import main
 from hcdtf.inference.predict import read_patch
-from hcdtf.rundir import RunDir
 
 
 def _views(x: np.ndarray) -> list[np.ndarray]:
@@ -36,7 +35,7 @@ def _keras_probabilities(model, images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(trained_run):
-    return RunDir(trained_run).load_keras_model()
+    return loading.load_model(trained_run)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +67,7 @@ def test_dihedral_views_match_the_training_pipelines(patches):
 def test_tta_is_the_mean_of_the_eight_views(trained_run, model, patches):
     per_view = np.stack([_keras_probabilities(model, v) for v in _views(patches)])  # [8, B]
     want = per_view.mean(axis=0)
-    got = scoring.with_tta(RunDir(trained_run).scorer())(patches)
+    got = scoring.with_tta(loading.scorer(trained_run))(patches)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
     # The views really score differently, so averaging fewer of them (or none) is seen.
     assert np.abs(per_view[:2].mean(axis=0) - want).max() > 1e-4

@@ -52,10 +52,10 @@ def test_predict_run_dir_and_saved_model_agree(trained_run, exported, patches, t
     ids_run, p_run = _read_submission(tmp_path / "from_run.csv")
     ids_sm, p_sm = _read_submission(tmp_path / "from_savedmodel.csv")
     assert ids_run == ids_sm == sorted(p.stem for p in patches.glob("*.tif"))
-    from hcdtf.rundir import RunDir  # the run's own Keras model, called directly (not predict's scorer)
+    from hcdtf.inference import loading  # the run's own Keras model, called directly (not predict's scorer)
 
     x = np.stack([predict.read_patch(patches / f"{i}.tif") for i in ids_run])
-    want = np.asarray(RunDir(trained_run).load_keras_model()(x, training=False), np.float64).reshape(-1)
+    want = np.asarray(loading.load_model(trained_run)(x, training=False), np.float64).reshape(-1)
     np.testing.assert_allclose(p_run, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(p_run, p_sm, atol=1e-5)
 
@@ -119,9 +119,9 @@ def test_grad_cam_maps_and_pngs(trained_run, patches, tmp_path):
 
 
 def test_grad_cam_layer_and_cli(trained_run, exported, patches, tmp_path):
-    from hcdtf.rundir import RunDir
+    from hcdtf.inference import loading
 
-    model = RunDir(trained_run).load_keras_model()
+    model = loading.load_model(trained_run)
     layer = explain.last_conv_layer(model.get_layer("base"))
     assert layer.name.startswith("conv5_block") and layer.name.endswith("_out")
 

@@ -364,6 +364,7 @@ def test_training_option_puts_the_layer_in_the_run_and_its_export(patches, data_
     from hcdtf import models
     from hcdtf.training import train
     from hcdtf.export import fromrun, signatures
+    from hcdtf.inference import loading
     from hcdtf.rundir import RunDir
 
     target = stain.fit_target(list(patches[:2]), "macenko")
@@ -373,7 +374,7 @@ def test_training_option_puts_the_layer_in_the_run_and_its_export(patches, data_
     train.train(testing_config(data_dir, run, "data.stain_normalize=macenko", f"data.stain_target={path}"),
                 log=lambda *_: None)
     path.unlink()  # the target travels inside the model from now on
-    model = RunDir(run).load_keras_model()
+    model = loading.load_model(run)
     assert [la.name for la in model.layers[:3]] == ["image", "stain", "preprocess"]
     assert model.get_layer("stain").get_config()["stain_matrix"] == target["params"]["stain_matrix"]
     x = patches[2:6]

@@ -133,15 +133,16 @@ def centre_gap(run_dir) -> dict | None:
 
     from hcdtf.config import load_config
     from hcdtf.data import pipeline
+    from hcdtf.rundir import RunDir
 
-    run = pathlib.Path(run_dir)
-    cfg = load_config([run / "config.yaml"])
+    run = RunDir(run_dir)
+    cfg = load_config([run.config_path])
     if cfg.data.test_centre is None:
         return None
     record = check(cfg.data, pipeline.load_builder(cfg.data))
     held = cfg.data.test_centre
     rows = {"seen": ([], []), "unseen": ([], [])}
-    with open(run / "predictions.csv", newline="") as f:
+    with open(run.predictions_path(), newline="") as f:
         for row in csv.DictReader(f):
             group = "unseen" if record["map"].get(row["id"]) == held else "seen"
             rows[group][0].append(int(row["label"]))

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hcdtf import rundir
 from hcdtf.evaluation import plots
 from hcdtf.atomic import atomic_open, write_json
 from hcdtf.evaluation.metrics import validate_predictions
@@ -192,12 +193,9 @@ def write_eval_artifacts(
     paths = {
         key: out / f"{prefix}{name}"
         for key, name in (
-            ("predictions", "predictions.csv"),
-            ("metrics", "metrics.json"),
-            ("roc", "roc.png"),
-            ("pr", "pr.png"),
-            ("reliability", "reliability.png"),
-            ("confusion_matrix", "confusion_matrix.png"),
+            ("predictions", rundir.PREDICTIONS),
+            ("metrics", rundir.METRICS),
+            *rundir.FIGURES.items(),
         )
     }
     write_predictions(paths["predictions"], ids, y, s)

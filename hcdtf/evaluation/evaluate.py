@@ -14,7 +14,7 @@ from typing import Callable
 
 from hcdtf.evaluation import artifacts, metrics
 from hcdtf.data import pipeline as data, identity as dataid
-from hcdtf.inference import scoring
+from hcdtf.inference import loading, scoring
 from hcdtf.config import Config, ConfigError, EvalConfig
 from hcdtf.rundir import RunDir, RunNotFoundError
 
@@ -99,7 +99,7 @@ def evaluate_run(
     _check_split(cfg, split)
     with run.locked("evaluate"):  # finishes an --overwrite swap that a kill interrupted
         trained_here = _trained_on_this_build(run, cfg, split, log)
-        scorer = run.scorer()
+        scorer = loading.scorer(run)
         if tta:
             scorer = scoring.with_tta(scorer)
         ids, labels, scores = scoring.score_split(scorer, cfg.data, split, cfg.eval.batch_size)
@@ -123,5 +123,5 @@ def evaluate_run(
         artifacts.write_eval_artifacts(out, ids, labels, scores, result)
     log(f"{run.path}: {split} AUC {result['auc']:.4f} (95% CI {result['auc_ci95'][0]:.4f}-"
         f"{result['auc_ci95'][1]:.4f}), accuracy {result['accuracy']:.4f} at threshold {t:.3f}; "
-        f"wrote {out / 'metrics.json'}")
+        f"wrote {run.metrics_path(split, cfg.data.test_split)}")
     return result

@@ -36,6 +36,7 @@ import numpy as np
 from hcdtf.evaluation import plots, pretraining, repeats, report_markdown, runinfo
 from hcdtf.evaluation.artifacts import read_predictions
 from hcdtf.atomic import write_json, write_text
+from hcdtf.rundir import METRICS, PREDICTIONS
 from hcdtf.evaluation.metrics import (
     bootstrap_auc_ci,
     delong_auc_ci,
@@ -88,23 +89,22 @@ def _resolve_input(item: str | Path) -> dict[str, Any]:
     """Locate the predictions file of one input and the run directory that describes it."""
     path = Path(item)
     if path.is_dir():
-        pred = path / "predictions.csv"
+        pred = path / PREDICTIONS
         if not pred.is_file():
-            others = sorted(p.name for p in path.glob("*predictions*.csv"))
+            stem, ext = PREDICTIONS.rsplit(".", 1)
+            others = sorted(p.name for p in path.glob(f"*{stem}*.{ext}"))
             hint = f"; found {others}, pass one of those files instead" if others else ""
-            raise FileNotFoundError(f"run directory {path} has no predictions.csv{hint}")
+            raise FileNotFoundError(f"run directory {path} has no {PREDICTIONS}{hint}")
         run_dir, prefix = path, ""
     elif path.is_file():
         pred, run_dir = path, path.parent
         # A prefixed file such as test_predictions.csv belongs with test_metrics.json.
-        prefix = (
-            path.name[: -len("predictions.csv")] if path.name.endswith("predictions.csv") else None
-        )
+        prefix = path.name[: -len(PREDICTIONS)] if path.name.endswith(PREDICTIONS) else None
     else:
         raise FileNotFoundError(
-            f"input not found: {path} (expected a run directory or a predictions.csv)"
+            f"input not found: {path} (expected a run directory or a {PREDICTIONS})"
         )
-    metrics = runinfo.read_json(run_dir / f"{prefix}metrics.json") if prefix is not None else None
+    metrics = runinfo.read_json(run_dir / f"{prefix}{METRICS}") if prefix is not None else None
     return {
         "input": str(path),
         "predictions_path": pred,
@@ -226,7 +226,7 @@ def _run_row(run: dict[str, Any], labels: np.ndarray, n_bootstrap: int, seed: in
     if isinstance(recorded, (int, float)) and abs(recorded - auc) > 1e-6:
         # Most likely metrics.json belongs to another split or an older evaluation.
         warnings.warn(
-            f"{run['name']}: metrics.json records AUC {recorded:.6f} but its predictions give "
+            f"{run['name']}: {METRICS} records AUC {recorded:.6f} but its predictions give "
             f"{auc:.6f}; the report uses the predictions",
             stacklevel=3,
         )

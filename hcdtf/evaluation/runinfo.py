@@ -134,24 +134,25 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
     """
     if run_dir is None:
         return RunInfo()
+    from hcdtf import compat
     from hcdtf.rundir import RunDir
 
-    run = Path(run_dir)
-    read_json(run / "train_summary.json")  # a file that is not JSON is an error naming it
-    summary = RunDir(run).summary() or {}  # today's names (kind, transfer) for runs of any version
-    config = _read_config(run / "config.yaml")
+    run = RunDir(run_dir)
+    where = run.summary_path
+    read_json(where)  # a file that is not JSON is an error naming it
+    summary = run.summary() or {}  # today's names (kind, transfer) for runs of any version
+    config = _read_config(run.config_path)
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
     baseline_cfg = config.get("baseline") if isinstance(config.get("baseline"), dict) else {}
-    where = run / "train_summary.json"
 
     arch = summary.get("arch") or None
-    kind = RunDir(run).kind() if summary or (run / "run.json").is_file() else None
+    kind = run.kind() if summary or run.run_json_path.is_file() else None
     if kind is None and "logistic" in arch_key(arch or ""):
         kind = "baseline"
     transfer = summary.get("transfer")
     if transfer not in TRANSFERS and kind == "cnn":
-        transfer = model_cfg.get("transfer", model_cfg.get("strategy"))
+        transfer = compat.config_value(config, "model.transfer")
     transfer = transfer if kind == "cnn" and transfer in TRANSFERS else None
     weights = None
     if kind == "cnn":  # older summaries may lack it: the config's request (null means none)

@@ -32,7 +32,9 @@ def float32_model(run):
     from hcdtf.models.classifier import STAIN
 
     cfg = run.config()
-    trained = run.load_keras_model()
+    from hcdtf.inference import loading
+
+    trained = loading.load_model(run)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:

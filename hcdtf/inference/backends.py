@@ -113,9 +113,9 @@ def _empty_safe(fn):
 
 
 def _run(p):
-    from hcdtf.rundir import RunDir
+    from hcdtf.inference import loading
 
-    return RunDir(p).scorer()
+    return loading.scorer(p)
 
 
 def _keras(p):

@@ -61,7 +61,9 @@ def resolve_model(model):
     from hcdtf.models.encoders import specs
 
     path = pathlib.Path(model)
-    if path.is_dir() and (path / "model.keras").is_file():
+    from hcdtf.rundir import RunDir
+
+    if path.is_dir() and RunDir(path).model_path("cnn").is_file():
         return None, path, str(path)
     if path.is_file():
         config, weights = files.read(path)
@@ -90,7 +92,9 @@ def _embedding_function(model):
     from hcdtf.rundir import RunDir
 
     run = RunDir(weights)
-    classifier = run.load_keras_model()
+    from hcdtf.inference import loading
+
+    classifier = loading.load_model(run)
     features = keras.Model(classifier.input, classifier.get_layer("head_pool").output)
     size = tuple(classifier.input.shape[1:3])
 

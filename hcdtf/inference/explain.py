@@ -138,7 +138,9 @@ def explain(
         log(f"explaining the first {max_images} of {len(files)} patches (--max)")
         files = files[:max_images]
     patches = [read_patch(f) for f in files]  # every file is checked before any work
-    model = run.load_keras_model()
+    from hcdtf.inference import loading
+
+    model = loading.load_model(run)
     grad_model, layer = gradcam_model(model)
     out.mkdir(parents=True, exist_ok=True)
     log(f"Grad-CAM of {len(files)} patches on layer base/{layer} of {run.path}")

@@ -2,8 +2,8 @@
 
 A :class:`Scorer` is what evaluation, prediction and whole-slide inference call, whatever the model
 is: ``scorer(images uint8 [B, 96, 96, 3]) -> float64 [B]``. This module makes them for in-memory
-Keras models and logistic-regression baselines (run directories hand them out through
-``RunDir.scorer()``), averages the 8 dihedral views for test-time augmentation, and scores a whole
+Keras models and logistic-regression baselines (a run directory's, through
+:func:`hcdtf.inference.loading.scorer`), averages the 8 dihedral views for test-time augmentation, and scores a whole
 split of the built data set.
 """
 

@@ -86,15 +86,6 @@ class ImagePreprocessing(keras.layers.Layer):
         return config
 
 
-def _op_determinism_enabled():
-    try:  # private; tf.config.experimental has only the setter
-        from tensorflow.python.framework import config as tf_config
-
-        return bool(tf_config.is_op_determinism_enabled())
-    except (ImportError, AttributeError):
-        return False
-
-
 @keras.saving.register_keras_serializable(package="hcdtf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` through TensorFlow's fused kernel.
@@ -122,11 +113,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return False
         if len(inputs.shape) != 4 or self.axis not in (-1, 3):
             return False
-        if _op_determinism_enabled():
-            from hcdtf import runtime
+        from hcdtf import runtime
 
-            if runtime.has_gpu():
-                return False
+        if runtime.op_determinism_enabled() and runtime.has_gpu():
+            return False
         return True
 
     def call(self, inputs, training=None, mask=None):

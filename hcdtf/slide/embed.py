@@ -98,7 +98,9 @@ def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int 
             if not RunDir(p).is_run():
                 raise ValueError(f"MODEL {str(p)!r} is a directory but not an hcdtf run (no config.yaml); pass a "
                                  "run directory of `hcdtf train`, its model.keras, or an architecture name")
-            classifier = RunDir(p).load_keras_model()
+            from hcdtf.inference import loading
+
+            classifier = loading.load_model(RunDir(p))
         elif p.suffix == ".keras":
             classifier = keras.saving.load_model(str(p), compile=False)
         else:

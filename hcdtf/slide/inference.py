@@ -98,11 +98,13 @@ def model_input_mpp(model_path: str | os.PathLike, backend: str | None = None) -
 
 def model_fingerprint(model_path: str | os.PathLike) -> str:
     """SHA-256 of the model's files (a run's model.keras, else every file of the path)."""
+    from hcdtf.rundir import RunDir
+
     p = pathlib.Path(model_path)
     if p.is_file():
         files = [p]
-    elif (p / "model.keras").is_file():
-        files = [p / "model.keras"]
+    elif RunDir(p).model_path("cnn").is_file():
+        files = [RunDir(p).model_path("cnn")]
     else:
         files = sorted(f for f in p.rglob("*") if f.is_file() and ".tmp" not in f.name)
     h = hashlib.sha256()

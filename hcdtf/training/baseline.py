@@ -19,7 +19,7 @@ from hcdtf.data import pipeline as data
 from hcdtf.config import Config
 from hcdtf.models import logistic
 from hcdtf.atomic import atomic_output
-from hcdtf.rundir import RunDir, RunDirError
+from hcdtf.rundir import MODEL_FILES, RunDir, RunDirError
 
 
 def feature_batches(cfg: Config, split: str, shuffle: bool, epoch: int = 0) -> Iterator[tuple]:
@@ -59,7 +59,7 @@ def _summary(cfg: Config, wall: float, seen: int) -> dict:
         "flops_per_image": 2 * n_features,
         "peak_rss_mb": round(runtime.peak_rss_mb(), 1),
         "hcdtf_version": __version__,
-        "model": "model.npz",
+        "model": MODEL_FILES["baseline"],
     }
 
 
@@ -68,7 +68,9 @@ def _fit_into(work: RunDir, cfg: Config, log: Callable[[str], None]) -> dict:
 
     b = cfg.baseline
     runtime.set_seed(cfg.seed, cfg.deterministic)
-    work.start(cfg, "baseline")
+    from hcdtf.data import identity as dataid
+
+    work.start(cfg, "baseline", data=dataid.training_record(cfg))
     t0 = time.time()
     model, seen = logistic.fit(
         lambda shuffle, epoch: feature_batches(cfg, cfg.data.train_split, shuffle, epoch),

@@ -30,7 +30,7 @@ from hcdtf.data import pipeline as data
 from hcdtf import precision as precision_lib
 from hcdtf.atomic import TMP_MARK
 from hcdtf.config import Config, ConfigError
-from hcdtf.rundir import ResumeState, RunDir, RunDirError, kill_point, load_state, save_state
+from hcdtf.rundir import LOGS, MODEL_FILES, ResumeState, RunDir, RunDirError, kill_point, load_state, save_state
 
 
 # --------------------------------------------------------------------------- schedule rules
@@ -395,7 +395,7 @@ def _tensorboard(session: "_Session", work: RunDir, row: dict) -> None:
     epoch redone after a kill may appear twice here, with the same values)."""
     import tensorflow as tf
 
-    logdir = str(work.path / "logs" / "epochs")
+    logdir = str(work.path / LOGS / "epochs")
     if session.tb_dir != logdir:  # the first epoch, or a staged run swapped into place
         session.tb_writer = tf.summary.create_file_writer(logdir)
         session.tb_dir = logdir
@@ -482,7 +482,7 @@ def _summary(session: _Session, meta: dict, epochs_run: int) -> dict:
         "params_trainable": session.params[1],
         "flops_per_image": models.flops_per_image(session.model),  # the model trained (a tiny encoder: its own)
         "hcdtf_version": __version__,
-        "model": "model.keras",
+        "model": MODEL_FILES["cnn"],
     }
 
 
@@ -556,7 +556,10 @@ def _train_into(work: RunDir, target: RunDir, cfg: Config, writer: bool, log) ->
     meta["sessions"] = meta.get("sessions", 0) + 1
     meta["elapsed_before"] = meta.get("elapsed_s", 0.0)
     if writer and not meta["history"]:
-        work.start(cfg, "cnn", precision=session.precision, precision_figures=session.precision_figures)
+        from hcdtf.data import identity as dataid
+
+        work.start(cfg, "cnn", data=dataid.training_record(cfg), precision=session.precision,
+                   precision_figures=session.precision_figures)
     work, ran = _epochs(session, work, target, meta, writer)
     if not writer:
         log(f"multiworker: worker finished {ran} epochs; the chief writes the run directory")
