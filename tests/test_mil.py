@@ -1,9 +1,9 @@
 """`hcdtf slide embed` and `hcdtf mil train|predict|evaluate|export` (issue 24).
 
 The encoder is a tiny random Keras CNN saved as .keras (any Keras backbone is accepted; a ResNet
-would make these tests minutes long on 2 cores). The learning test's bags are cut from the tile
-grid of synthetic slides rendered in memory (one tile, one patch), once per module: writing and
-reading 90 pyramids would cost minutes; the slide path itself is tested on two written slides.
+would make these tests minutes long on 2 cores). The learning test's bags are made as a user
+makes them, once per module: `sample-slides --layout camelyon16` writes 88 small slides (6 x 5
+tiles), `slide embed --stride 96` embeds one patch per rendered tile.
 """
 
 from __future__ import annotations
@@ -126,37 +126,33 @@ def test_killed_embed_resumes_to_the_same_bytes(encoder, slides, bags, tmp_path)
 
 
 # --------------------------------------------------------------------------- MIL on bags
-def _bags_from_rendered(encoder_path, root: pathlib.Path, n: int, seed: int) -> dict:
-    """Bags of n slides rendered in memory: features of each tissue tile; tumour tiles recorded."""
-    import keras
-
-    enc = keras.saving.load_model(encoder_path)
-    root.mkdir(parents=True)
-    rows, tumour = ["name,class\n"], {}
-    for spec in synthetic.plan_slides(n, seed=seed, size=SIZE):
-        image, _ = synthetic.render(spec)
-        lesion = synthetic._tumour_tiles(spec)
-        patches, cells, is_tumour = [], [], []
-        for i in range(spec.height // 96):
-            for j in range(spec.width // 96):
-                p = image[i * 96:(i + 1) * 96, j * 96:(j + 1) * 96]
-                if p.mean() < 230:  # not glass
-                    patches.append(p), cells.append((i, j)), is_tumour.append((i, j) in lesion)
-        features = enc.predict(np.stack(patches), batch_size=64, verbose=0)
-        with h5py.File(root / f"{spec.name}.h5", "w") as f:
-            f["features"] = features.astype(np.float32)
-            f["coords"] = np.array(cells, np.int64)[:, ::-1] * 384
-        rows.append(f"{spec.name},{'Tumor' if spec.tumour else 'Normal'}\n")
-        tumour[spec.name] = np.array(is_tumour)
-    (root / "reference.csv").write_text("".join(rows))
-    return tumour
+def _embedded_sample(encoder_path, root: pathlib.Path, n: int, test: int) -> tuple[dict, dict]:
+    """The MIL sample as a user makes it: `sample-slides --layout camelyon16` (n training and ``test``
+    test slides of 6 x 5 tiles), then `slide embed --stride 96` (one patch per rendered tile) into
+    root/train and root/test, each with its reference.csv. Returns slide -> bool per patch (tumour
+    tile), from the plan the command drew the slides from, for the training and the test bags."""
+    c16 = root / "c16"
+    _cli("sample-slides", c16, "--layout", "camelyon16", "--slides", n, "--test-slides", test,
+         "--width", SIZE[0] * 4, "--height", SIZE[1] * 4)
+    for split, dirs in (("train", ["training/normal", "training/tumor"]), ("test", ["testing/images"])):
+        _cli("slide", "embed", encoder_path, *[c16 / d for d in dirs], "--output-dir", root / split,
+             "--stride", "96", "--batch-size", "64")
+    (root / "train" / "reference.csv").write_bytes((c16 / "training_reference.csv").read_bytes())
+    (root / "test" / "reference.csv").write_bytes((c16 / "testing" / "reference.csv").read_bytes())
+    truth: dict = {"train": {}, "test": {}}
+    for spec, rel, _ in synthetic.plan_sample(n, size=SIZE, kind="camelyon16", test_slides=test):
+        split = "test" if rel.startswith("testing/") else "train"
+        with h5py.File(root / split / f"{spec.name}.h5") as f:
+            cells = f["cells"][:]
+        tiles = synthetic.tumour_tiles(spec)
+        truth[split][spec.name] = np.array([(int(i), int(j)) in tiles for i, j in cells])
+    return truth["train"], truth["test"]
 
 
 @pytest.fixture(scope="module")
 def mil_data(encoder, tmp_path_factory):
     root = tmp_path_factory.mktemp("mil_data")
-    train_tumour = _bags_from_rendered(encoder, root / "train", 64, seed=0)
-    test_tumour = _bags_from_rendered(encoder, root / "test", 24, seed=1)
+    train_tumour, test_tumour = _embedded_sample(encoder, root, 64, 24)
     return root, train_tumour, test_tumour
 
 
@@ -197,7 +193,7 @@ def test_mil_learns_slide_labels_and_attends_to_tumour(mil_data, tmp_path):
     print(f"MIL slide AUC {m['auc']:.3f} vs heat-map max {m['heatmap']['auc']:.3f}, p {m['heatmap']['delong']['p_value']:.3g}")
 
     # a model trained on shuffled slide labels (same bags, same settings)
-    labels = (root / "train" / "reference.csv").read_text().splitlines()[1:]
+    labels = [line for line in (root / "train" / "reference.csv").read_text().splitlines() if line != "name,class"]
     classes = [line.split(",")[1] for line in labels]
     order = np.random.default_rng(7).permutation(len(classes))
     shuffled = tmp_path / "shuffled.csv"
@@ -358,3 +354,69 @@ def test_mil_overwrite_keeps_the_old_run_until_the_new_one_has_an_epoch(bags, sl
     for a, b in zip(_weights(tmp_path / "old"), _weights(run)):  # the old config again, the same weights
         assert np.array_equal(a, b)
     assert not list(run.rglob(".*.tmp-*")) and not (run / ".staging").exists()
+
+
+def test_sample_slides_writes_a_camelyon16_mil_set(tmp_path):
+    out = tmp_path / "c16"
+    args = ["sample-slides", out, "--layout", "camelyon16", "--slides", "5", "--test-slides", "3", "--width", "1536",
+            "--height", "1536", "--tumour-fraction", "0.4", "--metastases", "varied"]
+    _cli(*args)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["testing/images/test_001.tif", "testing/images/test_002.tif", "testing/images/test_003.tif",
+                     "testing/lesion_annotations/test_001.xml", "testing/lesion_annotations/test_003.xml",
+                     "testing/reference.csv", "training/lesion_annotations/tumor_001.xml",
+                     "training/lesion_annotations/tumor_002.xml", "training/normal/normal_001.tif",
+                     "training/normal/normal_002.tif", "training/normal/normal_003.tif",
+                     "training/tumor/tumor_001.tif", "training/tumor/tumor_002.tif", "training_reference.csv"]
+    # ceil(5 * 0.4) = 2 training and ceil(3 * 0.4) = 2 test tumour slides; Camelyon16's reference.csv shape
+    assert (out / "training_reference.csv").read_text() == (
+        "normal_001,Normal\nnormal_002,Normal\nnormal_003,Normal\ntumor_001,Tumor\ntumor_002,Tumor\n")
+    rows = [line.split(",") for line in (out / "testing" / "reference.csv").read_text().splitlines()]
+    assert [r[:2] for r in rows] == [["test_001", "Tumor"], ["test_002", "Normal"], ["test_003", "Tumor"]]
+    assert rows[0][2] in ("Macro", "Micro", "ITC") and rows[1][2] == ""
+    from hcdtf.slide.evaluate import read_reference
+
+    assert read_reference(out / "testing" / "reference.csv") == {"test_001": 1, "test_002": 0, "test_003": 1}
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    assert "0 written now" in _cli(*args)  # a rerun keeps what is written
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")} == before
+    # the default plan and layout are what they were: even-numbered tumour slides with three metastases
+    specs = synthetic.plan_slides(6, size=(384, 384))
+    assert [s.tumour for s in specs] == [True, False] * 3 and all(len(s.lesions) >= 1 for s in specs[::2])
+    varied = synthetic.plan_slides(40, size=(2048, 1536), metastases="varied")
+    sizes = {len(synthetic.tumour_tiles(s)) for s in varied if s.tumour}
+    assert all(s.lesions for s in varied if s.tumour) and min(sizes) <= 2 and max(sizes) >= 20, sizes
+    r = CliRunner().invoke(main, ["sample-slides", str(tmp_path / "flat"), "--test-slides", "2"])
+    assert r.exit_code == 2 and "--layout camelyon16" in r.output
+
+
+def test_compare_takes_mil_slide_scores_beside_a_heatmap_slide_evaluation(encoder, tmp_path):
+    """`hcdtf compare RUN/eval SLIDE_EVAL`: the MIL run's slide scores and `slide evaluate`'s heat-map
+    scores of the same slides in one table, with the DeLong test `mil evaluate --heatmap` reports."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((96, 96, 3), dtype="uint8", name="image")
+    h = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(keras.layers.Rescaling(1 / 255)(keras.ops.cast(x, "float32")))
+    keras.Model(x, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h))).save(
+        tmp_path / "patch_classifier.keras")
+    s = tmp_path / "slides"
+    _cli("sample-slides", s, "--slides", "4", "--width", SIZE[0] * 4, "--height", SIZE[1] * 4)
+    _cli("slide", "predict", tmp_path / "patch_classifier.keras", s, "--output-dir", tmp_path / "heat")
+    _cli("slide", "evaluate", tmp_path / "heat", "--annotations", s / "annotations", "--reference", s / "reference.csv")
+    _cli("slide", "embed", encoder, s, "--output-dir", tmp_path / "bags", "--stride", "96")
+    run = tmp_path / "run"
+    _cli("mil", "train", tmp_path / "bags", "--labels", s / "reference.csv", "--output-dir", run, "--epochs", "2",
+         "--folds", "0", "--hidden", "8", "--attention", "4")
+    _cli("mil", "evaluate", run, tmp_path / "bags", "--labels", s / "reference.csv", "--heatmap", tmp_path / "heat",
+         "--no-maps")
+    m = json.loads((run / "eval" / "mil_metrics.json").read_text())
+    assert (run / "eval" / "predictions.csv").read_text().startswith("id,label,score\n")
+    for inputs in ([run / "eval", tmp_path / "heat"], [run / "eval", run / "eval" / "heatmap_predictions.csv"]):
+        out = tmp_path / f"cmp{len(str(inputs[1]))}"
+        _cli("compare", *inputs, "--names", "MIL,heatmap", "--n-bootstrap", "0", "--output-dir", out)
+        c = json.loads((out / "comparison.json").read_text())
+        assert c["n_examples"] == 4 and [r["name"] for r in c["models"]] == ["MIL", "heatmap"]
+        (pair,) = c["pairwise"]
+        assert pair["auc_a"] == pytest.approx(m["auc"]) and pair["auc_b"] == pytest.approx(m["heatmap"]["auc"])
+        assert pair["p_value"] == pytest.approx(m["heatmap"]["delong"]["p_value"])

@@ -88,6 +88,8 @@ _WEIGHTS_LABEL = {"imagenet": "ImageNet weights", "none": "random init",
 def _resolve_input(item: str | Path) -> dict[str, Any]:
     """Locate the predictions file of one input and the run directory that describes it."""
     path = Path(item)
+    if path.is_dir() and not (path / PREDICTIONS).is_file() and (path / "slide_metrics.json").is_file():
+        return _slide_evaluation(path)  # `hcdtf slide evaluate`: the heat-map score per slide
     if path.is_dir():
         pred = path / PREDICTIONS
         if not pred.is_file():
@@ -112,6 +114,19 @@ def _resolve_input(item: str | Path) -> dict[str, Any]:
         "metrics_json": metrics,
         "info": runinfo.read_run_info(run_dir),
     }
+
+
+def _slide_evaluation(path: Path) -> dict[str, Any]:
+    """A ``slide evaluate`` folder as an input: one example per slide (id, label, heat-map slide
+    score), to compare with ``mil evaluate``'s slide predictions of the same slides."""
+    slides = (runinfo.read_json(path / "slide_metrics.json") or {}).get("slides") or []
+    rows = [(str(r["slide"]), r["label"], r["score"]) for r in slides if r.get("score") is not None]
+    if not rows:
+        raise ValueError(f"{path / 'slide_metrics.json'}: no slide scores (rerun `hcdtf slide evaluate`)")
+    ids, labels, scores = zip(*rows)
+    return {"input": str(path), "predictions_path": path / "slide_metrics.json", "default_name": path.resolve().name,
+            "metrics_json": None, "info": runinfo.read_run_info(path),
+            "rows": (np.array(ids, dtype=str), np.array(labels, dtype=np.int64), np.array(scores, dtype=np.float64))}
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -463,7 +478,7 @@ def _read_inputs(inputs: Sequence[str | Path], names: Sequence[str] | None) -> l
     raw = [str(names[i]) if names is not None else r["default_name"] for i, r in enumerate(runs)]
     for run, name in zip(runs, _unique_names(raw)):
         run["name"] = name
-        run["ids"], run["labels"], run["scores"] = read_predictions(run["predictions_path"])
+        run["ids"], run["labels"], run["scores"] = run.pop("rows", None) or read_predictions(run["predictions_path"])
     return runs
 
 

@@ -120,9 +120,11 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
              log: Callable[[str], None] = print) -> dict:
     """Slide AUC (DeLong 95% CI) of the MIL run on the bags of ``inputs``; with ``heatmap_dir``, the
     heat-map slide scores of the same slides and DeLong's test of the difference. Writes
-    ``mil_metrics.json`` and ``predictions.csv`` (slide,label,score[,heatmap_score])."""
-    from hcdtf.evaluation import metrics
+    ``mil_metrics.json`` and ``predictions.csv`` (``id,label,score``, one row per slide: the
+    format ``hcdtf compare`` reads), and with ``heatmap_dir`` ``heatmap_predictions.csv`` (the
+    heat-map scores, same format)."""
     from hcdtf.atomic import write_json, write_text
+    from hcdtf.evaluation import metrics
 
     out = pathlib.Path(output_dir or pathlib.Path(run) / "eval")
     bags = bags_lib.list_bags(inputs)
@@ -146,7 +148,7 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
          "auc_ci95": None if np.isnan(lo) else [lo, hi],
          "ci_method": "DeLong", "run": str(run), "bags": [str(p) for p in ([inputs] if isinstance(inputs, (str, pathlib.Path)) else inputs)],
          "labels": str(labels)}
-    rows = ["slide,label,score" + (",heatmap_score" if heatmap_dir else "") + "\n"]
+    rows = ["id,label,score\n"]  # hcdtf compare's format: `hcdtf compare RUN/eval SLIDE_EVAL` (DeLong)
     if heatmap_dir and np.isnan(lo):
         raise bags_lib.BagError(f"--heatmap: DeLong's test needs at least 2 Tumor and 2 Normal slides, "
                                 f"got {n_pos} and {n_neg}")
@@ -162,8 +164,11 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
                         "delong": {k: test[k] for k in ("diff", "diff_ci95", "z", "p_value")},
                         "comparison": "MIL minus heat-map slide score (DeLong, two-sided)"}
     for n, s in enumerate(slides):
-        rows.append(f"{s},{y[s]},{ps[n]:.6f}" + (f",{hs[n]:.6f}" if heatmap_dir else "") + "\n")
+        rows.append(f"{s},{y[s]},{ps[n]:.6f}\n")
     write_text(out / "predictions.csv", "".join(rows))
+    if heatmap_dir:
+        write_text(out / "heatmap_predictions.csv", "id,label,score\n" + "".join(
+            f"{s},{y[s]},{hs[n]:.6f}\n" for n, s in enumerate(slides)))
     write_json(out / "mil_metrics.json", m)
     line = f"MIL slide AUC {auc:.3f} " + ("" if np.isnan(lo) else f"(95% CI {lo:.3f}-{hi:.3f}, DeLong) ") + \
         f"on {len(slides)} slides"

@@ -15,7 +15,7 @@ from hcdtf.clitools import CONTEXT, check_choices, config_options, default_help,
 from hcdtf.config import SlideConfig, load_config
 from hcdtf.inference.backends import BACKENDS
 from hcdtf.inference.beam import RUNNERS
-from hcdtf.slide import annotations_out, heatmap, tissue
+from hcdtf.slide import annotations_out, heatmap, synthetic, tissue
 
 
 def _default(key: str) -> str:
@@ -252,8 +252,18 @@ def view_cmd(pred_dir, slides_dir, annotations_dir, port, host):
 
 @click.command("sample-slides", context_settings=CONTEXT)
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--n", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Slides; even-numbered ones have tumour, odd-numbered ones are normal.")
+@click.option("--slides", "--n", "n", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Slides (training slides with --layout camelyon16).")
+@click.option("--tumour-fraction", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of slides with tumour: every 1/F-th slide, from the first (0.5: the even-numbered).")
+@click.option("--metastases", type=click.Choice(synthetic.METASTASES), default="three", show_default=True,
+              help="Per tumour slide: three (large, medium, one ITC) or varied (1-3 of sizes drawn per slide, "
+                   "from one tile to a quarter of the slide).")
+@click.option("--layout", "layout_kind", type=click.Choice(synthetic.LAYOUTS), default="flat", show_default=True,
+              help="flat: slide_XXX.svs, annotations/, reference.csv. camelyon16: training/{tumor,normal}/*.tif, "
+                   "testing/images/test_NNN.tif, */lesion_annotations/, testing/reference.csv, training_reference.csv.")
+@click.option("--test-slides", default=0, show_default=True, type=click.IntRange(min=0),
+              help="With --layout camelyon16: this many more slides in testing/images.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the slides (same seed, same files).")
 @click.option("--width", default=8192, show_default=True, type=click.IntRange(min=1536),
               help="Level-0 width in px (0.243 um/px).")
@@ -262,16 +272,22 @@ def view_cmd(pred_dir, slides_dir, annotations_dir, port, host):
 @click.option("--unique-tiles", type=click.IntRange(min=1), default=None,
               help="Draw normal tissue from this many rendered tiles, repeated (fast, for very large slides).")
 @friendly
-def sample_slides(out_dir, n, seed, width, height, unique_tiles):
+def sample_slides(out_dir, n, seed, width, height, unique_tiles, tumour_fraction, metastases, layout_kind,
+                  test_slides):
     """Write synthetic whole slides (Aperio SVS, 3+ levels, 0.243 um/px) with known tumour.
 
     OUT_DIR/slide_XXX.svs, OUT_DIR/annotations/slide_XXX.xml (ASAP) and OUT_DIR/reference.csv,
-    for trying `hcdtf slide predict` and `hcdtf slide evaluate`.
-    """
-    from hcdtf.slide import synthetic
+    for trying `hcdtf slide predict` and `hcdtf slide evaluate`; with --layout camelyon16, a
+    MIL training and test set laid out as Camelyon16 ships. Example (MIL, about a minute):
 
+    hcdtf sample-slides out/c16 --layout camelyon16 --slides 40 --test-slides 20 --metastases varied
+    """
+    if test_slides and layout_kind != "camelyon16":
+        raise click.UsageError("--test-slides needs --layout camelyon16 (a flat sample has no test folder)")
     size = (width // synthetic.RENDER_DOWNSAMPLE, height // synthetic.RENDER_DOWNSAMPLE)
-    synthetic.write_slides(out_dir, n=n, seed=seed, size=size, log=click.echo, bank=unique_tiles)
+    synthetic.write_slides(out_dir, n=n, seed=seed, size=size, log=click.echo, bank=unique_tiles,
+                           tumour_fraction=tumour_fraction, metastases=metastases, kind=layout_kind,
+                           test_slides=test_slides)
 
 
 COMMANDS = [slide, sample_slides]

@@ -69,18 +69,33 @@ def _tissue(spec: SlideSpec, y0: int, x0: int, n: int = PATCH) -> np.ndarray:
     return inside
 
 
-def _lesions(rng: np.random.Generator, spec_wo: SlideSpec) -> tuple:
-    """Metastases at tiles fully inside tissue, apart from each other: large, medium, one ITC."""
+def _lesions(rng: np.random.Generator, spec_wo: SlideSpec, metastases: str = "three") -> tuple:
+    """Metastases at tiles fully inside tissue, apart from each other. ``three``: large, medium, one
+    ITC. ``varied``: 1-3 of sizes drawn per slide, the largest from a single tile (an ITC-only slide)
+    to about a quarter of the slide's shorter side, so tumour slides range from easy to hard."""
     rows, cols = spec_wo.height // PATCH, spec_wo.width // PATCH
     inside = [(i, j) for i in range(rows) for j in range(cols)
               if _tissue(spec_wo, i * PATCH, j * PATCH).all()]
+    if not inside:  # tiny slides of thin islands: tiles at least half tissue (tumour cells are cut to the tissue)
+        inside = [(i, j) for i in range(rows) for j in range(cols)
+                  if _tissue(spec_wo, i * PATCH, j * PATCH).mean() >= 0.5]
+    if not inside:
+        raise ValueError(f"{spec_wo.name}: too little tissue for a metastasis; use a larger --width/--height")
     inside_set = set(inside)
     cap = max(1.0, min(rows, cols) / 5.0)  # small slides get smaller metastases
-    radii = [min(cap, float(rng.uniform(2.2, 3.2))), min(cap, float(rng.uniform(1.2, 1.8))), 0.0]
+    if metastases == "varied":
+        largest = float(rng.uniform(0.0, max(1.5, min(rows, cols) / 4.0)))
+        radii = [largest] + [float(rng.uniform(0.0, largest)) for _ in range(int(rng.integers(0, 3)))]
+        radii = [r if r >= 0.75 else 0.0 for r in radii]  # under 0.75 tiles: one tile
+    else:
+        radii = [min(cap, float(rng.uniform(2.2, 3.2))), min(cap, float(rng.uniform(1.2, 1.8))), 0.0]
     chosen: list = []
-    for want in radii:
-        for r in ([want, 0.75 * want, 0.5 * want, 1.0] if want else [0.0]):
-            place = _place(rng, inside, inside_set, chosen, max(r, 1.0 if want else 0.0))
+    for n, want in enumerate(radii):
+        tries = [want, 0.75 * want, 0.5 * want, 1.0] if want else [0.0]
+        if metastases == "varied" and n == 0 and want:
+            tries.append(None)  # a tumour slide keeps at least one metastasis: one tile if nothing larger fits
+        for r in tries:
+            place = _place(rng, inside, inside_set, chosen, 0.0 if r is None else max(r, 1.0 if want else 0.0))
             if place is not None:
                 chosen.append(place)
                 break
@@ -98,19 +113,39 @@ def _place(rng, inside, inside_set, chosen, r):
     return None
 
 
-def plan_slides(n: int, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE) -> list[SlideSpec]:
-    """Slide k is a tumour slide for even k, normal for odd k; each has its own random layout."""
+METASTASES = ("three", "varied")      # --metastases: the plan of a tumour slide's metastases
+LAYOUTS = ("flat", "camelyon16")       # --layout: where the files go (see write_slides)
+
+
+def is_tumour(k: int, fraction: float = 0.5) -> bool:
+    """Whether slide k (0-based) of a sample with ``fraction`` tumour slides has tumour: the first
+    slide of every 1/fraction, so any n slides hold ceil(n * fraction) tumour slides, spread evenly
+    (0.5: the even-numbered slides)."""
+    return math.ceil(round((k + 1) * fraction, 9)) > math.ceil(round(k * fraction, 9))
+
+
+def plan_slides(n: int, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE, tumour_fraction: float = 0.5,
+                metastases: str = "three", first: int = 0) -> list[SlideSpec]:
+    """Slides ``first`` .. ``first + n - 1``: slide k has tumour by :func:`is_tumour` (counted from
+    ``first``), each its own random layout drawn from (seed, k). The defaults give the original
+    sample: even-numbered tumour slides with three metastases each."""
+    if not 0.0 <= tumour_fraction <= 1.0:
+        raise ValueError(f"--tumour-fraction must be in [0, 1], got {tumour_fraction}")
+    if metastases not in METASTASES:
+        raise ValueError(f"--metastases must be one of {', '.join(METASTASES)}, got {metastases!r}")
     w, h = (max(PATCH * 4, int(s) // PATCH * PATCH) for s in size)
     specs = []
-    for k in range(n):
+    for k in range(first, first + n):
         rng = np.random.default_rng([seed, k, 0x51DE])
-        base = SlideSpec(f"slide_{k:03d}", w, h, k % 2 == 0, _islands(rng, w, h), (), seed, k)
-        specs.append(dataclasses.replace(base, lesions=_lesions(rng, base) if base.tumour else ()))
+        base = SlideSpec(f"slide_{k:03d}", w, h, is_tumour(k - first, tumour_fraction), _islands(rng, w, h), (),
+                         seed, k)
+        specs.append(dataclasses.replace(base, lesions=_lesions(rng, base, metastases) if base.tumour else ()))
     return specs
 
 
-def _tumour_tiles(spec: SlideSpec) -> dict[tuple[int, int], int]:
-    """(tile row, tile col) -> index of the lesion it belongs to."""
+def tumour_tiles(spec: SlideSpec) -> dict[tuple[int, int], int]:
+    """(tile row, tile col) -> index of the lesion it belongs to (a tile is one cell of ``slide embed
+    --stride 96``'s grid at 0.972 um/px)."""
     out = {}
     for k, (ci, cj, r) in enumerate(spec.lesions):
         span = int(math.ceil(r))
@@ -151,7 +186,7 @@ def render(spec: SlideSpec, bank: int | None = None) -> tuple[np.ndarray, np.nda
     rows, cols = spec.height // PATCH, spec.width // PATCH
     canvas = np.empty((spec.height, spec.width, 3), np.uint8)
     tumour = np.zeros((spec.height // LR, spec.width // LR), bool)
-    lesion_of = _tumour_tiles(spec)
+    lesion_of = tumour_tiles(spec)
     glass_rng = np.random.default_rng([spec.seed, 7])
     glass = np.clip(GLASS + glass_rng.normal(0, 1.2, (PATCH, PATCH, 3)), 0, 255).astype(np.uint8)
     tiles = [_normal_patch(np.random.default_rng([spec.seed, 99, b])) for b in range(bank or 0)]
@@ -282,40 +317,102 @@ def write_slide(path: pathlib.Path, spec: SlideSpec, annotations_dir: pathlib.Pa
     return len(polygons)
 
 
+def metastasis_type(spec: SlideSpec) -> str:
+    """Camelyon16's reference.csv type of a slide: ``Macro`` (a metastasis over 2 mm), ``Micro``
+    (over 0.2 mm), ``ITC`` (smaller), empty for normal slides; from the lesions' tile discs."""
+    if not spec.tumour or not spec.lesions:
+        return ""
+    um = max((2 * r + 1) * PATCH * LEVEL0_MPP * RENDER_DOWNSAMPLE for _, _, r in spec.lesions)
+    return "Macro" if um > 2000 else "Micro" if um > 200 else "ITC"
+
+
+def layout(specs: list[SlideSpec], kind: str = "flat", test_slides: int = 0) -> list[tuple[SlideSpec, str, str]]:
+    """(spec, slide path, annotation path) relative to the output folder, renaming the slides as the
+    layout names them. ``flat``: ``slide_XXX.svs`` and ``annotations/slide_XXX.xml``. ``camelyon16``
+    (Camelyon16 as it ships): the last ``test_slides`` specs are ``testing/images/test_NNN.tif``
+    (``testing/lesion_annotations/``), the others ``training/tumor/tumor_NNN.tif`` (with
+    ``training/lesion_annotations/``) and ``training/normal/normal_NNN.tif``."""
+    if kind not in LAYOUTS:
+        raise ValueError(f"--layout must be one of {', '.join(LAYOUTS)}, got {kind!r}")
+    if kind == "flat":
+        if test_slides:
+            raise ValueError("--test-slides needs --layout camelyon16 (a flat sample has no test folder)")
+        return [(s, f"{s.name}.svs", f"annotations/{s.name}.xml") for s in specs]
+    out, counts = [], {"tumor": 0, "normal": 0, "test": 0}
+    for n, s in enumerate(specs):
+        group = "test" if n >= len(specs) - test_slides else "tumor" if s.tumour else "normal"
+        counts[group] += 1
+        name = f"{group}_{counts[group]:03d}"
+        folder = "testing/images" if group == "test" else f"training/{group}"
+        ann = "testing/lesion_annotations" if group == "test" else "training/lesion_annotations"
+        out.append((dataclasses.replace(s, name=name), f"{folder}/{name}.tif", f"{ann}/{name}.xml"))
+    return out
+
+
+def plan_sample(n: int, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE, tumour_fraction: float = 0.5,
+                metastases: str = "three", kind: str = "flat", test_slides: int = 0) -> list[tuple[SlideSpec, str, str]]:
+    """What :func:`write_slides` writes: (spec, slide path, annotation path) of every slide (the
+    ground truth of a sample: :func:`tumour_tiles` of a spec are its metastases' tiles)."""
+    specs = plan_slides(n, seed, size, tumour_fraction, metastases)
+    if test_slides:
+        specs += plan_slides(test_slides, seed, size, tumour_fraction, metastases, first=n)
+    return layout(specs, kind, test_slides)
+
+
 def write_slides(out_dir: str | os.PathLike, n: int = 4, seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
-                 log: Callable[[str], None] = print, bank: int | None = None) -> dict:
-    """``out_dir/slide_XXX.svs``, ``out_dir/annotations/slide_XXX.xml`` (tumour slides) and
-    ``out_dir/reference.csv`` (``name,class``). Slides already written are kept (same seed, same
-    files), so an interrupted run continues; ``reference.csv`` is written last. A place that
-    cannot be written (read-only, full) is a ValueError in one line."""
+                 log: Callable[[str], None] = print, bank: int | None = None, tumour_fraction: float = 0.5,
+                 metastases: str = "three", kind: str = "flat", test_slides: int = 0) -> dict:
+    """Writes a sample of ``n`` slides (plus ``test_slides`` more with ``kind="camelyon16"``).
+
+    ``flat`` (the default): ``out_dir/slide_XXX.svs``, ``out_dir/annotations/slide_XXX.xml``
+    (tumour slides) and ``out_dir/reference.csv`` (``name,class``). ``camelyon16``: Camelyon16's
+    layout (:func:`layout`) with its ``testing/reference.csv`` (``name,class,type,`` rows, no
+    header, type Macro/Micro/ITC) and ``training_reference.csv`` (``name,class``: what the docs'
+    recipe makes from Camelyon16's file names). Every ``1/tumour_fraction``-th slide has tumour
+    (:func:`is_tumour`; training and test slides counted apart), ``metastases`` plans them
+    (:func:`_lesions`). Slides already written are kept (same seed, same files), so an interrupted
+    run continues; the reference files are written last. A place that cannot be written
+    (read-only, full) is a ValueError in one line."""
     if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
+        raise ValueError(f"--slides must be >= 1, got {n}")
+    if test_slides < 0:
+        raise ValueError(f"--test-slides must be >= 0, got {test_slides}")
+    placed = plan_sample(n, seed, size, tumour_fraction, metastases, kind, test_slides)
     out = pathlib.Path(out_dir)
     try:
-        return _write_slides(out, n, seed, size, log, bank)
+        return _write_slides(out, placed, kind, log, bank)
     except OSError as e:  # read-only, disk full, a name too long: one line; rerunning continues
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         raise ValueError(f"cannot write synthetic slides into {out}: {e.strerror or e}{where}; fix that and rerun "
                          "the same command (slides already written are kept)") from None
 
 
-def _write_slides(out: pathlib.Path, n: int, seed: int, size: tuple[int, int], log, bank) -> dict:
+def _write_slides(out: pathlib.Path, placed: list, kind: str, log, bank) -> dict:
     from hcdtf.atomic import write_text
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    specs = plan_slides(n, seed, size)
     written = 0
-    for spec in specs:
-        path = out / f"{spec.name}.svs"
-        if path.is_file() and (not spec.tumour or (out / "annotations" / f"{spec.name}.xml").is_file()):
+    for spec, rel, ann in placed:
+        path, xml = out / rel, out / ann
+        if path.is_file() and (not spec.tumour or xml.is_file()):
             continue
-        k = write_slide(path, spec, out / "annotations", bank)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        k = write_slide(path, spec, xml.parent, bank)
         written += 1
-        log(f"  {path.name}: " + (f"tumour, {k} annotated region(s)" if spec.tumour else "normal"))
-    lines = ["name,class\n"] + [f"{s.name},{'Tumor' if s.tumour else 'Normal'}\n" for s in specs]
-    write_text(out / "reference.csv", "".join(lines))
+        log(f"  {rel}: " + (f"tumour, {k} annotated region(s)" if spec.tumour else "normal"))
+    cls = {True: "Tumor", False: "Normal"}
+    if kind == "flat":
+        write_text(out / "reference.csv", "name,class\n" + "".join(f"{s.name},{cls[s.tumour]}\n" for s, _, _ in placed))
+    else:
+        write_text(out / "testing" / "reference.csv", "".join(
+            f"{s.name},{cls[s.tumour]},{metastasis_type(s)},\n" for s, rel, _ in placed if rel.startswith("testing/")))
+        write_text(out / "training_reference.csv", "".join(
+            f"{s.name},{cls[s.tumour]}\n" for s, rel, _ in sorted(placed, key=lambda x: x[0].name)
+            if rel.startswith("training/")))
     seconds = time.perf_counter() - t0
-    log(f"{out}: {n} slides ({sum(s.tumour for s in specs)} with tumour), {written} written now in {seconds:.1f} s")
+    specs = [s for s, _, _ in placed]
+    log(f"{out}: {len(specs)} slides ({sum(s.tumour for s in specs)} with tumour), {written} written now in "
+        f"{seconds:.1f} s")
     return {"out_dir": str(out), "slides": [s.name for s in specs], "tumour": [s.name for s in specs if s.tumour],
-            "seconds": round(seconds, 2)}
+            "paths": {s.name: rel for s, rel, _ in placed}, "seconds": round(seconds, 2)}
