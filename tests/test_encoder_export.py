@@ -76,3 +76,23 @@ def test_predict_with_run_and_export(encoder_run, tmp_path):
     text = (tmp_path / "run.csv").read_text().splitlines()
     got = {line.split(",")[0]: float(line.split(",")[1]) for line in text[1:]}
     np.testing.assert_allclose([got[f"p{i}"] for i in range(4)], expected, atol=1e-5)
+
+
+def test_slide_predict_reads_at_the_runs_input_resolution(encoder_run, tmp_path):
+    """An encoder classifier trained here saw PCam-scale patches (96 px at 0.972 um/px, resized
+    to the encoder's input inside the model): the slide reader reads at that resolution."""
+    from click.testing import CliRunner
+
+    from hcdtf.cli import main
+    from hcdtf.slide import synthetic
+
+    slides = tmp_path / "slides"
+    synthetic.write_slides(slides, n=1, seed=0, size=(384, 288), log=lambda *_: None)
+    slide = next(slides.glob("*.svs"))
+    result = CliRunner().invoke(main, ["slide", "predict", str(encoder_run), str(slide),
+                                       "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next((tmp_path / "out").rglob("slide_summary.json")).read_text())
+    assert summary["model_mpp"] == 0.972
+    heat = np.load(next((tmp_path / "out").rglob("heatmap.npy")))
+    assert heat.size and np.isfinite(heat[~np.isnan(heat)]).all()

@@ -94,9 +94,14 @@ def test_fine_tune_with_layer_decay_resumes_exactly(data_dir, tmp_path):
     _encoder_file(tmp_path)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = subprocess.run(_train_cmd(data_dir, straight, tmp_path), env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    from hcdtf.config import load_config
+    from hcdtf.training import train
+
+    cmd = _train_cmd(data_dir, straight, tmp_path)
+    sets = [cmd[k + 1] for k, a in enumerate(cmd) if a == "--set"]
+    train.train(load_config([CONFIGS / "testing.yaml"], [f"data.data_dir={data_dir}", f"output_dir={straight}",
+                                                          "model.arch=UNI", "model.transfer=fine_tune", *sets]),
+                log=lambda *_: None)
     done = subprocess.run(_train_cmd(data_dir, killed, tmp_path), env={**env, "HCDTF_KILL_AT": "after-history:1"},
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == -9, done.stdout + done.stderr[-3000:]

@@ -183,12 +183,6 @@ def pretraining_verdict(models: Sequence[Mapping[str, Any]], rows: Sequence[Mapp
             "has_encoders": any(e["encoder"] for e in table)}
 
 
-def _cell(value, kind="") -> str:
-    from hcdtf.evaluation.report_markdown import fmt
-
-    return fmt(value, kind)
-
-
 def _sig(value, scale=1.0) -> str:
     """Three significant digits: a tiny test encoder's 0.00214 GFLOPs and a ViT-g's 600 alike."""
     return "–" if value is None else f"{value * scale:.3g}"
@@ -208,9 +202,9 @@ def render_markdown(pretraining: Mapping[str, Any] | None) -> list[str]:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for e in pretraining["table"]:
-        auc = _cell(e["auc_mean"], "auc") + (f" ± {_cell(e['auc_sd'], 'auc')}" if e["n_repeats"] > 1 else "")
+        auc = f"{e['auc_mean']:.4f}" + (f" ± {e['auc_sd']:.4f}" if e["n_repeats"] > 1 else "")
         eva = f"{e['eva_pcam']:.3f}" if e["eva_pcam"] is not None else ("–" if e["encoder"] else "n/a")
         lines.append("| " + " | ".join([
-            e["name"], str(e["transfer"]), str(e["n_repeats"]), auc, _cell(e["balanced_accuracy"], "auc"),
+            e["name"], str(e["transfer"]), str(e["n_repeats"]), auc, ("–" if e["balanced_accuracy"] is None else f"{e['balanced_accuracy']:.4f}"),
             _sig(e["flops_per_image"], 1e-9), _sig(e["images_per_s"]), _sig(e["embed_per_s"]), eva]) + " |")
     return lines + [""]

@@ -92,15 +92,19 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
               help="HDF5 file to write: features float32 [n, d], ids (file stems, sorted).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass (memory is bounded by one batch).")
+@click.option("--checkpoint-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Save the rows so far (in OUT.partial/) this often: a killed pass rerun resumes there.")
+@click.option("--overwrite", is_flag=True, help="Discard OUT.partial/ of another model or other images.")
 @friendly
-def embed_cmd(model, images_dir, out, batch_size):
+def embed_cmd(model, images_dir, out, batch_size, checkpoint_seconds, overwrite):
     """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`, a
     published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported, or a
     finished run directory (its classifier's pooled features)."""
     from hcdtf.inference import embed
 
     quiet()
-    result = embed.embed(model, images_dir, out, batch_size=batch_size, log=click.echo)
+    result = embed.embed(model, images_dir, out, batch_size=batch_size, log=click.echo,
+                         checkpoint_seconds=checkpoint_seconds, overwrite=overwrite)
     click.echo(f"wrote {result['out']} ({result['n']} x {result['dim']}, "
                f"{result['images_per_s']:.1f} patches/s)")
 

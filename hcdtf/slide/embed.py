@@ -161,38 +161,18 @@ def read_attrs(path: pathlib.Path) -> dict | None:
 
 
 def _load_parts(partial: pathlib.Path, key: dict, overwrite: bool) -> tuple[list[np.ndarray], int | None]:
-    """(feature parts of a killed run of the same key, batch size it used)."""
-    try:
-        saved = json.loads((partial / "key.json").read_text())
-    except (OSError, ValueError):
-        saved = None
-    if saved is None or saved.get("key") != key:
-        if saved is not None and not overwrite:
-            raise inference.StaleOutputError(
-                f"{partial} holds part of a run of another encoder or other settings (differs in: "
-                f"{inference._differs(saved.get('key') or {}, key)}); rerun with --overwrite, or use another --output-dir")
-        shutil.rmtree(partial, ignore_errors=True)
-        return [], None
-    parts = []
-    for n in range(int(saved.get("parts", 0))):
-        try:
-            parts.append(np.load(partial / f"part-{n:05d}.npy"))
-        except (OSError, ValueError):
-            break  # parts are written in order: keep the readable prefix
-    return parts, int(saved["batch_size"])
+    """(feature parts of a killed run of the same key, batch size it used): `hcdtf.inference.parts`."""
+    from hcdtf.inference import parts
+
+    return parts.load_parts(partial, key, overwrite, stale=lambda saved: inference.StaleOutputError(
+        f"{partial} holds part of a run of another encoder or other settings (differs in: "
+        f"{inference._differs(saved, key)}); rerun with --overwrite, or use another --output-dir"))
 
 
 def _save_part(partial: pathlib.Path, key: dict, parts: list[np.ndarray], batch_size: int) -> None:
-    from hcdtf.atomic import atomic_output, write_text
-    from hcdtf.rundir import kill_point
+    from hcdtf.inference import parts as parts_lib
 
-    partial.mkdir(parents=True, exist_ok=True)
-    n = len(parts) - 1
-    with atomic_output(partial / f"part-{n:05d}.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, parts[-1])
-    kill_point("embed-part")
-    write_text(partial / "key.json", json.dumps({"key": key, "batch_size": batch_size, "parts": n + 1},
-                                                sort_keys=True))
+    parts_lib.save_part(partial, key, parts, batch_size)
 
 
 def _write_bag(path: pathlib.Path, features: np.ndarray, coords: np.ndarray, cells: np.ndarray,
