@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hcdtf.inference import explain, predict
-from hcdtf import export
 from hcdtf.cli import main
 
 from conftest import cli_fails
@@ -27,10 +26,10 @@ def patches(sample_dir):
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
-    base = tmp_path_factory.mktemp("export") / "hcd"
-    version_dir = export.export_run(trained_run, base, log=lambda *_: None)
-    return base, version_dir
+def exported(export_bundle):
+    """The export base directory of the shared run and its version 1, a SavedModel (conftest's
+    bundle: the same export_run of the same run, made once for the whole suite)."""
+    return export_bundle, export_bundle / "1"
 
 
 def _read_submission(path):
