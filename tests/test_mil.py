@@ -219,6 +219,37 @@ def test_mil_learns_slide_labels_and_attends_to_tumour(mil_data, tmp_path):
     assert np.mean(mass) > 2 * np.mean(share), (np.mean(mass), np.mean(share))
 
 
+def test_clam_sb_learns_attends_to_tumour_and_exports(mil_data, tmp_path):
+    import tensorflow as tf
+
+    root, _, test_tumour = mil_data
+    run = tmp_path / "clam"
+    _cli("mil", "train", root / "train", "--labels", root / "train" / "reference.csv", "--output-dir", run,
+         *MIL_FLAGS, "--head", "clam_sb", "--k-sample", "4")
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["head"] == "clam_sb" and "head: clam_sb" in (run / "config.yaml").read_text()
+    _cli("mil", "evaluate", run, root / "test", "--labels", root / "test" / "reference.csv")
+    m = json.loads((run / "eval" / "mil_metrics.json").read_text())
+    mass, share = [], []
+    for slide, is_tumour in test_tumour.items():
+        if is_tumour.any():
+            a = np.load(run / "eval" / "attention" / f"{slide}.npy")
+            mass.append(a[is_tumour].sum())
+            share.append(is_tumour.mean())
+    print(f"CLAM-SB slide AUC {m['auc']:.3f}; attention on tumour patches {np.mean(mass):.3f}, "
+          f"their share {np.mean(share):.3f}")
+    assert m["auc"] >= 0.8 and np.mean(mass) > 2 * np.mean(share), (m["auc"], np.mean(mass), np.mean(share))
+    _cli("mil", "export", run, "--export-dir", tmp_path / "export")
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    slide = sorted(test_tumour)[0]
+    with h5py.File(root / "test" / f"{slide}.h5") as f:
+        out = served(features=tf.constant(f["features"][:]), coords=tf.constant(f["coords"][:]))
+    scores = dict(line.split(",")[:3:2] for line in (run / "eval" / "predictions.csv").read_text().split()[1:])
+    assert float(out["probability"]) == pytest.approx(float(scores[slide]), abs=1e-5)
+    np.testing.assert_allclose(out["attention"].numpy(), np.load(run / "eval" / "attention" / f"{slide}.npy"),
+                               rtol=1e-5, atol=1e-7)
+
+
 def _weights(run):
     import keras
 
@@ -229,8 +260,11 @@ def _weights(run):
 
 def test_killed_mil_train_resumes_to_the_same_weights(mil_data, tmp_path):
     root = mil_data[0]
+    # CLAM-SB: its instance classifiers and top-k selection resume exactly too (ABMIL's resume: the
+    # overwrite test below compares a resumed run with an uninterrupted one)
     args = ["mil", "train", root / "train", "--labels", root / "train" / "reference.csv", "--epochs", "3",
-            "--folds", "4", "--hidden", "32", "--attention", "16", "--max-instances", "12"]
+            "--folds", "4", "--hidden", "32", "--attention", "16", "--max-instances", "12", "--head", "clam_sb",
+            "--k-sample", "4"]
     whole = tmp_path / "whole"
     _cli(*args, "--output-dir", whole)
     killed = tmp_path / "killed"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from hcdtf.clitools import CONTEXT, friendly, quiet
+from hcdtf.mil import HEADS
 
 
 @click.group("mil", context_settings=CONTEXT)
@@ -42,11 +43,18 @@ def mil():
               help="Train on a random subset of at most this many patches of a bag per step (bounds memory; "
                    "evaluation always uses every patch) [default: all].")
 @click.option("--no-balance", is_flag=True, help="Do not weight the loss to count both classes equally.")
+@click.option("--head", type=click.Choice(HEADS), default="abmil", show_default=True,
+              help="abmil: gated-attention MIL; clam_sb: CLAM-SB (the same attention plus instance clustering "
+                   "on the most and least attended patches).")
+@click.option("--bag-weight", default=0.7, show_default=True, type=click.FloatRange(0, 1),
+              help="clam_sb: weight of the slide loss (the instance loss gets the rest).")
+@click.option("--k-sample", default=8, show_default=True, type=click.IntRange(min=1),
+              help="clam_sb: most and least attended patches per bag in the instance loss.")
 @click.option("--overwrite", is_flag=True, help="Replace a run of another config in --output-dir.")
 @friendly
 def train_cmd(bags, labels, output_dir, epochs, learning_rate, weight_decay, hidden, attention, dropout, folds,
-              fold, split_seed, seed, max_instances, no_balance, overwrite):
-    """Train gated-attention MIL (Ilse et al. 2018) on slide bags with slide labels.
+              fold, split_seed, seed, max_instances, no_balance, head, bag_weight, k_sample, overwrite):
+    """Train gated-attention MIL (Ilse et al. 2018) or CLAM-SB on slide bags with slide labels.
 
     One bag per step, of any size. The run directory resumes exactly after a kill (rerun the
     same command) and ends with model.keras, history.csv, val_predictions.csv and
@@ -60,7 +68,7 @@ def train_cmd(bags, labels, output_dir, epochs, learning_rate, weight_decay, hid
     cfg = train.MilConfig(bags=[str(b) for b in bags], labels=str(labels), hidden=hidden, attention=attention,
                           dropout=dropout, epochs=epochs, learning_rate=learning_rate, weight_decay=weight_decay,
                           balance=not no_balance, max_instances=max_instances, folds=folds, fold=fold,
-                          split_seed=split_seed, seed=seed)
+                          split_seed=split_seed, seed=seed, head=head, bag_weight=bag_weight, k_sample=k_sample)
     train.train(cfg, output_dir, overwrite=overwrite, log=click.echo)
 
 

@@ -12,6 +12,12 @@ through one traced graph (``[None, d]``) and nothing is padded to the largest ba
     mil_logit  Dense(1) float32 -> slide logit [1, 1];  probability = sigmoid
 
 Outputs: ``{"logit": [1, 1], "probability": [1, 1], "attention": [n]}`` (attention sums to 1).
+
+CLAM-SB (:func:`build_clam_sb`, Lu et al. 2021, CLAM's ``CLAM_SB`` written anew in Keras) adds one
+instance classifier per class on ``h`` (``mil_instance_0`` / ``mil_instance_1``: Dense(2) each,
+outputs ``instance_0`` / ``instance_1`` [n, 2]); :func:`instance_loss` trains the bag's class's
+classifier to tell its k most attended patches (pseudo-label 1) from its k least attended (0),
+which sharpens the attention. The slide probability and the attention are computed as above.
 """
 
 from __future__ import annotations
@@ -60,3 +66,43 @@ def build_abmil(dim: int, hidden: int = 128, attention: int = 64, dropout: float
     logit = keras.layers.Dense(1, dtype="float32", name="mil_logit")(pooled)
     probability = keras.layers.Activation("sigmoid", dtype="float32", name="mil_probability")(logit)
     return keras.Model(x, {"logit": logit, "probability": probability, "attention": weights}, name="abmil")
+
+
+def build_clam_sb(dim: int, hidden: int = 128, attention: int = 64, dropout: float = 0.25,
+                  mean=None, variance=None) -> keras.Model:
+    """CLAM-SB: :func:`build_abmil`'s layers and outputs plus ``instance_0`` / ``instance_1`` [n, 2],
+    the instance classifiers of the Normal and the Tumor class applied to every patch's ``h``."""
+    base = build_abmil(dim, hidden, attention, dropout, mean, variance)
+    h = base.get_layer("mil_dropout").output
+    instances = {f"instance_{c}": keras.layers.Dense(2, dtype="float32", name=f"mil_instance_{c}")(h) for c in (0, 1)}
+    return keras.Model(base.input, {**base.output, **instances}, name="clam_sb")
+
+
+def build(head: str, dim: int, hidden: int = 128, attention: int = 64, dropout: float = 0.25,
+          mean=None, variance=None) -> keras.Model:
+    """The model of ``head`` (one of :data:`hcdtf.mil.HEADS`)."""
+    from hcdtf.mil import HEADS
+
+    builders = {"abmil": build_abmil, "clam_sb": build_clam_sb}
+    if head not in builders:
+        raise ValueError(f"unknown MIL head {head!r}; valid: {', '.join(HEADS)}")
+    return builders[head](dim, hidden, attention, dropout, mean, variance)
+
+
+def instance_loss(outputs: dict, label, k: int):
+    """CLAM's instance-level clustering loss for a bag of class ``label`` (0/1, binary, no
+    subtyping: only the bag's class's classifier is trained, as CLAM does): cross-entropy of that
+    classifier on the k most attended patches as positives and the k least attended as negatives,
+    k = min(``k``, n // 2); 0 for a bag of one patch."""
+    import tensorflow as tf
+
+    a = outputs["attention"]
+    n = tf.shape(a)[0]
+    kk = tf.minimum(tf.constant(k, tf.int32), n // 2)
+    top = tf.math.top_k(a, kk).indices
+    bottom = tf.math.top_k(-a, kk).indices
+    logits = tf.where(label > 0.5, outputs["instance_1"], outputs["instance_0"])
+    chosen = tf.gather(logits, tf.concat([top, bottom], 0))
+    targets = tf.concat([tf.ones([kk], tf.int32), tf.zeros([kk], tf.int32)], 0)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=chosen)
+    return tf.math.divide_no_nan(tf.reduce_sum(ce), tf.cast(2 * kk, ce.dtype))

@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hcdtf.mil import HEADS
 from hcdtf.mil import bags as bags_lib
 from hcdtf.rundir import RunDir
 
@@ -63,6 +64,9 @@ class MilConfig:
     fold: int = 0                 # the validation fold
     split_seed: int = 0           # draws the folds (keep it to compare repeats on the same folds)
     seed: int = 0                 # initialisation, data order, dropout
+    head: str = "abmil"           # abmil | clam_sb (hcdtf.mil.HEADS)
+    bag_weight: float = 0.7       # clam_sb: bag loss weight; the instance loss gets 1 - bag_weight (CLAM's 0.7)
+    k_sample: int = 8             # clam_sb: most / least attended patches per bag for the instance loss (CLAM's 8)
 
     def validate(self) -> MilConfig:
         checks = [(self.hidden >= 1, "--hidden must be >= 1"), (self.attention >= 1, "--attention must be >= 1"),
@@ -70,14 +74,20 @@ class MilConfig:
                   (self.learning_rate > 0, "--learning-rate must be > 0"),
                   (self.max_instances is None or self.max_instances >= 1, "--max-instances must be >= 1"),
                   (self.folds == 0 or self.folds >= 2, "--folds must be 0 (no validation) or >= 2"),
-                  (self.folds == 0 or 0 <= self.fold < self.folds, f"--fold must be in 0..{self.folds - 1}")]
+                  (self.folds == 0 or 0 <= self.fold < self.folds, f"--fold must be in 0..{self.folds - 1}"),
+                  (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head!r}"),
+                  (0 <= self.bag_weight <= 1, "--bag-weight must be in [0, 1]"), (self.k_sample >= 1, "--k-sample must be >= 1")]
         for ok, message in checks:
             if not ok:
                 raise MilRunError(message)
         return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.head == "abmil":  # an ABMIL run's config reads as before CLAM-SB came (its run dirs stay valid)
+            for key in ("head", "bag_weight", "k_sample"):
+                d.pop(key)
+        return d
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -102,10 +112,11 @@ class _Session:
         import keras
         import tensorflow as tf
 
-        from hcdtf.mil.model import build_abmil
+        from hcdtf.mil.model import build, instance_loss
 
         keras.utils.set_random_seed(cfg.seed)
-        self.model = build_abmil(dim, cfg.hidden, cfg.attention, cfg.dropout, mean, variance)
+        self.model = build(cfg.head, dim, cfg.hidden, cfg.attention, cfg.dropout, mean, variance)
+        clam = cfg.head == "clam_sb"
         self.optimizer = keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.optimizer.build(self.model.trainable_variables)
         self.variables = list(self.model.variables) + list(self.optimizer.variables)
@@ -113,8 +124,11 @@ class _Session:
 
         def step(x, y, w):
             with tf.GradientTape() as tape:
-                logit = tf.reshape(model(x, training=True)["logit"], [])
+                out = model(x, training=True)
+                logit = tf.reshape(out["logit"], [])
                 loss = w * tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logit)
+                if clam:  # CLAM: bag_weight * bag loss + (1 - bag_weight) * instance clustering loss
+                    loss = cfg.bag_weight * loss + (1 - cfg.bag_weight) * instance_loss(out, y, cfg.k_sample)
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
             return loss
@@ -406,7 +420,9 @@ def _finish(run, session, cfg, labels, val_slides, features, history, best_epoch
         rows.append(f"{s},{labels[s]},{session.predict(features(s))[0]:.6f}\n")
     write_text(run / "val_predictions.csv", "".join(rows))
     best = history[best_epoch - 1] if best_epoch else {}
-    summary = {"kind": KIND, "model": "model.keras", "architecture": "gated-attention MIL (Ilse et al. 2018)",
+    summary = {"kind": KIND, "model": "model.keras", "head": cfg.head,
+               "architecture": {"abmil": "gated-attention MIL (Ilse et al. 2018)",
+                                "clam_sb": "CLAM-SB (Lu et al. 2021)"}[cfg.head],
                "features": dim, "epochs": len(history), "best_epoch": best_epoch,
                "best_val_loss": best.get("val_loss"), "best_val_auc": best.get("val_auc"),
                "train_slides": len(labels) - len(val_slides), "validation_slides": len(val_slides),
