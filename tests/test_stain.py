@@ -81,6 +81,21 @@ def test_tail_percentiles_match_numpy(static):
         assert np.allclose(unmasked, np.percentile(x, p, axis=1), atol=1e-5)
 
 
+def test_grouped_top_values_are_exact():
+    """_top_values ranks only the candidates of the groups with the largest maxima: the same values
+    as tf.math.top_k, with ties, masked (-1e30) rows and mostly-masked rows."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 9216)).astype(np.float32)
+    x[1] = np.round(x[1] * 2)  # many ties
+    x[2, rng.random(9216) < 0.97] = -1e30  # few valid values
+    x[3] = np.sort(x[3])  # the largest all in the last groups
+    for k in (1, 94, 200):
+        got = stain._top_values(tf.constant(x), k, 9216).numpy()
+        assert np.array_equal(got, tf.math.top_k(tf.constant(x), k).values.numpy()), k
+    got = stain._upper_percentile(tf.constant(x[:1]), 99.0, None, 9216).numpy()
+    assert got[0] == pytest.approx(np.percentile(x[0], 99.0), abs=1e-5)
+
+
 # ------------------------------------------------------------------------------ torchstain
 def _floor_agreement(ours, theirs):
     diff = np.floor(ours).astype(int) - theirs.astype(int)
