@@ -110,7 +110,7 @@ def old_outputs(tmp_path_factory):
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", OLD_COMMIT,
                               "hcdtf", "tfds_builder", "configs"], capture_output=True, check=True, timeout=120)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(code, filter="data")
+        tar.extractall(code, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # git's own archive
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HCDTF_", "PYTHON"))}
     env.update(PYTHONPATH=str(code), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", HCDTF_PRECISION_PROBE="0")
     out = subprocess.run([sys.executable, "-c", _OLD_STEPS, str(work)], cwd=code, env=env, capture_output=True,
