@@ -50,7 +50,9 @@ def mil():
               help="clam_sb: weight of the slide loss (the instance loss gets the rest).")
 @click.option("--k-sample", default=8, show_default=True, type=click.IntRange(min=1),
               help="clam_sb: most and least attended patches per bag in the instance loss.")
-@click.option("--overwrite", is_flag=True, help="Replace a run of another config in --output-dir.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a run of another config in --output-dir (the new run trains in .staging/ and replaces "
+                   "the old one after its first epoch).")
 @friendly
 def train_cmd(bags, labels, output_dir, epochs, learning_rate, weight_decay, hidden, attention, dropout, folds,
               fold, split_seed, seed, max_instances, no_balance, head, bag_weight, k_sample, overwrite):
