@@ -96,3 +96,21 @@ def test_slide_predict_reads_at_the_runs_input_resolution(encoder_run, tmp_path)
     assert summary["model_mpp"] == 0.972
     heat = np.load(next((tmp_path / "out").rglob("heatmap.npy")))
     assert heat.size and np.isfinite(heat[~np.isnan(heat)]).all()
+
+
+def test_int8_variant_is_quantized_and_guarded(encoder_run, tmp_path):
+    """The int8 guard scores an encoder run's int8 model on the test split like a ResNet's (a
+    generous margin here: a 2-block random ViT on 10 test patches says nothing about accuracy)."""
+    from hcdtf import export
+
+    out = export.export_run(encoder_run, tmp_path / "models" / "hcd", formats=("openvino",), quantize=("int8",),
+                            margin=1.0, calibration_size=10, log=lambda *_: None)
+    path = out.parent / f"{out.name}-openvino-int8"
+    meta = json.loads((path / "hcdtf_metadata.json").read_text())
+    guard = meta["int8_guard"]
+    assert meta["precision"] == "int8" and guard["n_test"] == 10 and guard["margin"] == 1.0
+    assert 0 <= guard["auc_int8"] <= 1 and 0 <= guard["delong_p"] <= 1
+    import openvino as ov
+
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(path / "model.xml")).get_ops()}
+    assert "FakeQuantize" in ops  # the ViT's matmuls quantised, not a float32 copy under an int8 name
