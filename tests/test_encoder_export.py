@@ -114,3 +114,20 @@ def test_int8_variant_is_quantized_and_guarded(encoder_run, tmp_path):
 
     ops = {op.get_type_name() for op in ov.Core().read_model(str(path / "model.xml")).get_ops()}
     assert "FakeQuantize" in ops  # the ViT's matmuls quantised, not a float32 copy under an int8 name
+
+
+def test_beam_direct_runner_scores_an_encoder_run_as_predict(encoder_run, tmp_path):
+    from PIL import Image
+
+    from hcdtf.inference import beam as beam_predict
+    from hcdtf.inference import predict
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, patch in enumerate(_patches(3)):
+        Image.fromarray(patch).save(images / f"p{i}.png")
+    local, beam = tmp_path / "local.csv", tmp_path / "beam" / "beam.csv"
+    predict.predict(encoder_run, images, local, batch_size=1, log=lambda *_: None)  # one patch per call
+    beam_predict.predict_beam(encoder_run, str(images), str(beam), "DirectRunner", batch_size=1, log=lambda *_: None)
+    assert beam.read_text() == local.read_text()
+    assert len(local.read_text().splitlines()) == 4
