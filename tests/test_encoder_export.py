@@ -99,12 +99,17 @@ def test_slide_predict_reads_at_the_runs_input_resolution(encoder_run, tmp_path)
 
 
 def test_int8_variant_is_quantized_and_guarded(encoder_run, tmp_path):
-    """The int8 guard scores an encoder run's int8 model on the test split like a ResNet's (a
+    """The int8 (and, on a bfloat16 CPU, the bf16) guard scores an encoder run's int8 model on the test split like a ResNet's (a
     generous margin here: a 2-block random ViT on 10 test patches says nothing about accuracy)."""
-    from hcdtf import export
+    from hcdtf import export, precision
 
-    out = export.export_run(encoder_run, tmp_path / "models" / "hcd", formats=("openvino",), quantize=("int8",),
-                            margin=1.0, calibration_size=10, log=lambda *_: None)
+    bf16 = precision.cpu_features()["native_bf16"]  # elsewhere the bf16 variant is refused up front
+    out = export.export_run(encoder_run, tmp_path / "models" / "hcd", formats=("openvino",),
+                            quantize=("int8", "bf16") if bf16 else ("int8",), margin=1.0, calibration_size=10,
+                            log=lambda *_: None)
+    if bf16:
+        meta = json.loads((out.parent / f"{out.name}-openvino-bf16" / "hcdtf_metadata.json").read_text())
+        assert meta["precision"] == "bfloat16" and meta["bf16_guard"]["n_test"] == 10
     path = out.parent / f"{out.name}-openvino-int8"
     meta = json.loads((path / "hcdtf_metadata.json").read_text())
     guard = meta["int8_guard"]
