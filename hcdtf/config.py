@@ -99,8 +99,8 @@ class ModelConfig:
     trainable_from: Optional[str] = None
     dropout: float = 0.2
     fallback_to_scratch: bool = False
-
     encoder_dir: Optional[str] = None
+
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS + ENCODERS)
         _choice("model.transfer", self.transfer, TRANSFERS)
@@ -130,13 +130,13 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None
     feature_cache: bool = True
     jit_compile: str = "auto"
-
     layer_decay: float = 1.0
+
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
-        _positive("train.batch_size", self.batch_size)
         if not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"train.layer_decay must be in (0, 1] (1 = off), got {self.layer_decay!r}")
+        _positive("train.batch_size", self.batch_size)
         _choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.precision", self.precision, PRECISIONS)

@@ -61,9 +61,9 @@ def resolve_model(model):
     from hcdtf.models.encoders import files
     from hcdtf.models.encoders import specs
 
-    path = pathlib.Path(model)
     from hcdtf.rundir import RunDir
 
+    path = pathlib.Path(model)
     if path.is_dir() and RunDir(path).model_path("cnn").is_file():
         return None, path, str(path)
     if path.is_file():
