@@ -184,54 +184,61 @@ def export_bundle(request, trained_run, tmp_path_factory) -> pathlib.Path:
 
 
 # --------------------------------------------------------------------------- scheduling on xdist workers
-# `make test` runs `pytest -n 2 --dist loadgroup`: an xdist group is one unit of work that a single
-# worker runs from start to end. The tests of a module that use one of its module-scoped fixtures
-# are one group, so that fixture is built once, on one worker; the quick start's readers are one
-# group (they share the suite's costliest fixture, and test_quickstart reruns the quick start in
-# it). Every other test is a unit of its own, handed to whichever worker is free.
+# `make test` runs `pytest -n 2 --dist loadgroup`, which here means the units below (xdist's own
+# `xdist_group` marks do nothing under pytest 9: pytest-xdist 3.8 renames `item._nodeid`, which
+# pytest 9 no longer reads). A unit is handed to one worker, which runs it from start to end. By
+# default a unit is a test module, so a module-scoped fixture is built once, on one worker;
+# XDIST_GROUPS puts modules together (the quick start's readers share the suite's costliest
+# fixture, and test_quickstart reruns the quick start in it); the tests of SPLIT_MODULES (no
+# costly module fixture, long tests) are units of their own, handed to whichever worker is free.
 XDIST_GROUPS = {"test_quickstart.py": "quickstart", "test_slide_model.py": "quickstart"}
-# Modules whose module-scoped fixtures are cheap next to their tests: their tests are spread anyway.
-UNGROUPED = {"test_slide_predict.py"}  # two small slides (2 s) for seven slide predictions
+SPLIT_MODULES = {
+    "test_experiment.py", "test_slide_predict.py",  # its module fixture: two small slides (2 s)
+    "test_rundir.py", "test_train.py", "test_precision.py", "test_encoders.py", "test_tfds_builder.py",
+    "test_build_resume.py", "test_benchmarks.py", "test_cli.py", "test_issue21_minor.py", "test_unwritable.py",
+}
 # Units that start first, longest first, so that no long one starts last while the other worker
-# idles (the rest follow in collection order). A unit is a group name (a module's file name, or
-# one of XDIST_GROUPS) or a test's "module::function". Seconds of CPU on a loaded 2-core run
-# (`--durations` gives wall time); a stale entry changes nothing but the order.
+# idles (the rest follow in collection order): CPU seconds on one worker of a loaded 2-core run
+# (`--durations` gives wall time). A stale entry changes nothing but the order.
 LONGEST_FIRST = (
     "test_resume.py",  # its kill chain (module fixture: the uninterrupted run)
     "quickstart",
     "test_experiment.py::test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupted_one",
-    "test_gpu_check.py::test_gpu_check_tiny_runs_and_reports_everything",
     "test_export.py",
+    "test_gpu_check.py",
     "test_slide_viewer.py",
     "test_slide_predict.py::test_kill_and_resume_gives_the_uninterrupted_outputs",
     "test_slide_predict.py::test_tta_and_a_slide_read_with_resizing",
 )
 
 
-def _unit(item) -> str:
-    """The item's xdist unit: see XDIST_GROUPS."""
-    module = item.path.name
+def _unit(nodeid: str) -> str:
+    """The xdist unit of the test ``nodeid``: a group, a module, or ``module::function``."""
+    path, _, rest = nodeid.partition("::")
+    module = path.rsplit("/", 1)[-1]
     if module in XDIST_GROUPS:
         return XDIST_GROUPS[module]
-    info = getattr(item, "_fixtureinfo", None)
-    for name in () if module in UNGROUPED else getattr(info, "names_closure", ()):
-        defs = info.name2fixturedefs.get(name) or ()
-        if any(d.scope in ("module", "class") for d in defs):
-            return module
-    return f"{module}::{getattr(item, 'originalname', item.name)}"
+    if module in SPLIT_MODULES:
+        return f"{module}::{rest.split('[', 1)[0]}"
+    return module
 
 
-def pytest_configure(config):
-    # xdist registers it too; without xdist (`-p no:xdist`) the mark must still be known
-    config.addinivalue_line("markers", "xdist_group(name): tests that one xdist worker runs together")
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown where xdist is off (`-p no:xdist`)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`: xdist's scope scheduler with `_unit` as the scope, in collection order."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep LONGEST_FIRST's order (not "most tests first")
+    return UnitScheduling(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        unit = _unit(item)
-        if "::" not in unit:
-            item.add_marker(pytest.mark.xdist_group(unit))
     rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
     # a stable sort: within a unit, and for units not ranked, the collection order is kept
-    items.sort(key=lambda item: rank.get(_unit(item), len(rank)))
+    items.sort(key=lambda item: rank.get(_unit(item.nodeid), len(rank)))
