@@ -201,13 +201,13 @@ SPLIT_MODULES = {
 # idles (the rest follow in collection order): CPU seconds on one worker of a loaded 2-core run
 # (`--durations` gives wall time). A stale entry changes nothing but the order.
 LONGEST_FIRST = (
-    "test_resume.py",  # its kill chain (module fixture: the uninterrupted run)
-    "quickstart",
-    "test_experiment.py::test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupted_one",
-    "test_export.py",
-    "test_gpu_check.py",
+    "test_resume.py",  # 225 s: the kill chain (module fixture: the uninterrupted run)
+    "quickstart",  # 175 s: the quick start (166 s) and its readers
+    "test_gpu_check.py",  # 165 s: mixed_float16 training on a CPU
+    "test_experiment.py::test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupted_one",  # 115 s
+    "test_export.py",  # 100 s with the shared export bundle
+    "test_slide_predict.py::test_kill_and_resume_gives_the_uninterrupted_outputs",  # 45 s
     "test_slide_viewer.py",
-    "test_slide_predict.py::test_kill_and_resume_gives_the_uninterrupted_outputs",
     "test_slide_predict.py::test_tta_and_a_slide_read_with_resizing",
 )
 
