@@ -159,6 +159,10 @@ def test_gap_table_halving():
     assert summary["macenko"]["halved"] is True and summary["macenko"]["ratio_to_none"] == pytest.approx(0.3)
     assert summary["reinhard"]["halved"] is False and summary["reinhard"]["ratio_to_none"] == pytest.approx(0.6)
     assert any(line.startswith("| macenko | 2 | 0.0450 |") for line in lines)
+    for r in rows[:2]:
+        r["gap"] = -0.01  # unseen better than seen without normalisation: nothing to halve
+    _, summary = gap_table(rows)
+    assert summary["macenko"]["ratio_to_none"] is None and summary["macenko"]["halved"] is None
 
 
 def test_camelyon17_centre():

@@ -174,7 +174,8 @@ def gap_table(rows: list[dict]) -> tuple[list[str], dict]:
     base = summary.get("none", {}).get("mean_gap")
     lines += ["", "| normaliser | runs | mean gap | gap / gap without | halved? |", "|---|---|---|---|---|"]
     for k, s in summary.items():
-        ratio = s["mean_gap"] / base if base not in (None, 0) and k != "none" else None
+        # (no gap without normalisation, or a negative one: nothing to halve, no ratio)
+        ratio = s["mean_gap"] / base if base is not None and base > 0 and k != "none" else None
         s["ratio_to_none"] = ratio
         s["halved"] = None if ratio is None else bool(ratio <= 0.5)
         halved = "-" if ratio is None else ("yes" if ratio <= 0.5 else "no")
