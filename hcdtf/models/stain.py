@@ -339,12 +339,16 @@ def _lab_f(rgb):
     linearisation, XYZ, the cube root or its linear part)."""
     import tensorflow as tf
 
-    x = rgb / 255.0
-    upper = tf.cast(x > 0.04045, tf.float32)
-    lin = _blend(upper, tf.exp(2.4 * tf.math.log((tf.maximum(x, 0.04045) + 0.055) / 1.055)), x / 12.92)
+    # (the /255 folded into the constants, 3-op blends: each pass over the pixels counts)
+    knee = 0.04045 * 255.0
+    upper = tf.cast(rgb > knee, tf.float32)
+    lo = rgb * (1.0 / (255.0 * 12.92))
+    hi = tf.exp(2.4 * tf.math.log(tf.maximum(rgb, knee) * (1.0 / (255.0 * 1.055)) + 0.055 / 1.055))
+    lin = lo + upper * (hi - lo)
     xyz = tf.matmul(lin, tf.constant(_RGB2XYZ.T / np.array(_WHITE)[None, :], tf.float32))
     upper = tf.cast(xyz > 0.008856, tf.float32)
-    return _blend(upper, tf.exp(tf.math.log(tf.maximum(xyz, 0.008856)) / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    lo = 7.787 * xyz + 16.0 / 116.0
+    return lo + upper * (tf.exp(tf.math.log(tf.maximum(xyz, 0.008856)) * (1.0 / 3.0)) - lo)
 
 
 def _rgb_from_f(f):
@@ -353,11 +357,13 @@ def _rgb_from_f(f):
     import tensorflow as tf
 
     upper = tf.cast(f > 0.2068966, tf.float32)
-    xyz = _blend(upper, f * f * f, (f - 16.0 / 116.0) / 7.787)
+    lo = f * (1.0 / 7.787) - (16.0 / 116.0) / 7.787
+    xyz = lo + upper * (f * f * f - lo)
     lin = tf.matmul(xyz, tf.constant((_XYZ2RGB * np.array(_WHITE)[None, :]).T, tf.float32))
     upper = tf.cast(lin > 0.0031308, tf.float32)
-    srgb = _blend(upper, 1.055 * tf.exp(tf.math.log(tf.maximum(lin, 0.0031308)) / 2.4) - 0.055, 12.92 * lin)
-    return tf.clip_by_value(srgb, 0.0, 1.0) * 255.0
+    lo = (255.0 * 12.92) * lin  # (the *255 folded into both branches)
+    hi = (255.0 * 1.055) * tf.exp(tf.math.log(tf.maximum(lin, 0.0031308)) * (1.0 / 2.4)) - 255.0 * 0.055
+    return tf.clip_by_value(lo + upper * (hi - lo), 0.0, 255.0)
 
 
 def lab_stats(rgb):
