@@ -38,7 +38,7 @@ def main():
     Better?": ImageNet ResNet-18/34/50/101/152 with a frozen or fine-tuned base, a logistic
     regression baseline, evaluation with DeLong tests, and SavedModel export for TF Serving.
 
-    Start with `hcdtf quickstart`; see README.md for the user guide.
+    Start with `hcdtf quickstart`; the user guide is the docs site (docs/, `make docs`).
     """
 
 
