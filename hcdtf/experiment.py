@@ -25,7 +25,7 @@ Schema (every key optional)::
     transfers: [freeze_base, fine_tune]                 # the default: both
     stains: [none, macenko, reinhard]   # optional: repeat each run with each data.stain_normalize
                                    # (run names get _<stain>); with data.test_centre the report
-                                   # adds AUC on seen vs unseen centres (hcdtf.data.centres)
+                                   # adds AUC on seen vs unseen centres (hcdtf.evaluation.centres)
     per_transfer:                  # extra configs/set for the runs of one transfer strategy
       freeze_base: {configs: [freeze_base.yaml], set: [...]}
     baseline: true                 # also the logistic regression on pixels (default true)
@@ -498,7 +498,7 @@ def run(
                        n_bootstrap=_or(exp.spec.compare.n_bootstrap, runs[0].cfg.eval.n_bootstrap),
                        seed=_or(exp.spec.compare.seed, runs[0].cfg.seed), log=log)
         if runs[0].cfg.data.test_centre is not None:  # AUC on seen vs unseen centres, into the report
-            from hcdtf.data import centres
+            from hcdtf.evaluation import centres
 
             centres.write_report([r.run_dir for r in runs], comparison, log=log)
         saved = _export_best(results, out, log) if exp.spec.export else None

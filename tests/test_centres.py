@@ -149,7 +149,7 @@ def test_centre_options_checked(centre_build, data_dir, tmp_path):
 
 
 def test_gap_table_halving():
-    from hcdtf.data.centres import gap_table
+    from hcdtf.evaluation.centres import gap_table
 
     rows = [{"name": f"r{i}", "stain_normalize": m, "seed": s, "auc_seen": 0.95, "auc_unseen": 0.95 - g, "gap": g}
             for i, (m, s, g) in enumerate([("none", 0, 0.20), ("none", 1, 0.10), ("macenko", 0, 0.05),
