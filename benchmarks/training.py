@@ -394,19 +394,19 @@ def figure_feature_cache(session) -> dict:
 
 
 # ----------------------------------------------------------------------------- frameworks (workers)
-def _keras_net(arch: str, data_format: str, fused_bn: bool = True):
+def _keras_net(arch: str, data_format: str, fused_bn: bool = True, size: int = 96):
     """The network without hcdtf's uint8 preprocessing layer (inputs are float32 already), in the
     given data format: keras.applications ResNet50 (v1) or hcdtf's ResNet18/34 base, global average
     pooling, dropout 0.2, Dense(1, sigmoid) -- the same head as hcdtf.models.build_classifier.
     ``fused_bn`` swaps in ``FusedBatchNormalization`` as build_classifier does; False keeps Keras'
-    own BatchNormalization."""
+    own BatchNormalization. ``size``: the input's side (96, the patches'; smaller only for smoke runs)."""
     import keras
 
     from hcdtf import models
 
     keras.config.set_image_data_format(data_format)
     try:
-        shape = (96, 96, 3) if data_format == "channels_last" else (3, 96, 96)
+        shape = (size, size, 3) if data_format == "channels_last" else (3, size, size)
         base = models.get_arch(arch).constructor()(include_top=False, weights=None, input_shape=shape)
         if fused_bn:
             base = models.fuse_batch_norm(base)
