@@ -265,15 +265,19 @@ def test_killed_mil_train_resumes_to_the_same_weights(mil_data, tmp_path):
     args = ["mil", "train", root / "train", "--labels", root / "train" / "reference.csv", "--epochs", "3",
             "--folds", "4", "--hidden", "32", "--attention", "16", "--max-instances", "12", "--head", "clam_sb",
             "--k-sample", "4"]
+    # Every run in a fresh process, as a user runs them: the pytest worker's TensorFlow carries
+    # what earlier tests set (threads, policies), which a bit-for-bit comparison must not see.
     whole = tmp_path / "whole"
-    _cli(*args, "--output-dir", whole)
+    p = _hcdtf(*args, "--output-dir", whole)
+    assert p.returncode == 0, p.stdout
     killed = tmp_path / "killed"
     # killed while writing epoch 2's resume state: epoch 2's steps are lost with it
     p = _hcdtf(*args, "--output-dir", killed, env={"HCDTF_KILL_AT": "inside-state-write:2"})
     assert p.returncode == -signal.SIGKILL, p.stdout
     assert sorted(x.name for x in (killed / "backup").glob("state-*.npz")) == ["state-0001.npz"]
     assert list((killed / "backup").glob(".*.tmp-*"))  # the half-written state
-    assert "resuming after epoch 1" in _cli(*args, "--output-dir", killed)
+    p = _hcdtf(*args, "--output-dir", killed)
+    assert p.returncode == 0 and "resuming after epoch 1" in p.stdout, p.stdout
     for a, b in zip(_weights(whole), _weights(killed)):
         assert np.array_equal(a, b)
     history = [[row.rsplit(",", 1)[0] for row in (run / "history.csv").read_text().split()] for run in (whole, killed)]
