@@ -89,7 +89,6 @@ def main(argv=None):
     s = get_encoder(args.arch)
     spec = dict(input_size=s.input_size, patch_size=s.patch_size, dim=s.dim, depth=s.depth, heads=s.heads,
                 mlp_ratio=s.mlp_ratio, registers=s.registers, mlp=s.mlp, mean=s.mean, std=s.std)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     rounds = []
     for _ in range(args.rounds):
         keras_ips = _run([sys.executable, "-c", KERAS, s.name, str(args.batch), str(args.steps)])

@@ -22,7 +22,6 @@ from click.testing import CliRunner
 
 from hcdtf.data import pipeline as data
 from hcdtf.evaluation import evaluate
-from hcdtf import experiment
 from hcdtf.cli import main
 
 from conftest import cli_fails
