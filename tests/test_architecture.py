@@ -13,14 +13,13 @@ import sys
 
 from conftest import REPO
 
+from tools.import_graph import direct_imports, module_name
+
 PACKAGES = ("hcdtf", "tfds_builder")
 
 
 def _module_name(path: pathlib.Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+    return module_name(path, REPO)
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -31,24 +30,7 @@ def _modules() -> dict[str, pathlib.Path]:
 def _imports(name: str, path: pathlib.Path, known: set[str]) -> set[str]:
     """Our modules that ``name`` imports, at any depth of its code, plus the packages that
     importing them initialises (a parent package's ``__init__`` runs first)."""
-    is_package = path.name == "__init__.py"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative import
-                base = name.split(".") if is_package else name.split(".")[:-1]
-                base = base[: len(base) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            targets = [module] + [f"{module}.{a.name}" for a in node.names]
-        else:
-            continue
-        for t in targets:
-            if t in known:
-                found.add(t)
+    found = direct_imports(name, path, known)
     ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
     for t in list(found):  # importing a.b.c initialises a.b (and a) first
         parts = t.split(".")

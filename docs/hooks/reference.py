@@ -12,6 +12,7 @@ Importing ``hcdtf.cli`` is cheap (no TensorFlow at import time; tests/test_archi
 
 from __future__ import annotations
 
+import functools
 import html
 import inspect
 import pathlib
@@ -223,25 +224,21 @@ def _module_files() -> dict[str, pathlib.Path]:
     return out
 
 
+@functools.cache
+def _walker():
+    """tools/import_graph.py, the architecture test's import walker, loaded by path (the hook is
+    not run from a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_hcdtf_import_graph", ROOT / "tools" / "import_graph.py")
+    walker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(walker)
+    return walker
+
+
 def _imports(name: str, path: pathlib.Path, known: set[str]) -> set[str]:
     """hcdtf modules that ``name`` imports anywhere in its code (inside functions too)."""
-    import ast
-
-    is_package = path.name == "__init__.py"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:
-                base = name.split(".") if is_package else name.split(".")[:-1]
-                module = ".".join(base[: len(base) - node.level + 1] + ([module] if module else []))
-            targets = [module] + [f"{module}.{a.name}" for a in node.names]
-        else:
-            continue
-        found.update(t for t in targets if t in known)
-    return found - {name}
+    return _walker().direct_imports(name, path, known)
 
 
 def _stage(module: str) -> str:
