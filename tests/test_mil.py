@@ -125,6 +125,38 @@ def test_killed_embed_resumes_to_the_same_bytes(encoder, slides, bags, tmp_path)
     assert not (out / ".partial").exists()
 
 
+def test_embed_on_beam_direct_runner_writes_the_same_bytes(encoder, slides, bags, tmp_path):
+    """`slide embed --runner DirectRunner`: one slide per element, the same code on the same batches,
+    so each bag is byte-identical to the in-process one (no tolerance needed: DirectRunner runs the
+    encoder in this process with the same TensorFlow settings and batch size)."""
+    out = tmp_path / "beam"
+    text = _cli("slide", "embed", encoder, slides, "--output-dir", out, "--batch-size", "16", "--runner", "DirectRunner")
+    assert "2 embedded, 0 already done, 0 failed" in text, text
+    for slide in ("slide_000", "slide_001"):
+        assert (out / f"{slide}.h5").read_bytes() == (bags / f"{slide}.h5").read_bytes(), slide
+    rows = [r.split(",") for r in (out / "embeddings.csv").read_text().splitlines()]
+    assert rows[0][:4] == ["slide", "status", "patches", "dim"]
+    assert [r[:4] for r in rows[1:]] == [[s, "done", str(h5py.File(bags / f"{s}.h5").attrs["n_patches"]), "128"]
+                                         for s in ("slide_000", "slide_001")]
+    # a rerun skips finished slides; a bag of other settings is a failed row (exit 1), the others finish
+    before = (out / "slide_000.h5").stat().st_mtime_ns
+    assert "0 embedded, 2 already done" in _cli("slide", "embed", encoder, slides, "--output-dir", out,
+                                                "--batch-size", "16", "--runner", "DirectRunner")
+    assert (out / "slide_000.h5").stat().st_mtime_ns == before
+    r = CliRunner().invoke(main, ["slide", "embed", str(encoder), str(slides / "slide_000.svs"), "--output-dir",
+                                  str(out), "--stride", "48", "--runner", "DirectRunner"])
+    assert r.exit_code == 1 and "another encoder or other settings" in r.output, r.output
+    assert (out / "slide_000.h5").stat().st_mtime_ns == before
+    for args, message in ((["--overwrite"], "--overwrite is not available with --runner"),
+                          (["--pipeline-option=--x=1"], "--pipeline-option applies to Beam")):
+        r = CliRunner().invoke(main, ["slide", "embed", str(encoder), str(slides), "--output-dir", str(out),
+                                      *args] + (["--runner", "DirectRunner"] if args == ["--overwrite"] else []))
+        assert r.exit_code == 2 and message in r.output, r.output
+    r = CliRunner().invoke(main, ["slide", "embed", "ResNet7", str(slides), "--output-dir", str(tmp_path / "x"),
+                                  "--runner", "DirectRunner"])
+    assert r.exit_code == 2 and "ResNet18" in r.output, r.output
+
+
 # --------------------------------------------------------------------------- MIL on bags
 def _embedded_sample(encoder_path, root: pathlib.Path, n: int, test: int) -> tuple[dict, dict]:
     """The MIL sample as a user makes it: `sample-slides --layout camelyon16` (n training and ``test``

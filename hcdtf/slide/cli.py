@@ -151,26 +151,41 @@ def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min
 @click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="How often a slide's features so far are saved (a killed run resumes from there).")
 @click.option("--overwrite", is_flag=True, help="Replace bags of another encoder or other settings.")
+@click.option("--runner", type=click.Choice(RUNNERS), default=None,
+              help="Run as an Apache Beam pipeline, one slide per element, on this runner (same bags).")
+@click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
+              help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--direct_num_workers=2.")
 @friendly
 def embed_cmd(model, slides, output_dir, weights, seed, stride, mpp, min_tissue, min_saturation, batch_size,
-              threads, checkpoint_seconds, overwrite):
+              threads, checkpoint_seconds, overwrite, runner, pipeline_options):
     """Patch embeddings of whole slides: one HDF5 bag per slide (features + coords, as CLAM/TRIDENT).
 
     MODEL is a run directory or .keras file (the pooled features before the head; any Keras
     model whose output is [batch, d]) or an architecture name (ResNet18 ... ResNet152, with
     --weights). The patches are those `slide predict` scores: same resolution, tissue mask and
-    grid. Rerun to resume a killed run. Example:
+    grid. Rerun to resume a killed run. --runner runs the slides as an Apache Beam pipeline
+    (one slide per element; same bags). Example:
 
     hcdtf slide embed outputs/models/hcd/1 ~/camelyon16/training --output-dir outputs/bags
     """
+    if pipeline_options and not runner:
+        raise click.UsageError("--pipeline-option applies to Beam: add --runner DirectRunner (or another runner)")
+    if runner and overwrite:
+        raise click.UsageError("--overwrite is not available with --runner: run without it, or clear --output-dir")
     from hcdtf import runtime
     from hcdtf.slide import embed, inference
 
     runtime.quiet_tensorflow()
     settings = inference.Settings(stride=stride, mpp=mpp, min_tissue=min_tissue, min_saturation=min_saturation,
                                   batch_size=batch_size)
-    result = embed.embed_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
-                                threads=threads, checkpoint_seconds=checkpoint_seconds, weights=weights, seed=seed)
+    if runner:
+        from hcdtf.slide import beam
+
+        result = beam.embed_slides_beam(model, slides, output_dir, settings, runner, pipeline_options, weights, seed,
+                                        threads, checkpoint_seconds, log=click.echo)
+    else:
+        result = embed.embed_slides(model, slides, output_dir, settings, overwrite=overwrite, log=click.echo,
+                                    threads=threads, checkpoint_seconds=checkpoint_seconds, weights=weights, seed=seed)
     report_failed(result)
 
 

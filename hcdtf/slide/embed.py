@@ -79,6 +79,29 @@ def _keras_encoder(features_model, description: str, input_mpp: float, source: s
                    dim, input_mpp, source, features_model)
 
 
+def check_model(model: str | os.PathLike) -> None:
+    """The error :func:`load_encoder` gives for a MODEL it cannot use, without loading anything
+    (the Beam runner checks here, before its workers start)."""
+    from hcdtf.models import registry
+
+    p = pathlib.Path(model)
+    if p.exists():
+        from hcdtf.rundir import RunDir
+
+        if p.is_dir() and not RunDir(p).is_run():
+            raise ValueError(f"MODEL {str(p)!r} is a directory but not an hcdtf run (no config.yaml); pass a "
+                             "run directory of `hcdtf train`, its model.keras, or an architecture name")
+        if not p.is_dir() and p.suffix != ".keras":
+            raise ValueError(f"MODEL {str(p)!r}: embeddings come from a Keras model (a run directory or a .keras "
+                             f"file) or an architecture name ({', '.join(registry.ARCHS)})")
+        return
+    try:
+        registry.canonical_name(str(model))
+    except ValueError:
+        raise ValueError(f"MODEL {str(model)!r} is neither a file or run directory nor an architecture; valid "
+                         f"architectures: {', '.join(registry.ARCHS)}") from None
+
+
 def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int = 0,
                  log: Callable[[str], None] = print) -> Encoder:
     """The encoder named by ``model``: a run directory or its ``model.keras`` (the pooled features
@@ -86,6 +109,7 @@ def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int 
     a random initialisation from ``seed``, or a weights file)."""
     from hcdtf.models import registry
 
+    check_model(model)
     p = pathlib.Path(model)
     if p.exists():
         import keras
@@ -95,17 +119,11 @@ def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int 
         from hcdtf.rundir import RunDir
 
         if p.is_dir():
-            if not RunDir(p).is_run():
-                raise ValueError(f"MODEL {str(p)!r} is a directory but not an hcdtf run (no config.yaml); pass a "
-                                 "run directory of `hcdtf train`, its model.keras, or an architecture name")
             from hcdtf.inference import loading
 
             classifier = loading.load_model(RunDir(p))
-        elif p.suffix == ".keras":
-            classifier = keras.saving.load_model(str(p), compile=False)
         else:
-            raise ValueError(f"MODEL {str(p)!r}: embeddings come from a Keras model (a run directory or a .keras "
-                             f"file) or an architecture name ({', '.join(registry.ARCHS)})")
+            classifier = keras.saving.load_model(str(p), compile=False)
         mpp, source = inference.model_input_mpp(p)
         try:
             features, what = feature_extractor(classifier), "penultimate layer"
@@ -115,11 +133,7 @@ def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int 
                 raise ValueError(f"MODEL {str(p)!r}: a Keras model without 'head_pool' layer must have one output "
                                  f"of shape [batch, d] (pooled features); got {classifier.outputs}") from None
         return _keras_encoder(features, f"{classifier.name} {what} ({p})", mpp, source)
-    try:
-        arch = registry.canonical_name(str(model))
-    except ValueError:
-        raise ValueError(f"MODEL {str(model)!r} is neither a file or run directory nor an architecture; valid "
-                         f"architectures: {', '.join(registry.ARCHS)}") from None
+    arch = registry.canonical_name(str(model))
     import keras
 
     from hcdtf.export import DEFAULT_INPUT_MPP
@@ -269,15 +283,51 @@ def embed_slide(path: pathlib.Path, out: pathlib.Path, encoder: Encoder, setting
         layout.slide.close()
 
 
+def embed_row(path: pathlib.Path, out: pathlib.Path, encoder: Encoder, settings: inference.Settings,
+              overwrite: bool = False, log: Callable = print, threads: int = 2,
+              checkpoint_seconds: float = 30.0) -> dict:
+    """:func:`embed_slide` as one row of ``embeddings.csv``: a slide that cannot be read is a
+    ``failed`` row (the others still run), in process and on Beam alike."""
+    import openslide
+
+    t = time.perf_counter()
+    try:
+        status, attrs = embed_slide(path, out, encoder, settings, overwrite, log, threads, checkpoint_seconds)
+    except (reader.SlideError, openslide.OpenSlideError) as e:
+        message = str(e) if str(path) in str(e) else f"{path}: {e}"
+        log(f"  FAILED {message}")
+        return {"slide": path.stem, "status": "failed", "seconds": round(time.perf_counter() - t, 2),
+                "path": str(path), "error": message}
+    return {"slide": path.stem, "status": status, "patches": attrs.get("n_patches"), "dim": attrs["dim"],
+            "seconds": round(time.perf_counter() - t, 2), "path": str(path)}
+
+
+def write_rows(out: pathlib.Path, rows: list[dict]) -> None:
+    """``out/embeddings.csv`` (atomic), one row per slide."""
+    from hcdtf.atomic import write_text
+
+    lines = [",".join(FIELDS)] + [",".join("" if r.get(k) is None else str(r[k]).replace(",", ";") for k in FIELDS)
+                                  for r in rows]
+    write_text(out / "embeddings.csv", "\n".join(lines) + "\n")
+
+
+def result_of(rows: list[dict], out: pathlib.Path, seconds: float, log: Callable = print) -> dict:
+    """What ``slide embed`` returns: counts, the failures' messages, the summary CSV."""
+    if (out / PARTIAL).is_dir() and not any((out / PARTIAL).iterdir()):
+        (out / PARTIAL).rmdir()
+    failed = [r["error"] for r in rows if r["status"] == "failed"]
+    result = {"output_dir": str(out), "slides": len(rows), "failed": failed,
+              "done": sum(r["status"] == "done" for r in rows), "skipped": sum(r["status"] == "skipped" for r in rows),
+              "seconds": round(seconds, 2), "summary_csv": str(out / "embeddings.csv")}
+    log(f"{result['done']} embedded, {result['skipped']} already done, {len(failed)} failed; {out / 'embeddings.csv'}")
+    return result
+
+
 def embed_slides(model, inputs, output_dir, settings: inference.Settings | None = None, overwrite: bool = False,
                  log: Callable = print, threads: int = 2, checkpoint_seconds: float = 30.0, weights: str = "imagenet",
                  seed: int = 0, encoder: Encoder | None = None) -> dict:
     """Embeds every slide of ``inputs`` into ``output_dir/<slide id>.h5``; writes
     ``output_dir/embeddings.csv``. A slide that cannot be read is reported and the others still run."""
-    import openslide
-
-    from hcdtf.atomic import write_text
-
     settings = (settings or inference.Settings()).validate()
     slides = reader.list_slides(inputs)
     out = pathlib.Path(output_dir)
@@ -289,28 +339,9 @@ def embed_slides(model, inputs, output_dir, settings: inference.Settings | None 
     rows = []
     for n, path in enumerate(slides, 1):
         log(f"[{n}/{len(slides)}] {path.name}")
-        t = time.perf_counter()
-        try:
-            status, attrs = embed_slide(path, out, encoder, settings, overwrite, log, threads, checkpoint_seconds)
-        except (reader.SlideError, openslide.OpenSlideError) as e:
-            message = str(e) if str(path) in str(e) else f"{path}: {e}"
-            log(f"  FAILED {message}")
-            rows.append({"slide": path.stem, "status": "failed", "seconds": round(time.perf_counter() - t, 2),
-                         "path": str(path), "error": message})
-            continue
-        rows.append({"slide": path.stem, "status": status, "patches": attrs.get("n_patches"), "dim": attrs["dim"],
-                     "seconds": round(time.perf_counter() - t, 2), "path": str(path)})
-    lines = [",".join(FIELDS)] + [",".join("" if r.get(k) is None else str(r[k]).replace(",", ";") for k in FIELDS)
-                                  for r in rows]
-    write_text(out / "embeddings.csv", "\n".join(lines) + "\n")
-    if (out / PARTIAL).is_dir() and not any((out / PARTIAL).iterdir()):
-        (out / PARTIAL).rmdir()
-    failed = [r["error"] for r in rows if r["status"] == "failed"]
-    result = {"output_dir": str(out), "slides": len(rows), "failed": failed,
-              "done": sum(r["status"] == "done" for r in rows), "skipped": sum(r["status"] == "skipped" for r in rows),
-              "seconds": round(time.perf_counter() - t_all, 2), "summary_csv": str(out / "embeddings.csv")}
-    log(f"{result['done']} embedded, {result['skipped']} already done, {len(failed)} failed; {out / 'embeddings.csv'}")
-    return result
+        rows.append(embed_row(path, out, encoder, settings, overwrite, log, threads, checkpoint_seconds))
+    write_rows(out, rows)
+    return result_of(rows, out, time.perf_counter() - t_all, log)
 
 
 def read_bag(path: str | os.PathLike) -> dict:
