@@ -255,6 +255,46 @@ class SlideConfig:
 
 
 @dataclasses.dataclass
+class MilConfig:
+    """``hcdtf mil train`` (the MIL model, its training, folds and seed) and ``mil evaluate|predict``
+    (``maps``). The head's choices (``hcdtf.mil.HEADS``) are checked by the command: that vocabulary
+    lives above this module."""
+
+    head: str = "abmil"
+    hidden: int = 128
+    attention: int = 64
+    dropout: float = 0.25
+    epochs: int = 20
+    learning_rate: float = 2e-4
+    weight_decay: float = 1e-5
+    balance: bool = True
+    max_instances: Optional[int] = None
+    folds: int = 5
+    fold: int = 0
+    split_seed: int = 0
+    seed: int = 0
+    bag_weight: float = 0.7
+    k_sample: int = 8
+    maps: bool = True
+
+    def validate(self) -> None:
+        for key in ("hidden", "attention", "epochs", "learning_rate", "k_sample"):
+            _positive(f"mil.{key}", getattr(self, key))
+        if self.max_instances is not None:
+            _positive("mil.max_instances", self.max_instances)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"mil.dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.bag_weight <= 1.0:
+            raise ConfigError(f"mil.bag_weight must be in [0, 1], got {self.bag_weight!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"mil.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"mil.folds must be 0 (no validation) or >= 2, got {self.folds!r}")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ConfigError(f"mil.fold must be in 0..{self.folds - 1} (mil.folds = {self.folds}), got {self.fold!r}")
+
+
+@dataclasses.dataclass
 class Config:
     seed: int = 0
     deterministic: bool = True
@@ -267,6 +307,7 @@ class Config:
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
     slide: SlideConfig = dataclasses.field(default_factory=SlideConfig)
+    mil: MilConfig = dataclasses.field(default_factory=MilConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

@@ -472,8 +472,8 @@ def comparable(cfg: Config, kind: str) -> dict:
     """The parts of a config that define a run of ``kind`` (where it is written, how it is
     evaluated, exported or used to predict, and the other kind's settings do not)."""
     d = json.loads(json.dumps(cfg.to_dict()))
-    ignored = ("output_dir", "eval", "export", "predict", "slide") + (("model", "train") if kind == "baseline"
-                                                                      else ("baseline",))
+    ignored = ("output_dir", "eval", "export", "predict", "slide", "mil") + (
+        ("model", "train") if kind == "baseline" else ("baseline",))
     for key in ignored:
         d.pop(key, None)
     return d

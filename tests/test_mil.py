@@ -490,3 +490,34 @@ def test_compare_takes_mil_slide_scores_beside_a_heatmap_slide_evaluation(encode
         (pair,) = c["pairwise"]
         assert pair["auc_a"] == pytest.approx(m["auc"]) and pair["auc_b"] == pytest.approx(m["heatmap"]["auc"])
         assert pair["p_value"] == pytest.approx(m["heatmap"]["delong"]["p_value"])
+
+
+def test_mil_commands_read_the_mil_config_section(bags, slides, tmp_path):
+    """flag > --set > --config > base.yaml for `mil train`, and mil.maps for `mil predict`; the
+    section's defaults are the library's (an ABMIL run's config.yaml is what it was before)."""
+    import dataclasses
+
+    import yaml
+
+    from hcdtf.config import MilConfig as Section
+    from hcdtf.mil.train import MilConfig
+
+    section = dataclasses.asdict(Section())
+    library = MilConfig().to_dict() | {"head": "abmil", "bag_weight": 0.7, "k_sample": 8}
+    assert {k: v for k, v in section.items() if k != "maps"} == {k: library[k] for k in section if k != "maps"}
+    (tmp_path / "mil.yaml").write_text("mil:\n  hidden: 8\n  attention: 16\n  epochs: 3\n  folds: 0\n")
+    run = tmp_path / "run"
+    _cli("mil", "train", bags, "--labels", slides / "reference.csv", "--output-dir", run, "--config",
+         tmp_path / "mil.yaml", "--set", "mil.epochs=1", "--set", "mil.attention=6", "--attention", "4")
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["mil"]
+    assert (recorded["hidden"], recorded["attention"], recorded["epochs"], recorded["folds"]) == (8, 4, 1, 0)
+    assert recorded["dropout"] == 0.25 and "head" not in recorded  # the rest from base.yaml, as before
+    _cli("mil", "predict", run, bags, "--output-dir", tmp_path / "pred", "--set", "mil.maps=false")
+    assert (tmp_path / "pred" / "predictions.csv").is_file() and not (tmp_path / "pred" / "attention").exists()
+    _cli("mil", "predict", run, bags, "--output-dir", tmp_path / "pred2", "--set", "mil.maps=false", "--maps")
+    assert (tmp_path / "pred2" / "attention" / "slide_000.npy").is_file()
+    for override, words in (("mil.head=transmil", ["mil.head", "clam_sb"]), ("mil.fold=5", ["mil.fold", "0..4"]),
+                            ("mil.hiden=8", ["mil.hiden", "hidden"])):
+        r = CliRunner().invoke(main, ["mil", "train", str(bags), "--labels", str(slides / "reference.csv"),
+                                      "--output-dir", str(tmp_path / "bad"), "--set", override])
+        assert r.exit_code == 2 and all(w in r.output for w in words), (override, r.output)
