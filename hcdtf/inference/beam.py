@@ -182,3 +182,98 @@ def predict_beam(model_path, images: str, out: str, runner: str, options: Iterab
                  options)
     log(f"wrote {len(files)} predictions to {out}")
     return {"out": str(out), "n": len(files), "runner": runner}
+
+
+# --------------------------------------------------------------------------- embeddings
+def embedding_model_handler(model_path: str):
+    """A Beam ``ModelHandler`` whose model is :func:`hcdtf.inference.embed`'s embedding function
+    of an encoder file or a run directory (built on the worker, one device). Each element is one
+    batch cut as the in-process pass cuts it (:func:`hcdtf.inference.embed.batch_bounds`), so the
+    rows have the same bits; its inference is the float32 rows [B, d]."""
+    from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+    class EmbeddingModelHandler(ModelHandler):
+        def __init__(self):
+            super().__init__(min_batch_size=1, max_batch_size=1)
+
+        def load_model(self):
+            from hcdtf.inference import embed
+
+            return embed._embedding_function(_local_copy(model_path))[0]
+
+        def run_inference(self, batch, model, inference_args=None):
+            return [PredictionResult(x, model(x)) for x in batch]
+
+    return EmbeddingModelHandler()
+
+
+def read_image_batch(files: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """(stems, uint8 [B, H, W, 3]) of one batch of same-sized image files (`hcdtf embed`'s reader)."""
+    from hcdtf.inference import embed
+
+    return tuple(pathlib.Path(f).stem for f in files), np.stack([embed._read(f) for f in files])
+
+
+ROWS_PER_SHARD = 10_000  # ~60 MB of float32 rows of a 1536-wide embedding per TFRecord file
+
+
+def embed_beam(model, images_dir, out, runner: str, options: Iterable[str] = (), batch_size: int = 64,
+               num_shards: int = 0, log: Callable[[str], None] = print) -> dict:
+    """`hcdtf embed --runner`: RunInference over the image files (one element per batch, cut as
+    the in-process pass cuts them), rows written as TFRecord shards of (id, feature) in
+    ``OUT.shards/`` (kept: what a head reads, see :func:`hcdtf.inference.embed.read_shards`; shard
+    ``k`` holds a contiguous range of ids, in id order), then ``OUT`` (HDF5), the same bytes as the
+    in-process pass with the same ``batch_size`` on one device. Not resumable: Beam retries failed
+    bundles; a killed launcher runs the pipeline again."""
+    import math
+    import time
+
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+    from hcdtf.inference import embed
+
+    options = list(options)
+    check_runner(runner, options)
+    items = embed.list_images(images_dir)
+    path, is_run = embed.locate_model(model)
+    name, config = embed.describe_model(path, is_run)  # a wrong MODEL fails here, not on a worker
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shards = out.with_name(out.name + ".shards")
+    shutil.rmtree(shards, ignore_errors=True)
+    shards.mkdir()
+    files = [str(p) for _, p in items]
+    t0 = time.perf_counter()
+    bounds = list(embed.batch_bounds((embed.image_shape(p) for _, p in items), batch_size))
+    n_shards = min(num_shards or math.ceil(len(items) / ROWS_PER_SHARD), len(bounds))
+    # batch k goes to shard k * n_shards // batches: each shard holds a contiguous range of ids
+    # (the shards in name order are in id order), every shard at least one batch
+    batches = [(k * n_shards // len(bounds), files[i:j]) for k, (i, j) in enumerate(bounds)]
+    log(f"embedding {len(items)} patches from {images_dir} with Apache Beam ({runner}), {len(batches)} batches, "
+        f"{n_shards} shard{'s' if n_shards > 1 else ''} in {shards}")
+    counter = beam.metrics.Metrics.counter("hcdtf", "patches_embedded")
+
+    def rows(key, result):
+        shard, ids = key
+        counter.inc(len(ids))
+        return [(shard, (i, embed.shard_example(i, r))) for i, r in zip(ids, result.inference)]
+
+    def read(shard, chunk):
+        ids, images = read_image_batch(chunk)
+        return (shard, ids), images
+
+    handler = KeyedModelHandler(embedding_model_handler(str(path)))
+    score = ("ReadBatch" >> beam.MapTuple(read) | "RunInference" >> RunInference(handler)
+             | "Examples" >> beam.FlatMapTuple(rows))
+    # TensorFlow's TFRecord writer, not beam.io.WriteToTFRecord: that needs a crc32c package
+    # (apache-beam[tfrecord]) and names no shard after its contents
+    sink = ("ByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.MapTuple(lambda shard, pairs: embed.write_shard(shards, shard, n_shards, pairs)))
+    run_pipeline(beam.Create(batches) | "Spread" >> beam.Reshuffle(), score, sink, runner, options)
+    seconds = time.perf_counter() - t0
+    rate = len(items) / seconds if seconds > 0 else float("nan")
+    log(f"embedded {len(items)}/{len(items)} patches, {rate:.1f} patches/s (pipeline, {seconds:.0f} s)")
+    dim = embed.write_from_shards(out, shards, [s for s, _ in items], name, config, str(path), log)
+    return {"out": str(out), "shards": str(shards), "n": len(items), "dim": dim, "runner": runner,
+            "seconds": seconds, "images_per_s": rate}

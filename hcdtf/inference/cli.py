@@ -11,6 +11,7 @@ from hcdtf.clitools import CONTEXT, check_choices, config_options, default_help,
 from hcdtf.config import PredictConfig, load_config
 from hcdtf.inference.backends import BACKENDS
 from hcdtf.inference.beam import RUNNERS
+from hcdtf.inference.embed import EMBED_DISTRIBUTIONS
 
 
 @click.command("predict", context_settings=CONTEXT)
@@ -95,16 +96,43 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
 @click.option("--checkpoint-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Save the rows so far (in OUT.partial/) this often: a killed pass rerun resumes there.")
 @click.option("--overwrite", is_flag=True, help="Discard OUT.partial/ of another model or other images.")
+@click.option("--distribution", type=click.Choice(EMBED_DISTRIBUTIONS), default="auto", show_default=True,
+              help="tf.distribute strategy for each batch (train.distribution's words): auto = mirrored over "
+                   "several GPUs, else one device; each batch is split across the replicas.")
+@click.option("--runner", type=click.Choice(RUNNERS), default=None,
+              help="Run as an Apache Beam pipeline (RunInference) on this runner: rows go to TFRecord shards "
+                   "of (id, feature) in OUT.shards/, then OUT.")
+@click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
+              help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--direct_num_workers=2.")
+@click.option("--num-shards", default=0, show_default=True, type=click.IntRange(min=0),
+              help="TFRecord files written by --runner (0: one per 10,000 patches).")
 @friendly
-def embed_cmd(model, images_dir, out, batch_size, checkpoint_seconds, overwrite):
+def embed_cmd(model, images_dir, out, batch_size, checkpoint_seconds, overwrite, distribution, runner,
+              pipeline_options, num_shards):
     """Embed the patches of a folder with MODEL: an encoder file from `hcdtf weights import`, a
     published encoder name (H-optimus-0, UNI, Virchow2, ...) whose weights are imported, or a
-    finished run directory (its classifier's pooled features)."""
+    finished run directory (its classifier's pooled features).
+
+    Example: hcdtf embed UNI2-h --images patches/ --out uni2h.h5 --runner DirectRunner
+    """
     from hcdtf.inference import embed
 
+    if (pipeline_options or num_shards) and not runner:
+        raise click.UsageError("--pipeline-option and --num-shards apply to Beam: add --runner DirectRunner "
+                               "(or another runner)")
+    if runner and distribution not in ("auto", "one"):
+        raise click.UsageError(f"--distribution {distribution} applies to the in-process pass; with --runner, "
+                               "Beam spreads the batches over its workers (one device each)")
     quiet()
+    if runner:
+        from hcdtf.inference import beam as beam_embed
+
+        result = beam_embed.embed_beam(model, images_dir, out, runner, pipeline_options, batch_size=batch_size,
+                                       num_shards=num_shards, log=click.echo)
+        click.echo(f"wrote {result['out']} ({result['n']} x {result['dim']}) and its shards {result['shards']}")
+        return
     result = embed.embed(model, images_dir, out, batch_size=batch_size, log=click.echo,
-                         checkpoint_seconds=checkpoint_seconds, overwrite=overwrite)
+                         checkpoint_seconds=checkpoint_seconds, overwrite=overwrite, distribution=distribution)
     click.echo(f"wrote {result['out']} ({result['n']} x {result['dim']}, "
                f"{result['images_per_s']:.1f} patches/s)")
 
