@@ -521,3 +521,34 @@ def test_mil_commands_read_the_mil_config_section(bags, slides, tmp_path):
         r = CliRunner().invoke(main, ["mil", "train", str(bags), "--labels", str(slides / "reference.csv"),
                                       "--output-dir", str(tmp_path / "bad"), "--set", override])
         assert r.exit_code == 2 and all(w in r.output for w in words), (override, r.output)
+
+
+def test_compare_summarises_mil_repeats_over_seeds(mil_data, tmp_path):
+    """Repeats: `mil train --seed S` runs (same folds) evaluated on one test set; `hcdtf compare` of
+    their eval folders groups them by head and encoder into models with mean/sd over repeats and
+    pairs ABMIL with CLAM-SB by (seed, fold) in the paired t-test and in DeLong."""
+    root = mil_data[0]
+    evals, aucs = [], {}
+    for head in ("abmil", "clam_sb"):
+        for seed in (0, 1):
+            run = tmp_path / f"{head}_{seed}"
+            _cli("mil", "train", root / "train", "--labels", root / "train" / "reference.csv", "--output-dir", run,
+                 "--epochs", "1", "--hidden", "16", "--attention", "8", "--folds", "4", "--fold", "1", "--seed", seed,
+                 "--head", head, "--k-sample", "4")
+            _cli("mil", "evaluate", run, root / "test", "--labels", root / "test" / "reference.csv", "--no-maps")
+            evals.append(run / "eval")
+            aucs[head, seed] = json.loads((run / "eval" / "mil_metrics.json").read_text())["auc"]
+    encoder = json.loads((tmp_path / "abmil_0" / "train_summary.json").read_text())["encoder_sha256"]
+    assert encoder == h5py.File(next((root / "train").glob("*.h5"))).attrs["encoder_sha256"]
+    _cli("compare", *evals, "--n-bootstrap", "0", "--output-dir", tmp_path / "cmp")
+    c = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    models = {m["name"]: m for m in c["across_repeats"]["models"]}
+    assert sorted(models) == [f"ABMIL (encoder {encoder[:8]})", f"CLAM-SB (encoder {encoder[:8]})"], sorted(models)
+    abmil = models[f"ABMIL (encoder {encoder[:8]})"]
+    assert abmil["n_repeats"] == 2 and abmil["repeats"] == [[0, 1], [1, 1]]
+    assert abmil["auc_mean"] == pytest.approx((aucs["abmil", 0] + aucs["abmil", 1]) / 2)
+    (pair,) = c["across_repeats"]["pairs"]
+    assert pair["n"] == 2 and pair["mean_diff"] == pytest.approx(
+        np.mean([aucs["abmil", s] - aucs["clam_sb", s] for s in (0, 1)]))
+    assert sorted(p["repeat"] for p in c["pairwise"]) == [[0, 1], [1, 1]]  # DeLong within each repeat
+    assert [r["name"] for r in c["models"]] == ["abmil_0", "abmil_1", "clam_sb_0", "clam_sb_1"]  # the runs' names

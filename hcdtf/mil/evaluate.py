@@ -146,7 +146,7 @@ def evaluate(run, inputs, labels, output_dir=None, heatmap_dir=None, maps: bool 
         lo, hi = metrics.delong_auc_ci(ys, ps)
     m = {"slides": len(slides), "tumour_slides": n_pos, "auc": auc,
          "auc_ci95": None if np.isnan(lo) else [lo, hi],
-         "ci_method": "DeLong", "run": str(run), "bags": [str(p) for p in ([inputs] if isinstance(inputs, (str, pathlib.Path)) else inputs)],
+         "ci_method": "DeLong", "run": str(pathlib.Path(run).resolve()), "bags": [str(p) for p in ([inputs] if isinstance(inputs, (str, pathlib.Path)) else inputs)],
          "labels": str(labels)}
     rows = ["id,label,score\n"]  # hcdtf compare's format: `hcdtf compare RUN/eval SLIDE_EVAL` (DeLong)
     if heatmap_dir and np.isnan(lo):

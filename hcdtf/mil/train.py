@@ -410,6 +410,18 @@ def _workspace(target, config_text: str, overwrite: bool, log):
     return target
 
 
+HEAD_NAMES = {"abmil": "ABMIL", "clam_sb": "CLAM-SB"}
+
+
+def _encoder_of(cfg: MilConfig) -> str | None:
+    """The ``encoder_sha256`` every bag records (``slide embed``'s), None if they differ or do not
+    say (CLAM's or TRIDENT's bags)."""
+    from hcdtf.slide.embed import read_attrs
+
+    found = {(read_attrs(path) or {}).get("encoder_sha256") for path in bags_lib.list_bags(cfg.bags).values()}
+    return found.pop() if len(found) == 1 and None not in found else None
+
+
 def _finish(run, session, cfg, labels, val_slides, features, history, best_epoch, dim, seconds, log) -> dict:
     from hcdtf.atomic import atomic_output, write_json, write_text
 
@@ -420,7 +432,12 @@ def _finish(run, session, cfg, labels, val_slides, features, history, best_epoch
         rows.append(f"{s},{labels[s]},{session.predict(features(s))[0]:.6f}\n")
     write_text(run / "val_predictions.csv", "".join(rows))
     best = history[best_epoch - 1] if best_epoch else {}
+    encoder = _encoder_of(cfg)
     summary = {"kind": KIND, "model": "model.keras", "head": cfg.head,
+               # what `hcdtf compare` groups repeats by (runs of one arch over seeds/folds): the head
+               # and the encoder whose bags it learnt from
+               "arch": HEAD_NAMES[cfg.head] + (f" (encoder {encoder[:8]})" if encoder else ""),
+               "encoder_sha256": encoder,
                "architecture": {"abmil": "gated-attention MIL (Ilse et al. 2018)",
                                 "clam_sb": "CLAM-SB (Lu et al. 2021)"}[cfg.head],
                "features": dim, "epochs": len(history), "best_epoch": best_epoch,
