@@ -136,6 +136,16 @@ def test_registry_entries_and_cost():
     for name, (params, rounding) in published.items():
         assert abs(specs.spec_cost(specs.get_encoder(name))[0] - params) <= rounding + 0.002 * params, name
     assert specs.get_encoder("virchow2").features == 2560
+    # the guide shows the table `hcdtf models` prints, row for row
+    guide = (pathlib.Path(__file__).parent.parent / "docs" / "guide" / "encoders.md").read_text()
+    for row in table.split("\n\n")[0].splitlines():
+        assert row in guide, f"docs/guide/encoders.md is out of step with format_encoders_table: {row}"
+    # resolution: every entry says where its um/px comes from; the model cards that state one
+    # resolution state 0.5 um/px (checked 2026-12-06)
+    for s in specs.SPECS.values():
+        assert s.mpp == 0.5 and s.mpp_note, s.name
+    assert {s.name for s in specs.SPECS.values() if s.mpp_note.startswith("stated")} == {
+        "H-optimus-0", "Prov-GigaPath", "UNI", "Phikon-v2"}
 
 
 @pytest.mark.parametrize("folder", ["timm_virchow2", "hf_hibou"])

@@ -182,3 +182,55 @@ def test_class_weights_reach_the_loss(data_dir, rules_run, tmp_path):
     weighted = float(train.read_history(out / "history.csv")[0]["loss"])
     unweighted = float(train.read_history(plain / "history.csv")[0]["loss"])
     assert abs(weighted - unweighted) > 1e-3, (weighted, unweighted)
+
+
+# ----------------------------------------------------------------------------- layer-wise lr decay
+def _beit_layer_id(var_name, num_max_layer):
+    """BEiT's `get_num_layer_for_vit` (microsoft/unilm beit/optim_factory.py), transcribed."""
+    if var_name in ("cls_token", "mask_token", "pos_embed"):
+        return 0
+    elif var_name.startswith("patch_embed"):
+        return 0
+    elif var_name.startswith("rel_pos_bias"):
+        return num_max_layer - 1
+    elif var_name.startswith("blocks"):
+        return int(var_name.split(".")[1]) + 1
+    else:
+        return num_max_layer - 1
+
+
+def _mae_layer_id(name, num_layers):
+    """MAE's `get_layer_id_for_vit` (facebookresearch/mae util/lr_decay.py), transcribed."""
+    if name in ["cls_token", "pos_embed"]:
+        return 0
+    elif name.startswith("patch_embed"):
+        return 0
+    elif name.startswith("blocks"):
+        return int(name.split(".")[1]) + 1
+    else:
+        return num_layers
+
+
+@pytest.mark.parametrize("depth", [1, 2, 12, 40])
+@pytest.mark.parametrize("decay", [0.5, 0.65, 0.75, 0.9])
+def test_layer_decay_multipliers_equal_beit_and_mae(depth, decay):
+    """hcdtf's table against the two published rules on a timm/BEiT ViT's parameter names:
+    BEiT's scales are `decay ** (L + 1 - id)` for ids 0..L+1 (run_class_finetuning.py), MAE's
+    `decay ** (L + 1 - id)` with `num_layers = L + 1` (param_groups_lrd). Both give the final
+    norm and the head the full rate, blocks `decay ** (L - i)`, the embeddings `decay ** (L + 1)`.
+    (timm's `param_groups_layer_decay` differs in one place: its ViT `group_matcher` puts the
+    final `norm` with the last block, `decay ** 1`; checked with timm 1.0.31.)"""
+    from hcdtf.models.encoders import train_rules
+
+    ours = train_rules.layer_decay_multipliers(depth, decay)
+    beit_scales = [decay ** (depth + 1 - i) for i in range(depth + 2)]
+    mae_scales = [decay ** (depth + 1 - i) for i in range(depth + 2)]
+    names = {"cls_token": "embed", "pos_embed": "embed", "patch_embed.proj.weight": "embed",
+             "norm.weight": "head", "head.weight": "head", "head.bias": "head"}
+    names.update({f"blocks.{i}.attn.qkv.weight": i for i in range(depth)})
+    names.update({f"blocks.{i}.mlp.fc2.bias": i for i in range(depth)})
+    for name, group in names.items():
+        beit = beit_scales[_beit_layer_id(name, len(beit_scales))]
+        mae = mae_scales[_mae_layer_id(name, depth + 1)]
+        assert ours[group] == pytest.approx(beit, rel=1e-12) == mae, (name, group)
+    assert set(ours) == {"embed", "head", *range(depth)}

@@ -172,7 +172,7 @@ def assign_weights(backbone, config, w):
                          + (" ..." if len(unused) > 5 else ""))
 
 
-def build_encoder(config, weights=None, input_shape=None, name=None):
+def build_encoder(config, weights=None, input_shape=None, name=None, dtype="float32"):
     """The embedding model: uint8 `(N, H, W, 3)` -> float32 `(N, features)`.
 
     Args:
@@ -180,16 +180,18 @@ def build_encoder(config, weights=None, input_shape=None, name=None):
         weights: Canonical weights to assign, or None (random initialisation).
         input_shape: `(H, W, 3)` of the images fed; default the encoder's own size;
             `(None, None, 3)` takes any size (resized inside the model).
+        dtype: The backbone's dtype policy (`"mixed_bfloat16"`: float32 weights, bfloat16
+            matmuls); preprocessing and the embedding stay float32.
     """
     size = int(config["image_size"])
     input_shape = tuple(input_shape or (size, size, 3))
-    backbone = build_backbone(config)
+    backbone = build_backbone(config, dtype=dtype)
     if weights is not None:
         assign_weights(backbone, config, weights)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     x = EncoderPreprocessing(size, config["mean"], config["std"], name="preprocess")(inputs)
     x = backbone({"images": x})
-    outputs = TokenPooling(config["embedding"], config["registers"], name="embedding")(x)
+    outputs = TokenPooling(config["embedding"], config["registers"], dtype="float32", name="embedding")(x)
     return keras.Model(inputs, outputs, name=name or _model_name(config["name"]))
 
 

@@ -52,6 +52,9 @@ class EncoderSpec:
         layer_scale: Whether blocks scale their residual branches (DINOv2 LayerScale).
         eva_pcam: Balanced accuracy on PCam in eva's leaderboard (frozen encoder + linear
             probe), the published reference figure, or `None`.
+        mpp: The resolution (um per pixel) its input patches should have: where a whole
+            slide is read for this encoder (0.5 um/px, "20x", unless a source says otherwise).
+        mpp_note: Where `mpp` comes from (checked 2026-12-06), or that no source states it.
     """
 
     name: str
@@ -73,6 +76,8 @@ class EncoderSpec:
     layer_scale: bool = True
     timm_architecture: str = ""
     eva_pcam: float = None
+    mpp: float = 0.5
+    mpp_note: str = "not stated in the sources checked; 0.5 um/px (20x) assumed"
 
     @property
     def features(self):
@@ -106,16 +111,21 @@ SPECS = {
               timm_architecture="vit_giant_patch14_reg4_dinov2", licence="Apache-2.0", gated=True,
               input_size=224, mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517),
               embedding="cls", patch_size=14, registers=4, dim=1536, depth=40, heads=24,
-              mlp_ratio=2.66667 * 2, mlp="swiglu", eva_pcam=0.943),
+              mlp_ratio=2.66667 * 2, mlp="swiglu", eva_pcam=0.943,
+              mpp_note="stated: 224 x 224 px extracted at 0.5 um/px (bioptimus/releases, H-optimus-0 README)"),
         _spec(name="Prov-GigaPath", hub_id="prov-gigapath/prov-gigapath", layout="timm",
               timm_architecture="vit_giant_patch14_dinov2", licence="Apache-2.0", gated=True,
               input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="cls", patch_size=16,
               registers=0, dim=1536, depth=40, heads=24, mlp_ratio=5.33334, mlp="swiglu",
-              eva_pcam=0.945),
+              eva_pcam=0.945,
+              mpp_note="stated: trained on 0.5 mpp slides, 256 px tiles centre-cropped to 224 "
+                       "(prov-gigapath demo/1_slide_mpp_check.py and README)"),
         _spec(name="Midnight-12k", hub_id="kaiko-ai/midnight", layout="transformers",
               licence="MIT", gated=False, input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
               embedding="cls_mean", patch_size=14, registers=0, dim=1536, depth=40, heads=24,
-              mlp_ratio=2.66667 * 2, mlp="swiglu", eva_pcam=0.929),  # timm convention: both SwiGLU halves
+              mlp_ratio=2.66667 * 2, mlp="swiglu", eva_pcam=0.929,  # timm convention: both SwiGLU halves
+              mpp_note="trained on 0.25, 0.5, 1 and 2 um/px tiles (arXiv 2504.05186), 224 px input "
+                       "(model card): 0.5 um/px is our choice"),
         _spec(name="Hibou-B", hub_id="histai/hibou-b", layout="transformers", licence="Apache-2.0",
               gated=False, input_size=224, mean=(0.7068, 0.5755, 0.722), std=(0.195, 0.2316, 0.1816),
               embedding="cls", patch_size=14, registers=4, dim=768, depth=12, heads=12,
@@ -127,11 +137,14 @@ SPECS = {
         _spec(name="Phikon-v2", hub_id="owkin/phikon-v2", layout="transformers",
               licence="Owkin non-commercial", gated=False, input_size=224, mean=IMAGENET_MEAN,
               std=IMAGENET_STD, embedding="cls", patch_size=16, registers=0, dim=1024, depth=24,
-              heads=16, mlp_ratio=4.0, mlp="gelu", eva_pcam=0.894),
+              heads=16, mlp_ratio=4.0, mlp="gelu", eva_pcam=0.894,
+              mpp_note="stated: 224 px tiles at 20x, 0.5 um/px (Filiot et al. 2024, arXiv 2409.09173)"),
         _spec(name="UNI", hub_id="MahmoodLab/UNI", layout="timm",
               timm_architecture="vit_large_patch16_224", licence="CC-BY-NC-ND-4.0", gated=True,
               input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="cls", patch_size=16,
-              registers=0, dim=1024, depth=24, heads=16, mlp_ratio=4.0, mlp="gelu", eva_pcam=0.937),
+              registers=0, dim=1024, depth=24, heads=16, mlp_ratio=4.0, mlp="gelu", eva_pcam=0.937,
+              mpp_note="stated: 256/512 px tiles at 20x, 0.5 um/px (Chen et al. 2024, Nature Medicine); "
+                       "224 px input (mahmoodlab/UNI README)"),
         _spec(name="UNI2-h", hub_id="MahmoodLab/UNI2-h", layout="timm",
               timm_architecture="vit_giant_patch14_224", licence="CC-BY-NC-ND-4.0", gated=True,
               input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="cls", patch_size=14,
@@ -141,7 +154,9 @@ SPECS = {
               timm_architecture="vit_huge_patch14_224", licence="CC-BY-NC-ND-4.0", gated=True,
               input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="cls_mean",
               patch_size=14, registers=4, dim=1280, depth=32, heads=16, mlp_ratio=5.3375,
-              mlp="swiglu", eva_pcam=0.938),
+              mlp="swiglu", eva_pcam=0.938,
+              mpp_note="mixed magnifications, 5x to 40x (2 to 0.25 um/px; arXiv 2408.00738, "
+                       "'mixed magnification models'): 0.5 um/px is our choice"),
     )
 }
 ENCODERS = tuple(SPECS)
@@ -196,19 +211,22 @@ def spec_cost(spec):
 def format_encoders_table():
     """The published encoders as a Markdown table: access, input, embedding, shape, cost."""
     lines = [
-        "| Encoder | Licence | Gated | Input | Embedding | Patch | Registers | MLP | Dim x depth "
+        "| Encoder | Licence | Gated | Input | um/px | Embedding | Patch | Registers | MLP | Dim x depth "
         "| Params | GFLOPs / patch | eva PCam bal. acc. |",
-        "|---|---|---|---:|---|---:|---:|---|---|---:|---:|---:|",
+        "|---|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|",
     ]
     for s in SPECS.values():
         params, flops = spec_cost(s)
         eva = f"{s.eva_pcam:.3f}" if s.eva_pcam is not None else "-"
         lines.append(
             f"| {s.name} | {s.licence} | {'yes' if s.gated else 'no'} | {s.input_size} "
+            f"| {s.mpp:g}{'' if s.mpp_note.startswith('stated') else '*'} "
             f"| {s.embedding} ({s.features}) | {s.patch_size} | {s.registers} | {s.mlp} "
             f"| {s.dim} x {s.depth} | {params / 1e6:,.0f}M | {flops / 1e9:.1f} | {eva} |")
     lines.append(
         f"\nEncoders take the 96x96 patch resized to their input inside the model "
         f"({RESIZE_INTERPOLATION}), so GFLOPs are at that input; parameters and GFLOPs are "
-        "computed from the published shapes (2 FLOPs per multiply-add of the matmuls).")
+        "computed from the published shapes (2 FLOPs per multiply-add of the matmuls). um/px: the "
+        "resolution whole slides are read at for the encoder; * where no source states one "
+        "resolution (mixed-magnification training, or not stated: `EncoderSpec.mpp_note` says which).")
     return "\n".join(lines)
