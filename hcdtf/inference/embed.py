@@ -132,8 +132,9 @@ def distributed_call(fn, strategy=None):
     of the first image, whose row is dropped: keras-hub's ViT cannot run on an empty batch.
 
     The rows equal one device's bit for bit when each slice has the size the one device ran;
-    otherwise they may differ in the last bits (oneDNN picks its kernels by batch size; 5e-7
-    on the tiny test encoder), so a resumed pass keeps its replica count (`embedding_key`)."""
+    otherwise they may differ in the last bits (oneDNN picks its kernels by batch size; up to
+    7e-7 on values of about 2.5 with the tiny test encoder), so the replica count is part of a
+    resumable pass's key (`embedding_key`)."""
     import tensorflow as tf
 
     if strategy is None or strategy.num_replicas_in_sync == 1:
