@@ -419,17 +419,20 @@ def write_from_shards(out, shards_dir, ids, name, config, label, log=None):
     """The HDF5 file of `embed` (the same bytes for the same rows) from the shards: rows put in
     id order through a memory-mapped scratch file beside `out` (memory flat in the data size);
     every id must appear exactly once. Writes `spec.json` in the shards folder too."""
-    import tempfile
+    import shutil
 
     import h5py
 
     from hcdtf import atomic
 
     out = pathlib.Path(out)
+    atomic.remove_leftovers(out.parent)  # a killed launcher's scratch folder or unfinished file
     index = {s: k for k, s in enumerate(ids)}
     seen = np.zeros(len(ids), dtype=bool)
     dim = None
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.rows-") as scratch:
+    scratch = atomic.temporary_name(out.with_name(out.name + ".rows"))
+    scratch.mkdir()
+    try:
         rows = None
         for batch in read_shards(shards_dir):
             got = batch["feature"].numpy()
@@ -452,6 +455,10 @@ def write_from_shards(out, shards_dir, ids, name, config, label, log=None):
                 for i in range(0, len(ids), 1024):
                     features[i:i + 1024] = rows[i:i + 1024]
         del rows
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if log:
+        log(f"wrote {out} from the {len(shard_files(shards_dir))} shards in {shards_dir}")
     atomic.write_json(pathlib.Path(shards_dir) / "spec.json", {
         "format": SHARDS_FORMAT, "n": len(ids), "dim": int(dim), "model": name, "source": label,
         "files": [f.name for f in shard_files(shards_dir)],
