@@ -96,6 +96,41 @@ def test_grouped_top_values_are_exact():
     assert got[0] == pytest.approx(np.percentile(x[0], 99.0), abs=1e-5)
 
 
+def _f_reference(rgb):
+    """torchstain's rgb2lab up to f (float64, on [0, 1]), with its masks."""
+    v = rgb / 255.0
+    lin = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+    t = lin @ stain._RGB2XYZ.T / np.array(stain._WHITE)
+    return np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16.0 / 116.0)
+
+
+def _rgb_reference(f):
+    """torchstain's lab2rgb from f (float64), times 255, clipped."""
+    xyz = np.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787) * np.array(stain._WHITE)
+    lin = xyz @ stain._XYZ2RGB.T
+    return 255.0 * np.clip(np.where(lin > 0.0031308, 1.055 * np.abs(lin) ** (1 / 2.4) - 0.055, 12.92 * lin), 0, 1)
+
+
+def test_colour_transforms_match_numpy_across_the_knees():
+    """The sRGB / L*a*b* curves (each written as min-piece + max-piece, no masks) equal torchstain's
+    piecewise formulas on both sides of every knee: all 256 levels per channel (the sRGB knee is at
+    10.3), dark colours below the cube-root knee, and f values around the inverse knees."""
+    rng = np.random.default_rng(4)
+    levels = np.arange(256, dtype=np.float32)
+    rgb = np.stack([np.stack([levels, levels, levels], 1),  # greys, 0..255
+                    np.stack([levels, rng.integers(0, 256, 256), rng.integers(0, 12, 256)], 1).astype(np.float32),
+                    rng.integers(0, 30, (256, 3)).astype(np.float32)])  # dark: xyz below 0.008856
+    got = stain._lab_f(tf.constant(rgb)).numpy()
+    want = _f_reference(rgb.astype(np.float64))
+    assert (want < 0.2068966).any() and (want > 0.2068966).any()
+    assert np.abs(got - want).max() < 2e-6
+    f = np.concatenate([want.reshape(-1, 3), 0.2068966 + rng.uniform(-0.02, 0.02, (512, 3)),
+                        rng.uniform(0.05, 1.1, (512, 3))]).astype(np.float32)[None]
+    back = stain._rgb_from_f(tf.constant(f)).numpy()
+    assert np.abs(back - _rgb_reference(f.astype(np.float64))).max() < 2e-3
+    assert np.abs(back[0, :768] - rgb.reshape(-1, 3)).max() < 2e-3  # and the round trip
+
+
 # ------------------------------------------------------------------------------ torchstain
 def _floor_agreement(ours, theirs):
     diff = np.floor(ours).astype(int) - theirs.astype(int)

@@ -231,7 +231,8 @@ def _blend(mask, a, b):
 
 def _tissue(rgb, io, beta):
     """1.0 where every optical density -log((v + 1) / io) >= beta, i.e. every channel value
-    v <= io * exp(-beta) - 1 (the largest channel decides), else 0.0: [B, N]."""
+    v <= io * exp(-beta) - 1 (the largest channel decides), else 0.0: [B, N]. (On the uint8
+    input it would cost a quarter less, but LiteRT has no uint8 Maximum: a Flex op.)"""
     import tensorflow as tf
 
     r, g, b = tf.unstack(rgb, axis=-1)  # (2x faster than reduce_max over the 3-channel axis)
@@ -270,10 +271,16 @@ def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, mi
                   n_static=None):
     """Per-image Macenko estimates for rgb [B, N, 3] (float32 on [0, 255]).
 
-    Returns a dict: `od` [B, N, 3] (optical densities), `h` and `e` [B, 3] (the H and E unit
-    optical-density vectors), `projection` [B, 2, 3] (least-squares concentrations c = P od),
-    `max_c` [B, 2] (99th percentile of each concentration over all pixels), `ok` [B] (False: too
-    little tissue or degenerate statistics; `projection` is then zero, the rest meaningless)."""
+    Returns a dict: `od` [B, N, 3] (optical densities), `t` [B, 2, N] (each pixel's optical density in the plane of the two main
+    eigenvectors, torchstain's `That`), `h` and `e` [B, 3] (the H and E unit optical-density
+    vectors), `projection` [B, 2, 3] (least-squares concentrations c = P od), `to_conc` [B, 2, 2]
+    (the same from the plane: c = to_conc t), `max_c` [B, 2] (99th percentile of each
+    concentration over all pixels), `ok` [B] (False: too little tissue or degenerate statistics;
+    `projection` and `to_conc` are then zero, the rest meaningless).
+
+    H and E lie in the plane, so P's rows do too and P od = P (basis^T t) exactly (in exact
+    arithmetic): the concentrations come from the two plane coordinates per pixel, not the three
+    optical densities (a [B, 2, 2] by [B, 2, N] product costs half the [B, 2, 3] by [B, N, 3]^T)."""
     import tensorflow as tf
 
     od = math.log(io) - tf.math.log(rgb + 1.0)
@@ -292,7 +299,9 @@ def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, mi
     flip = tf.where(tf.reduce_sum(v1 * mean, axis=1) < 0.0, -1.0, 1.0)
     v1 = v1 * _col(flip)
     # torchstain: That = ODhat . eigvecs[:, 1:3] (second, largest); phi = atan2(That1, That0).
-    t0, t1 = tf.unstack(tf.matmul(tf.stack([v2, v1], axis=1), od, transpose_b=True), axis=1)
+    basis = tf.stack([v2, v1], axis=1)  # [B, 2, 3]
+    t = tf.matmul(basis, od, transpose_b=True)  # [B, 2, N]
+    t0, t1 = tf.unstack(t, axis=1)
     phi = tf.math.atan2(t1, t0)
     penalty = (w - 1.0) * _BIG  # 0 on tissue, -1e30 elsewhere: the percentiles rank tissue only
     min_phi = -_tail_percentile(penalty - phi, alpha / 100.0, n, n_static)
@@ -310,14 +319,15 @@ def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, mi
     inv_det = tf.where(ok, 1.0 / tf.where(ok, det, tf.ones_like(det)), tf.zeros_like(det))
     projection = tf.stack([_col(ee * inv_det) * h - _col(he_dot * inv_det) * e,
                            _col(hh * inv_det) * e - _col(he_dot * inv_det) * h], axis=1)  # [B, 2, 3]
-    conc = tf.matmul(projection, od, transpose_b=True)  # [B, 2, N]
+    to_conc = tf.matmul(projection, basis, transpose_b=True)  # [B, 2, 2]: P basis^T
+    conc = tf.matmul(to_conc, t)  # [B, 2, N]
     batch = tf.shape(conc)[0]
     max_c = tf.reshape(_upper_percentile(tf.reshape(conc, [batch * 2, -1]), 99.0, None, n_static), [batch, 2])
     ok = (ok & tf.reduce_all(max_c > 1e-6, axis=1) & tf.reduce_all(_finite(max_c), axis=1)
           & tf.reduce_all(_finite(tf.reshape(projection, [-1, 6])), axis=1))
     # (No tensor here may be left unused in a layer's graph: OpenVINO's converter makes every
     # dangling node an extra model output.)
-    return {"od": od, "h": h, "e": e, "projection": projection, "max_c": max_c, "ok": ok}
+    return {"od": od, "t": t, "h": h, "e": e, "projection": projection, "to_conc": to_conc, "max_c": max_c, "ok": ok}
 
 
 def _tissue_ok(rgb, min_tissue):
@@ -334,36 +344,57 @@ _LAB_OFFSET = np.array([-16.0, 0.0, 0.0])
 _LAB2F = np.linalg.inv(_F2LAB)
 
 
+# The piecewise curves below are written as  low(min(v, knee)) + high(max(v, knee)) - constant:
+# exactly one of the two terms is at the knee, where both pieces meet, so the sum is the curve
+# with no compare, cast or blend (each a pass over the pixels). The pieces of torchstain's
+# constants meet to within 3e-7 (of f) and 2e-7 (of XYZ); the constants are those of the high
+# piece, so above the knee the result is the same arithmetic as before.
+_SRGB_KNEE = 0.04045 * 255.0
+_F_KNEE = 0.008856
+_CUBE_KNEE = 0.2068966
+_LIN_KNEE = 0.0031308
+
+
 def _lab_f(rgb):
     """f(XYZ / white) [B, N, 3] of rgb on [0, 255], as torchstain's rgb2lab computes it (sRGB
     linearisation, XYZ, the cube root or its linear part)."""
     import tensorflow as tf
 
-    # (the /255 folded into the constants, 3-op blends: each pass over the pixels counts)
-    knee = 0.04045 * 255.0
-    upper = tf.cast(rgb > knee, tf.float32)
-    lo = rgb * (1.0 / (255.0 * 12.92))
-    hi = tf.exp(2.4 * tf.math.log(tf.maximum(rgb, knee) * (1.0 / (255.0 * 1.055)) + 0.055 / 1.055))
-    lin = lo + upper * (hi - lo)
+    # (the /255 folded into the constants: each pass over the pixels counts)
+    c = 1.0 / (255.0 * 12.92)
+    lin = (tf.minimum(rgb, _SRGB_KNEE) * c - _SRGB_KNEE * c
+           + tf.exp(2.4 * tf.math.log(tf.maximum(rgb, _SRGB_KNEE) * (1.0 / (255.0 * 1.055)) + 0.055 / 1.055)))
     xyz = tf.matmul(lin, tf.constant(_RGB2XYZ.T / np.array(_WHITE)[None, :], tf.float32))
-    upper = tf.cast(xyz > 0.008856, tf.float32)
-    lo = 7.787 * xyz + 16.0 / 116.0
-    return lo + upper * (tf.exp(tf.math.log(tf.maximum(xyz, 0.008856)) * (1.0 / 3.0)) - lo)
+    return (tf.minimum(xyz, _F_KNEE) * 7.787 - _F_KNEE * 7.787
+            + tf.exp(tf.math.log(tf.maximum(xyz, _F_KNEE)) * (1.0 / 3.0)))
 
 
-def _rgb_from_f(f):
-    """rgb [B, N, 3] on [0, 255] (clipped) from f, as torchstain's lab2rgb (without its uint8
-    truncation)."""
+def _rgb_from_f(f, top=255.0):
+    """rgb [B, N, 3] on [0, 255] (clipped to [0, top]; top [B, 1, 1] or a number) from f, as
+    torchstain's lab2rgb (without its uint8 truncation)."""
     import tensorflow as tf
 
-    upper = tf.cast(f > 0.2068966, tf.float32)
-    lo = f * (1.0 / 7.787) - (16.0 / 116.0) / 7.787
-    xyz = lo + upper * (f * f * f - lo)
+    g = tf.maximum(f, _CUBE_KNEE)
+    xyz = tf.minimum(f, _CUBE_KNEE) * (1.0 / 7.787) - _CUBE_KNEE / 7.787 + g * tf.square(g)
     lin = tf.matmul(xyz, tf.constant((_XYZ2RGB * np.array(_WHITE)[None, :]).T, tf.float32))
-    upper = tf.cast(lin > 0.0031308, tf.float32)
-    lo = (255.0 * 12.92) * lin  # (the *255 folded into both branches)
-    hi = (255.0 * 1.055) * tf.exp(tf.math.log(tf.maximum(lin, 0.0031308)) * (1.0 / 2.4)) - 255.0 * 0.055
-    return tf.clip_by_value(lo + upper * (hi - lo), 0.0, 255.0)
+    # (the *255 folded into both pieces)
+    rgb = (tf.minimum(lin, _LIN_KNEE) * (255.0 * 12.92)
+           + tf.exp(tf.math.log(tf.maximum(lin, _LIN_KNEE)) * (1.0 / 2.4)) * (255.0 * 1.055)
+           - (_LIN_KNEE * 255.0 * 12.92 + 255.0 * 0.055))
+    return tf.minimum(tf.maximum(rgb, 0.0), top)
+
+
+def _add_per_image(x, offset, n_static):
+    """x [B, N, 3] + offset [B, 3] per image. A broadcast over the 3-channel axis costs 3x a plain
+    add here (TensorFlow's CPU kernels broadcast short inner dimensions slowly): viewed as [B, N / r,
+    3 r] with the offset tiled r times, the broadcast runs over long rows."""
+    import tensorflow as tf
+
+    r = max((d for d in range(1, 1025) if n_static and n_static % d == 0), default=1)
+    if r < 64:
+        return x + tf.expand_dims(offset, 1)
+    out = tf.reshape(x, [-1, n_static // r, 3 * r]) + tf.tile(tf.expand_dims(offset, 1), [1, 1, r])
+    return tf.reshape(out, [-1, n_static, 3])
 
 
 def lab_stats(rgb):
@@ -371,11 +402,16 @@ def lab_stats(rgb):
     import tensorflow as tf
 
     f = _lab_f(rgb)
-    mean_f, cov_f, n = _mean_cov(f)
-    k = tf.constant(_F2LAB, tf.float32)
-    mean = tf.matmul(mean_f, k) + tf.constant(_LAB_OFFSET, tf.float32)
-    var = tf.reduce_sum(k * tf.matmul(cov_f, k), axis=1) * _col((n - 1.0) / n)  # diag(K^T C K), biased
-    return mean, tf.sqrt(tf.maximum(var, 0.0)), f
+    # L* = 116 fy - 16, a* = 500 (fx - fy), b* = 200 (fy - fz): the three spreads need only these
+    # three planes (fewer passes than f's 3x3 covariance), centred before squaring as np.std.
+    fx, fy, fz = tf.unstack(f, axis=-1)
+    n = tf.cast(tf.shape(f)[1], tf.float32)
+    planes = (fy, fx - fy, fy - fz)
+    means = [tf.reduce_sum(p, axis=1) / n for p in planes]
+    spreads = [tf.sqrt(tf.reduce_sum(tf.square(p - _col(m)), axis=1) / n) for p, m in zip(planes, means)]
+    mean = tf.stack([116.0 * means[0] - 16.0, 500.0 * means[1], 200.0 * means[2]], axis=1)
+    std = tf.stack([116.0 * spreads[0], 500.0 * spreads[1], 200.0 * spreads[2]], axis=1)
+    return mean, std, f
 
 
 def macenko_augment_with(images, factors, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA,
@@ -386,13 +422,14 @@ def macenko_augment_with(images, factors, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, be
     b_e). Returns float32 [B, H, W, 3] on [0, 255]; images with too little tissue unchanged."""
     import tensorflow as tf
 
-    x = tf.cast(images, tf.float32)
-    shape = tf.shape(x)
-    flat = tf.reshape(x, [shape[0], -1, 3])
-    n_static = int(x.shape[1]) * int(x.shape[2]) if x.shape[1] is not None and x.shape[2] is not None else None
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)  # (of the input: a shape of the cast would keep a second cast alive)
+    flat = tf.cast(tf.reshape(images, [shape[0], -1, 3]), tf.float32)
+    h, w = images.shape[1], images.shape[2]
+    n_static = int(h) * int(w) if h is not None and w is not None else None
     stats = macenko_stats(flat, io, alpha, beta, min_tissue, n_static)
     a_h, b_h, a_e, b_e = tf.unstack(tf.cast(factors, tf.float32), axis=1)
-    conc = tf.matmul(stats["projection"], stats["od"], transpose_b=True)  # [B, 2, N]
+    conc = tf.matmul(stats["to_conc"], stats["t"])  # [B, 2, N]
     c_h, c_e = tf.unstack(conc, axis=1)
     c_h = c_h * _col(a_h) + _col(b_h)
     c_e = c_e * _col(a_e) + _col(b_e)
@@ -429,19 +466,21 @@ class _StainNormalization(keras.layers.Layer):
         self.return_fallback = bool(return_fallback)
 
     def _normalize(self, rgb, n_static):
+        """(images [B, N, 3] normalised where ok and exactly 0 elsewhere, ok [B])."""
         raise NotImplementedError
 
     def call(self, inputs):
         import tensorflow as tf
 
-        x = tf.cast(inputs, tf.float32)
-        shape = tf.shape(x)
-        h, w = x.shape[1], x.shape[2]
+        inputs = tf.convert_to_tensor(inputs)
+        shape = tf.shape(inputs)  # (of the input: a shape of the cast would keep a second cast alive)
+        h, w = inputs.shape[1], inputs.shape[2]
         n_static = int(h) * int(w) if h is not None and w is not None else None
-        flat = tf.reshape(x, [shape[0], -1, 3])
-        out, ok = self._normalize(flat, n_static)  # out is finite everywhere (see _normalize)
-        keep = _col(_col(tf.cast(ok, tf.float32)))
-        out = flat + keep * (out - flat)  # out where ok, else exactly the input (3 passes, not 4)
+        flat = tf.cast(tf.reshape(inputs, [shape[0], -1, 3]), tf.float32)
+        # out: the normalised images where ok, exactly 0 elsewhere (finite everywhere).
+        out, ok = self._normalize(flat, n_static)
+        # out where ok, else exactly the input: 2 passes (a per-image factor is a cheap broadcast).
+        out = out + flat * _col(_col(1.0 - tf.cast(ok, tf.float32)))
         out = tf.reshape(out, shape)
         if self.return_fallback:
             return out, tf.logical_not(ok)
@@ -512,11 +551,14 @@ class MacenkoNormalization(_StainNormalization):
         ok = stats["ok"]
         max_c = tf.where(_col(ok), stats["max_c"], tf.ones_like(stats["max_c"]))
         scale = tf.constant([self.max_concentrations], tf.float32) / max_c  # [B, 2]
-        # od_out = (scale * P od) . stain_matrix: one 3x3 map per image (zero where not ok, so
-        # the output stays finite: io).
-        mapping = tf.matmul(stats["projection"] * _col(scale), tf.constant([self.stain_matrix], tf.float32),
-                            transpose_a=True)  # [B, 3, 3]
-        out = tf.minimum(self.io * tf.exp(-tf.matmul(stats["od"], mapping)), 255.0)
+        # od_out = (scale * P od) . stain_matrix: -od_out = od mapping, one 3x3 map per image (the
+        # minus folded into it: exp(-x) costs a pass more than exp(x)); zero where not ok, and so
+        # is the gain there: the output is exactly 0, finite. (From the plane coordinates t
+        # instead, the product has K = 2 but needs t transposed: slower here.)
+        mapping = -tf.matmul(stats["projection"] * _col(scale), tf.constant([self.stain_matrix], tf.float32),
+                             transpose_a=True)  # [B, 3, 3]
+        gain = _col(_col(self.io * tf.cast(ok, tf.float32)))  # [B, 1, 1]
+        out = tf.minimum(tf.exp(tf.matmul(stats["od"], mapping)) * gain, 255.0)
         return out, ok
 
     def get_config(self):
@@ -559,7 +601,8 @@ class ReinhardNormalization(_StainNormalization):
         f2lab, lab2f = tf.constant(_F2LAB, tf.float32), tf.constant(_LAB2F, tf.float32)
         mapping = tf.matmul(tf.expand_dims(f2lab, 0) * tf.expand_dims(scale, 1), tf.expand_dims(lab2f, 0))
         offset = tf.matmul(tf.constant(_LAB_OFFSET[None, :], tf.float32) * scale + shift, lab2f) + 16.0 / 116.0
-        return _rgb_from_f(tf.matmul(f, mapping) + tf.expand_dims(offset, 1)), ok
+        top = _col(_col(255.0 * tf.cast(ok, tf.float32)))  # clipped to [0, 0] where not ok
+        return _rgb_from_f(_add_per_image(tf.matmul(f, mapping), offset, n_static), top), ok
 
     def get_config(self):
         config = super().get_config()
