@@ -110,8 +110,9 @@ def _resolve_input(item: str | Path) -> dict[str, Any]:
     return {
         "input": str(path),
         "predictions_path": pred,
-        "default_name": (run_dir.resolve().parent if run_dir.name == "eval" and (run_dir / "mil_metrics.json").is_file()
-                         else run_dir.resolve()).name,  # `mil evaluate`'s default RUN/eval: the run's name
+        # `mil evaluate`'s default output, RUN/eval, is named after its run
+        "default_name": (run_dir.resolve().parent if run_dir.name == "eval"
+                         and (run_dir / "mil_metrics.json").is_file() else run_dir.resolve()).name,
         "metrics_json": metrics,
         "info": runinfo.read_run_info(run_dir),
     }

@@ -138,9 +138,9 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
     from hcdtf.rundir import RunDir
 
     mil = read_json(Path(run_dir) / "mil_metrics.json")  # `hcdtf mil evaluate`'s folder: its run says what it is
-    if mil and not (Path(run_dir) / "train_summary.json").is_file():
-        run_dir = next((p for p in (Path(str(mil.get("run"))), Path(run_dir).parent)
-                        if (p / "train_summary.json").is_file()), run_dir)
+    if mil and not RunDir(run_dir).finished():
+        run_dir = next((p for p in (Path(str(mil.get("run"))), Path(run_dir).parent) if RunDir(p).finished()),
+                       run_dir)
     run = RunDir(run_dir)
     where = run.summary_path
     read_json(where)  # a file that is not JSON is an error naming it
