@@ -259,3 +259,33 @@ def test_metrics_report_evas_balanced_accuracy():
     m = compute_metrics(labels, scores, threshold=0.5, n_bootstrap=0)
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, scores >= 0.5))
     assert abs(m["balanced_accuracy"] - m["accuracy"]) > 0.01
+
+
+def test_slide_embed_reads_a_bare_encoder_file_at_its_resolution(tmp_path):
+    """`hcdtf slide embed FILE.encoder.h5`: patches of the encoder's input size (the tiny Hibou-B
+    fixture: 112 px) at its registry resolution (0.5 um/px). `--mpp 0.125` makes the synthetic
+    slide's level 1 (downsample 4) exactly 0.5 um/px, so a bag row can be recomputed from that
+    level read as is."""
+    from hcdtf.models.encoders import files
+    from hcdtf.models.encoders.model import build_encoder
+    from hcdtf.slide import reader, synthetic
+    from hcdtf.slide.embed import read_bag
+
+    encoder_file = files.import_checkpoint(FIXTURES / "hf_hibou", "Hibou-B", tmp_path / "h.encoder.h5")
+    slides = tmp_path / "slides"
+    synthetic.write_slides(slides, n=1, seed=0, size=(384, 288), log=lambda *_: None)
+    run(["slide", "embed", encoder_file, slides, "--output-dir", tmp_path / "bags", "--stride", 112,
+         "--mpp", 0.125, "--batch-size", 8])
+    bag = read_bag(tmp_path / "bags" / "slide_000.h5")
+    f, coords, attrs = bag["features"], bag["coords"], bag["attrs"]
+    assert attrs["model_mpp"] == 0.5 and "Hibou-B" in attrs["model_mpp_source"]
+    assert attrs["patch_size"] == 112 and attrs["patch_level"] == 1 and f.shape == (len(coords), 16)
+    assert attrs["grid"]["cell_level0"] == pytest.approx(448.0) and 0 < len(f)
+    config, weights = files.read(encoder_file)
+    model = build_encoder(config, weights)
+    with reader.open_slide(slides / "slide_000.svs") as s:
+        rows = range(len(f)) if len(f) <= 4 else (0, len(f) // 2, len(f) - 1)
+        for k in rows:
+            x, y = (int(v) for v in coords[k])
+            patch = np.asarray(s.read_region((x, y), 1, (112, 112)))[..., :3]
+            np.testing.assert_allclose(f[k], model(patch[None]).numpy()[0], rtol=1e-4, atol=1e-5)

@@ -137,7 +137,8 @@ def predict_cmd(model, slides, backend, output_dir, stride, mpp, min_tissue, min
               help="For an architecture MODEL: imagenet, none (random, from --seed) or a weights file.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Initialisation seed with --weights none.")
 @click.option("--stride", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Cell size in px at the model's resolution (one 96x96 patch centred on each cell).")
+              help="Cell size in px at the model's resolution (one patch, 96 px or an encoder's input, centred "
+                   "on each cell).")
 @click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Level-0 um/px, for slides that do not record it.")
 @click.option("--min-tissue", default=tissue.DEFAULT_MIN_TISSUE, show_default=True, type=click.FloatRange(0, 1),
@@ -161,9 +162,10 @@ def embed_cmd(model, slides, output_dir, weights, seed, stride, mpp, min_tissue,
     """Patch embeddings of whole slides: one HDF5 bag per slide (features + coords, as CLAM/TRIDENT).
 
     MODEL is a run directory or .keras file (the pooled features before the head; any Keras
-    model whose output is [batch, d]) or an architecture name (ResNet18 ... ResNet152, with
-    --weights). The patches are those `slide predict` scores: same resolution, tissue mask and
-    grid. Rerun to resume a killed run. --runner runs the slides as an Apache Beam pipeline
+    model whose output is [batch, d]), an encoder file of `hcdtf weights import` (patches of its
+    input size, e.g. 224 px, at its resolution, 0.5 um/px) or an architecture name (ResNet18 ...
+    ResNet152, with --weights). The patches are those `slide predict` scores: same resolution,
+    tissue mask and grid. Rerun to resume a killed run. --runner runs the slides as an Apache Beam pipeline
     (one slide per element; same bags). Example:
 
     hcdtf slide embed outputs/models/hcd/1 ~/camelyon16/training --output-dir outputs/bags

@@ -54,6 +54,7 @@ class Encoder:
     input_mpp: float
     input_mpp_source: str
     keepalive: object = None
+    patch: int = grid_lib.PATCH  # model px per patch side: 96 (PCam), an encoder file's input size
 
 
 def _weights_fingerprint(model) -> str:
@@ -91,9 +92,12 @@ def check_model(model: str | os.PathLike) -> None:
         if p.is_dir() and not RunDir(p).is_run():
             raise ValueError(f"MODEL {str(p)!r} is a directory but not an hcdtf run (no config.yaml); pass a "
                              "run directory of `hcdtf train`, its model.keras, or an architecture name")
-        if not p.is_dir() and p.suffix != ".keras":
+        from hcdtf.models.encoders import files as encoder_files
+
+        if not p.is_dir() and p.suffix != ".keras" and not encoder_files.is_encoder_file(p):
             raise ValueError(f"MODEL {str(p)!r}: embeddings come from a Keras model (a run directory or a .keras "
-                             f"file) or an architecture name ({', '.join(registry.ARCHS)})")
+                             f"file), an encoder file of `hcdtf weights import`, or an architecture name "
+                             f"({', '.join(registry.ARCHS)})")
         return
     try:
         registry.canonical_name(str(model))
@@ -111,6 +115,10 @@ def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int 
 
     check_model(model)
     p = pathlib.Path(model)
+    from hcdtf.models.encoders import files as encoder_files
+
+    if p.is_file() and encoder_files.is_encoder_file(p):
+        return _encoder_file(p)
     if p.exists():
         import keras
 
@@ -146,6 +154,26 @@ def load_encoder(model: str | os.PathLike, weights: str = "imagenet", seed: int 
     what = "random weights, seed " + str(seed) if w is None else f"{w} weights"
     return _keras_encoder(feature_extractor(classifier), f"{arch} ({what}), global average pool",
                           DEFAULT_INPUT_MPP, "default: PCam level 2 (the registry's encoders record none)")
+
+
+def _encoder_file(path: pathlib.Path) -> Encoder:
+    """A bare pathology encoder (``hcdtf weights import``): patches of its own input size, read at
+    the resolution its registry entry gives (0.5 um/px, :attr:`EncoderSpec.mpp`), its embedding rule."""
+    from hcdtf.models.encoders import files as encoder_files
+    from hcdtf.models.encoders import specs
+    from hcdtf.models.encoders.model import build_encoder
+
+    config, weights = encoder_files.read(path)
+    size = int(config["image_size"])
+    if specs.is_encoder(config["name"]):
+        spec = specs.get_encoder(config["name"])
+        mpp, source = spec.mpp, f"{spec.name}'s registry entry ({spec.mpp_note})"
+    else:
+        mpp, source = 0.5, "default for pathology encoders (20x)"
+    model = build_encoder(config, weights, input_shape=(size, size, 3))
+    encoder = _keras_encoder(model, f"{config['name']} encoder, {config['embedding']} embedding ({path})", mpp, source)
+    encoder.patch = size
+    return encoder
 
 
 # --------------------------------------------------------------------------- one slide
@@ -262,7 +290,7 @@ def embed_slide(path: pathlib.Path, out: pathlib.Path, encoder: Encoder, setting
             "encoder_sha256": encoder.fingerprint, "dim": int(encoder.dim),
             "model_mpp": encoder.input_mpp, "model_mpp_source": encoder.input_mpp_source,
             "slide_mpp": layout.plan.slide_mpp, "level0_size": list(layout.slide.dimensions),
-            "patch_size": grid_lib.PATCH, "patch_size_level0": float(grid_lib.PATCH * g.factor),
+            "patch_size": g.patch, "patch_size_level0": float(g.patch * g.factor),
             "patch_level": int(layout.plan.level),
             "grid": {"rows": g.rows, "cols": g.cols, "stride_model_px": g.stride, "cell_level0": g.cell_level0,
                      "thumbnail_px_per_cell": inference.THUMB_PER_CELL,

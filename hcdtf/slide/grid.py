@@ -29,19 +29,20 @@ class Grid:
     rows: int
     cols: int
     tile_cells: int = DEFAULT_TILE_CELLS
+    patch: int = PATCH  # model px per patch side (a pathology encoder's input: 224)
 
     @classmethod
     def for_slide(cls, width0: int, height0: int, factor: float, stride: int = DEFAULT_STRIDE,
-                  tile_cells: int = DEFAULT_TILE_CELLS) -> "Grid":
+                  tile_cells: int = DEFAULT_TILE_CELLS, patch: int = PATCH) -> "Grid":
         if stride < 1:
             raise ValueError(f"--stride must be >= 1 px, got {stride}")
         cell0 = stride * factor
-        return cls(stride, factor, math.ceil(height0 / cell0), math.ceil(width0 / cell0), tile_cells)
+        return cls(stride, factor, math.ceil(height0 / cell0), math.ceil(width0 / cell0), tile_cells, patch)
 
     @property
     def offset(self) -> int:
         """Model px from a cell's top-left corner back to its patch's (the patch is centred on it)."""
-        return (PATCH - self.stride) // 2
+        return (self.patch - self.stride) // 2
 
     @property
     def cell_level0(self) -> float:
@@ -67,13 +68,13 @@ class Grid:
         n_cols = min(t, self.cols - tj * t)
         x = tj * t * s - self.offset
         y = ti * t * s - self.offset
-        return x, y, (n_cols - 1) * s + PATCH, (n_rows - 1) * s + PATCH
+        return x, y, (n_cols - 1) * s + self.patch, (n_rows - 1) * s + self.patch
 
     def cut(self, region: np.ndarray, ti: int, tj: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """uint8 [n, 96, 96, 3]: the patches of cells (i, j) (all in tile (ti, tj)) from its region."""
-        t, s = self.tile_cells, self.stride
+        """uint8 [n, patch, patch, 3]: the patches of cells (i, j) (all in tile (ti, tj)) from its region."""
+        t, s, p = self.tile_cells, self.stride, self.patch
         ys, xs = (i - ti * t) * s, (j - tj * t) * s
-        out = np.empty((len(i), PATCH, PATCH, 3), np.uint8)
+        out = np.empty((len(i), p, p, 3), np.uint8)
         for k, (y, x) in enumerate(zip(ys.tolist(), xs.tolist())):
-            out[k] = region[y:y + PATCH, x:x + PATCH]
+            out[k] = region[y:y + p, x:x + p]
         return out

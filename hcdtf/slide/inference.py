@@ -194,7 +194,8 @@ def _layout(path: pathlib.Path, model: Model, settings: Settings) -> _Layout:
         mpp = reader.slide_mpp(slide, path, settings.mpp)
         width0, height0 = slide.dimensions
         plan = reader.plan_level(slide, mpp, model.input_mpp)
-        grid = grid_lib.Grid.for_slide(width0, height0, plan.factor, settings.stride)
+        grid = grid_lib.Grid.for_slide(width0, height0, plan.factor, settings.stride,
+                                       patch=getattr(model, "patch", grid_lib.PATCH))
         thumb_plan = reader.plan_level(slide, mpp, model.input_mpp * settings.stride / THUMB_PER_CELL)
         thumbnail = reader.read_downsampled(slide, thumb_plan, grid.cols * THUMB_PER_CELL,
                                             grid.rows * THUMB_PER_CELL)
