@@ -326,3 +326,22 @@ def test_compare_states_the_leak_audit_of_the_data(data_dir, tmp_path, runs):
     assert entry["text"] == summary["headline"]
     assert f"- `{data_dir}` (kaggle): {summary['headline']}\n" in report
     assert "no audit" not in report
+
+
+def test_report_says_why_a_pair_with_equal_differences_is_not_tested():
+    """sd 0 over two shared repeats (0.61 - 0.56 and 0.55 - 0.50) leaves the t-test undefined: the
+    report says so, not that the pair shares fewer than two repeats (which is said of the pair
+    with the one-run model)."""
+    from hcdtf.evaluation import repeats, report_markdown
+
+    models = [{"name": "A", "family": "f", "aucs": {(0, None): 0.61, (1, None): 0.55}},
+              {"name": "B", "family": "f", "aucs": {(0, None): 0.56, (1, None): 0.50}},
+              {"name": "C", "family": "f", "aucs": {(0, None): 0.70}}]
+    pairs = repeats.compare_repeats(models)
+    assert [p["p_value"] for p in pairs] == [None] * 3
+    models = [{**m, "n_repeats": len(m["aucs"]), "auc_mean": 0.6, "auc_sd": None, "auc_min": 0.5,
+               "auc_max": 0.7, "wall_time_s_mean": None, "flops_per_image": None} for m in models]
+    text = "\n".join(report_markdown._md_repeats(
+        {"across_repeats": {"has_repeats": True, "models": models, "pairs": pairs, "test": "t-test"}}))
+    assert "2 pairs of models share fewer than two repeats: not tested." in text, text
+    assert "Not tested: A vs B (ΔAUC +0.0500 in each of 2 repeats). The difference is the same" in text, text

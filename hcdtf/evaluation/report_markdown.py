@@ -162,9 +162,18 @@ def _md_repeats(result: dict[str, Any]) -> list[str]:
                   fmt(p["p_value"], "p"), fmt(p["p_value_holm"], "p")] for p in tested]
         lines += _table(["Holm family", "A", "B", "Paired runs", "Mean ΔAUC", "ΔAUC 95% CI", "t",
                          "df", "p", "p (Holm)"], "lllrrlrrrr", cells)
-    untested = len(across["pairs"]) - len(tested)
-    if untested:
-        lines += ["", f"{untested} pairs of models share fewer than two repeats and are not tested."]
+    few = sum(1 for p in across["pairs"] if p["p_value"] is None and p["n"] < 2)
+    if few:
+        lines += ["", (f"{few} pairs of models share" if few > 1 else "1 pair of models shares")
+                  + " fewer than two repeats: not tested."]
+    # Two or more shared repeats, yet no test: the same non-zero difference in every repeat (sd 0),
+    # where the t-test is undefined (hcdtf.evaluation.repeats.paired_t_test says why)
+    same = [p for p in across["pairs"] if p["p_value"] is None and p["n"] >= 2]
+    if same:
+        lines += ["", "Not tested: " + "; ".join(
+            f"{p['a']} vs {p['b']} (ΔAUC {fmt(p['mean_diff'], 'signed')} in each of {p['n']} repeats)"
+            for p in same) + ". The difference is the same in every repeat the pair shares (sd 0), where "
+            "the paired t-test is undefined; more repeats would tell."]
     return lines + [""]
 
 
