@@ -201,18 +201,24 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 # --------------------------------------------------------------------------- feature cache
-def compute_features(extractor, cfg: Config, split: str, batch_size: int):
+def compute_features(extractor, cfg: Config, split: str, batch_size: int, strategy=None):
     """Pooled base features of a whole split, computed once (the base is frozen). Only used
-    without augmentation, so reading the split in its stored order loses nothing."""
+    without augmentation, so reading the split in its stored order loses nothing. Under a
+    several-replica strategy each batch is split across the replicas (`hcdtf embed`'s pass)."""
     import tensorflow as tf
 
     def features(x):
         return tf.cast(extractor(x, training=False), tf.float32)
 
     extract = tf.function(features, autograph=False)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        from hcdtf.inference.embed import distributed_call
+
+        split_call = distributed_call(features, strategy)
+        extract = lambda x: split_call(x.numpy())  # noqa: E731
     feats, labels = [], []
     for x, y in data.make_dataset(cfg.data, split, batch_size, training=False):
-        feats.append(extract(x).numpy())
+        feats.append(np.asarray(extract(x)))
         labels.append(y.numpy())
     return np.concatenate(feats), np.concatenate(labels)
 
@@ -227,15 +233,17 @@ def use_feature_cache(cfg: Config, distribution: str) -> tuple[bool, str]:
             "feature cache off: augmentation changes every patch every epoch, so the frozen base "
             "must see each augmented patch (set data.augment=false to train the head on cached features)"
         )
-    if distribution != "one":
-        return False, "feature cache off: it runs on one device only"
+    if distribution == "multiworker":
+        return False, "feature cache off: it runs on one machine (one device, or mirrored), not across workers"
     return True, "feature cache on: the frozen base's features are computed once, then only the head trains"
 
 
-def cached_feature_epochs(model, cfg: Config, steps: int, log: Callable[[str], None]):
+def cached_feature_epochs(model, cfg: Config, steps: int, log: Callable[[str], None], strategy=None):
     """The frozen-base shortcut: computes the base's pooled features of the training and
     validation splits once and returns (head model sharing ``model``'s head layers, ``epoch ->``
     training dataset of features, validation dataset). Training the head trains ``model``'s."""
+    import contextlib
+
     import tensorflow as tf
 
     from hcdtf import models
@@ -243,19 +251,23 @@ def cached_feature_epochs(model, cfg: Config, steps: int, log: Callable[[str], N
     bs = cfg.train.batch_size
     extractor = models.feature_extractor(model)
     start = time.time()
-    f_train, y_train = compute_features(extractor, cfg, cfg.data.train_split, bs)
-    f_val, y_val = compute_features(extractor, cfg, cfg.data.validation_split, bs)
+    f_train, y_train = compute_features(extractor, cfg, cfg.data.train_split, bs, strategy)
+    f_val, y_val = compute_features(extractor, cfg, cfg.data.validation_split, bs, strategy)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     log(f"cached {len(f_train)} + {len(f_val)} feature vectors of size {f_train.shape[1]} "
-        f"in {time.time() - start:.1f} s")
+        f"in {time.time() - start:.1f} s" + (f" (each batch split across {replicas} replicas)" if replicas > 1 else ""))
     source = tf.data.Dataset.from_tensor_slices((f_train, y_train))
 
     def epoch(k: int):
         return source.shuffle(len(f_train), seed=data.epoch_seed(cfg.seed, k)).batch(bs).take(steps)
 
     val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(bs)
-    head = models.head_model(model)
-    # A step of a head this small is mostly Keras' per-step overhead: run up to 16 per call.
-    compile_model(head, cfg, steps, steps_per_execution=max(1, min(16, steps)))
+    with strategy.scope() if replicas > 1 else contextlib.nullcontext():  # the head's fit then uses the replicas
+        head = models.head_model(model)
+        # A step of a head this small is mostly Keras' per-step overhead: run up to 16 per call
+        # (one device only: Keras 3.15's multi-step loop fails under MirroredStrategy, "You must
+        # feed a value for placeholder tensor").
+        compile_model(head, cfg, steps, steps_per_execution=max(1, min(16, steps)) if replicas == 1 else 1)
     return head, epoch, val_ds
 
 
@@ -301,7 +313,8 @@ class _Session:
         self.cache_seconds = None  # the frozen base's one pass over train + validation (embedding time)
         if self.cached:
             start = time.time()
-            self.fit_model, self.train_epoch, self.val_ds = cached_feature_epochs(self.model, cfg, self.steps, log)
+            self.fit_model, self.train_epoch, self.val_ds = cached_feature_epochs(self.model, cfg, self.steps, log,
+                                                                                  self.strategy)
             self.cache_seconds = time.time() - start
         else:
             self.fit_model = self.model
