@@ -219,3 +219,21 @@ def test_run_info_bad_files(tmp_path: Path):
         odd = runinfo.read_run_info(_run(tmp_path, "odd", {"arch": "ResNet18", "wall_time_s": "fast", "seed": 1.5}))
     assert odd.wall_time_s is None and odd.seed is None
     assert any("wall_time_s='fast'" in str(w.message) for w in caught)
+
+
+def test_stain_settings_make_another_model_and_leave_older_keys_alone(tmp_path: Path):
+    """Runs of the stain experiment at one seed differ only in data.stain_normalize (and
+    data.stain_augment): they are three models, not three runs that cannot be repeats; a run
+    without them (default none / 0) keeps the key it had before these fields were read."""
+    summary = {"arch": "ResNet18", "kind": "cnn", "transfer": "fine_tune", "weights": "none", "seed": 0}
+    infos = {name: runinfo.read_run_info(_run(tmp_path, name, summary, f"seed: 0\ndata:\n{data}"))
+             for name, data in (("plain", "  stain_normalize: none\n  stain_augment: 0.0\n"),
+                                ("macenko", "  stain_normalize: macenko\n  stain_target: train\n"),
+                                ("reinhard", "  stain_normalize: reinhard\n"),
+                                ("augmented", "  stain_augment: 0.1\n"),
+                                ("older", "  data_dir: /d\n"))}
+    keys = {name: runinfo.model_key(info) for name, info in infos.items()}
+    assert keys["plain"] == keys["older"] == ("cnn", "ResNet18", "fine_tune", None, "none", None)
+    assert len({keys[n] for n in ("plain", "macenko", "reinhard", "augmented")}) == 4, keys
+    assert (infos["macenko"].stain_normalize, infos["augmented"].stain_augment) == ("macenko", 0.1)
+    assert {runinfo.repeat_key(i) for i in infos.values()} == {(0, None)}

@@ -345,3 +345,21 @@ def test_report_says_why_a_pair_with_equal_differences_is_not_tested():
         {"across_repeats": {"has_repeats": True, "models": models, "pairs": pairs, "test": "t-test"}}))
     assert "2 pairs of models share fewer than two repeats: not tested." in text, text
     assert "Not tested: A vs B (ΔAUC +0.0500 in each of 2 repeats). The difference is the same" in text, text
+
+
+def test_compare_groups_runs_by_stain_normaliser(runs, tmp_path):
+    """The stain experiment's runs (one arch, seeds 0-1, with and without a normaliser) are two
+    models of two repeats each, named by their normaliser, not four runs that cannot be repeats."""
+    ids, labels, scores = runs["ids"], runs["labels"], runs["scores"]
+    summary = {"arch": "ResNet18", "kind": "cnn", "transfer": "fine_tune", "weights": "none"}
+    dirs = [_run_dir(tmp_path, f"{stain}_s{seed}", ids, labels, scores["r18" if seed else "r34"], summary,
+                     f"seed: {seed}\ndata:\n  stain_normalize: {stain}\n", plots=False)
+            for stain in ("none", "macenko") for seed in (0, 1)]
+    result = compare(dirs, tmp_path / "out", n_bootstrap=0)
+    models = {m["name"]: m for m in result["across_repeats"]["models"]}
+    assert list(models) == ["ResNet18 fine_tune", "ResNet18 fine_tune, stain macenko"], list(models)
+    assert [m["n_repeats"] for m in models.values()] == [2, 2]
+    assert not any("not distinct seeds" in n for n in result["notes"]), result["notes"]
+    assert models["ResNet18 fine_tune, stain macenko"]["family"] == "fine_tune, random init, stain macenko"
+    (pair,) = result["across_repeats"]["pairs"]
+    assert pair["n"] == 2 and pair["family"] == "across settings"

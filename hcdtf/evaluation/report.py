@@ -273,8 +273,14 @@ def _family(info: runinfo.RunInfo, fallback: str) -> str:
     if info.trainable_from:
         transfer += f" from {info.trainable_from}"
     if pretraining.is_encoder_model(info.to_dict()):  # its own family: not a depth of the ResNets
-        return f"{transfer}, pathology encoder"
-    return f"{transfer}, {_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)}"
+        return f"{transfer}, pathology encoder{_stain_label(info)}"
+    return f"{transfer}, {_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)}{_stain_label(info)}"
+
+
+def _stain_label(info: runinfo.RunInfo) -> str:
+    """', stain macenko, stain augment 0.1' for runs with a stain layer or augmentation; '' without."""
+    return ((f", stain {info.stain_normalize}" if info.stain_normalize else "")
+            + (f", stain augment {info.stain_augment:g}" if info.stain_augment else ""))
 
 
 def _model_label(info: runinfo.RunInfo, show_weights: bool) -> str:
@@ -285,7 +291,7 @@ def _model_label(info: runinfo.RunInfo, show_weights: bool) -> str:
         label += f" from {info.trainable_from}"
     if show_weights:
         label += f" ({_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)})"
-    return label
+    return label + _stain_label(info)
 
 
 def _group_runs(rows: list[dict[str, Any]]) -> tuple[list[tuple[list[dict], bool]], list[str]]:
@@ -308,8 +314,8 @@ def _group_runs(rows: list[dict[str, Any]]) -> tuple[list[tuple[list[dict], bool
             continue
         out.extend(([r], True) for r in members)
         notes.append(
-            f"{', '.join(r['name'] for r in members)} share arch, transfer strategy and weights "
-            "but not distinct seeds/folds, so they are compared as separate models, not repeats."
+            f"{', '.join(r['name'] for r in members)} share arch, transfer strategy, weights and stain "
+            "settings but not distinct seeds/folds, so they are compared as separate models, not repeats."
         )
     return out, notes
 
@@ -539,7 +545,7 @@ def compare(
     ``train_summary.json`` and ``config.yaml``) or predictions CSV files (a
     ``<prefix>predictions.csv`` picks up the sibling ``<prefix>metrics.json`` and the directory's
     summary and config). Run names are ``names[i]``, else the run directory's name, else the
-    CSV's parent directory's name. Runs of one model (arch, transfer, kind of weights) over
+    CSV's parent directory's name. Runs of one model (arch, transfer, kind of weights, stain) over
     seeds/folds are its repeats (:mod:`hcdtf.evaluation.runinfo`).
 
     The predictions are aligned by ``id`` (row order may differ). A ValueError is raised when the

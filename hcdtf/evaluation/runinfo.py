@@ -5,9 +5,9 @@ come from :class:`hcdtf.rundir.RunDir`, which reads runs of every hcdtf version 
 (``transfer``, ``kind``); what a summary lacks (``seed``, ``data.fold``, an older run's transfer
 strategy) is read from the raw ``config.yaml``, unvalidated, so that a report reads any run.
 
-:func:`model_key` says which runs are repeats of one model (same kind, arch, transfer strategy
-and kind of initial weights) and :func:`repeat_key` pairs repeats across models (same seed and
-fold).
+:func:`model_key` says which runs are repeats of one model (same kind, arch, transfer strategy,
+kind of initial weights, and stain normaliser and augmentation where a run uses them) and
+:func:`repeat_key` pairs repeats across models (same seed and fold).
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class RunInfo:
     flops_per_image: Optional[float] = None
     data_dir: Optional[str] = None
     dataset_config: Optional[str] = None
+    stain_normalize: Optional[str] = None  # data.stain_normalize; None: none (the default) or not recorded
+    stain_augment: Optional[float] = None  # data.stain_augment; None: 0 (the default) or not recorded
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,15 +183,26 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
         **{**numbers, "depth": int(numbers["depth"]) if numbers["depth"] is not None else None},
         data_dir=str(data_cfg["data_dir"]) if data_cfg.get("data_dir") else None,
         dataset_config=str(data_cfg["dataset_config"]) if data_cfg.get("dataset_config") else None,
+        stain_normalize=_stain_normalize(data_cfg.get("stain_normalize")),
+        stain_augment=_number(data_cfg.get("stain_augment"), "data.stain_augment", run.config_path) or None,
     )
+
+
+def _stain_normalize(value: Any) -> str | None:
+    """The stain normaliser a run was trained with; None for none (the default, and older runs)."""
+    text = str(value).strip().lower() if value is not None else ""
+    return None if text in ("", "none", "null") else text
 
 
 def model_key(info: RunInfo) -> tuple | None:
     """Runs with equal keys are repeats of one model; None when the run does not say what it is."""
     if info.arch is None or info.kind is None:
         return None
-    return (info.kind, info.arch, info.transfer, info.trainable_from, info.weights_kind,
-            info.features)
+    key = (info.kind, info.arch, info.transfer, info.trainable_from, info.weights_kind, info.features)
+    # the stain layer and augmentation make another model; runs without them keep their old key
+    stain = (("stain_normalize", info.stain_normalize) if info.stain_normalize else ()) + (
+        ("stain_augment", info.stain_augment) if info.stain_augment else ())
+    return key + stain
 
 
 def repeat_key(info: RunInfo) -> tuple[int | None, int | None]:
