@@ -2,6 +2,8 @@
 
     python -m benchmarks.stain            # prints JSON, writes benchmarks/results/<machine>.stain.json
     python -m benchmarks.stain --quick    # 2 rounds of fewer calls
+    python -m benchmarks.stain --centres outputs/stain   # the unseen-centre gaps of a finished
+                                          # `hcdtf experiment stain`, paired across seeds (JSON)
 
 Three float32 Keras models with the same random ResNet-18 weights: the classifier alone
 (``hcdtf.models.build_classifier``), and the same classifier behind a ``MacenkoNormalization``
@@ -41,6 +43,13 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=64, help="throughput batch size (default 64)")
     p.add_argument("--batch-calls", type=int, default=3, help="batch calls per round (default 3)")
     p.add_argument("--quick", action="store_true", help="2 rounds of fewer calls")
+    p.add_argument("--threads", type=int, default=0,
+                   help="TensorFlow intra-op threads (inter-op 1); 0: TensorFlow's default. On a loaded machine "
+                        "one thread gives the steadiest per-CPU-second figures (no thread pool spinning)")
+    p.add_argument("--centres", default=None, metavar="OUTPUT_DIR",
+                   help="instead of timing: the seen/unseen AUC gaps of the finished runs of an `hcdtf experiment "
+                        "stain` output directory, per seed, with each normaliser paired with the run without "
+                        "(same seed): mean, 95%% t interval and paired t-test across seeds")
     p.add_argument("--out", default=None, help="JSON file [default: benchmarks/results/<machine>.stain.json; "
                                                "'-' for none]")
     args = p.parse_args(argv)
@@ -58,8 +67,12 @@ def patches(n: int, seed: int = 0):
 
 
 def models(arch: str, reference):
-    """{"plain", "macenko", "reinhard"}: traced inference functions, and the layers alone."""
-    import keras
+    """{"plain", "macenko", "reinhard"}: traced inference functions, and the layers alone. The
+    normalising models are what `hcdtf train --set data.stain_normalize=...` builds
+    (``build_classifier(..., stain=target)``: the layer between the uint8 input and the
+    preprocessing), with the plain classifier's weights. (Until 2026-12-06 they were the plain
+    classifier called on the layer's output, which Keras casts back to the classifier's uint8
+    input: two casts more than a real model, and truncated pixels.)"""
     import tensorflow as tf
 
     from hcdtf.models import build_classifier, stain
@@ -67,10 +80,12 @@ def models(arch: str, reference):
     classifier = build_classifier(arch, weights=None, transfer="fine_tune")
     out, layers = {"plain": classifier}, {}
     for method in METHODS:
-        layer = stain.layer_from_target(stain.fit_target(list(reference), method), name=f"stain_{method}")
-        inputs = keras.Input((96, 96, 3), dtype="uint8", name="image")
-        out[method] = keras.Model(inputs, classifier(layer(inputs)), name=f"{arch.lower()}_{method}")
-        layers[f"{method}_layer_only"] = layer
+        target = stain.fit_target(list(reference), method)
+        model = build_classifier(arch, weights=None, transfer="fine_tune", stain=target,
+                                 name=f"{arch.lower()}_{method}")
+        model.set_weights(classifier.get_weights())
+        out[method] = model
+        layers[f"{method}_layer_only"] = stain.layer_from_target(target, name=f"stain_{method}")
 
     def traced(fn):
         return tf.function(lambda x: fn(x, training=False), reduce_retracing=True)
@@ -78,10 +93,67 @@ def models(arch: str, reference):
     return {name: traced(m) for name, m in {**out, **layers}.items()}
 
 
+def _t_summary(values):
+    """Mean, sample sd, 95% t interval and two-sided one-sample t-test p (against 0) of `values`."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    n, mean = len(v), float(v.mean())
+    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    p = float(stats.ttest_1samp(v, 0.0).pvalue) if n > 1 and sd > 0 else float("nan")
+    def r(x):  # (None, not NaN, where undefined: the JSON stays standard)
+        return None if np.isnan(x) else round(x, 4)
+
+    return {"n": n, "mean": r(mean), "sd": r(sd), "ci95": [r(mean - half), r(mean + half)], "p_two_sided": r(p)}
+
+
+def centres(output_dir) -> dict:
+    """Per-seed AUC seen / unseen / gap of each run in ``output_dir/runs`` that holds out a centre
+    (``hcdtf.evaluation.centres.centre_gap``), and for each normaliser the paired differences with
+    the run without one of the same seed: gap reduction (gap without - gap with) and unseen-AUC gain."""
+    from hcdtf.evaluation.centres import centre_gap
+
+    runs = pathlib.Path(output_dir) / "runs"
+    rows = [g for d in sorted(runs.iterdir()) if (d / "predictions.csv").is_file() and (g := centre_gap(d))]
+    if not rows:
+        raise SystemExit(f"{runs}: no finished run with a held-out centre (data.test_centre)")
+    by = {}
+    for r in rows:
+        by.setdefault(r["stain_normalize"], {})[r["seed"]] = r
+    table = {m: {s: {k: (round(r[k], 4) if isinstance(r[k], float) else r[k])
+                     for k in ("auc_seen", "auc_unseen", "gap", "n_seen", "n_unseen")}
+                 for s, r in sorted(v.items())} for m, v in by.items()}
+    out = {"output_dir": str(output_dir), "per_seed": table,
+           "gap": {m: _t_summary([r["gap"] for r in v.values()]) for m, v in by.items()},
+           "auc_unseen": {m: _t_summary([r["auc_unseen"] for r in v.values()]) for m, v in by.items()}}
+    none = by.get("none", {})
+    for m, v in by.items():
+        seeds = sorted(set(v) & set(none))
+        if m == "none" or len(seeds) < 2:
+            continue
+        out.setdefault("paired_vs_none", {})[m] = {
+            "seeds": seeds,
+            "gap_reduction": _t_summary([none[s]["gap"] - v[s]["gap"] for s in seeds]),
+            "auc_unseen_gain": _t_summary([v[s]["auc_unseen"] - none[s]["auc_unseen"] for s in seeds]),
+            "auc_seen_gain": _t_summary([v[s]["auc_seen"] - none[s]["auc_seen"] for s in seeds])}
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.centres:
+        out = centres(args.centres)
+        print(json.dumps(out, indent=2))
+        return out
     import numpy as np
 
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     mach = common.machine()
     x_all = patches(args.batch + 2, seed=10)
     reference, xb = x_all[:2], x_all[2:]
@@ -116,7 +188,7 @@ def main(argv=None) -> dict:
     targets = {f"{m}_added_time": common.target(ratios[f"{m}/{b} time vs plain/{b}"]["median"], 1.10,
                                                 f"{args.arch} + {m} normalisation: time per patch / plain, {b}",
                                                 higher_is_better=False) for m in METHODS}
-    out = {"benchmark": "stain", "machine": mach, "arch": args.arch, "batch": args.batch,
+    out = {"benchmark": "stain", "machine": mach, "arch": args.arch, "batch": args.batch, "threads": args.threads,
            "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS", "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS")},
            "load_avg": log.to_dict(), "results": results, "ratios": ratios,
            "added_ms_per_patch_wall": added_ms, "targets": targets}
