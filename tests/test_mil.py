@@ -484,8 +484,11 @@ def test_compare_takes_mil_slide_scores_beside_a_heatmap_slide_evaluation(encode
     assert (run / "eval" / "predictions.csv").read_text().startswith("id,label,score\n")
     for inputs in ([run / "eval", tmp_path / "heat"], [run / "eval", run / "eval" / "heatmap_predictions.csv"]):
         out = tmp_path / f"cmp{len(str(inputs[1]))}"
-        _cli("compare", *inputs, "--names", "MIL,heatmap", "--n-bootstrap", "0", "--output-dir", out)
+        said = _cli("compare", *inputs, "--names", "MIL,heatmap", "--n-bootstrap", "0", "--output-dir", out)
         c = json.loads((out / "comparison.json").read_text())
+        assert "test set not recorded" not in said and "'MIL': 4 slides (mil evaluate, labels reference.csv)" in said
+        assert ("'heatmap': 4 slides (" + ("slide evaluate, reference" if inputs[1].is_dir() else
+                                           "heat-map scores from mil evaluate --heatmap, labels")) in said, said
         assert c["n_examples"] == 4 and [r["name"] for r in c["models"]] == ["MIL", "heatmap"]
         (pair,) = c["pairwise"]
         assert pair["auc_a"] == pytest.approx(m["auc"]) and pair["auc_b"] == pytest.approx(m["heatmap"]["auc"])

@@ -107,27 +107,39 @@ def _resolve_input(item: str | Path) -> dict[str, Any]:
             f"input not found: {path} (expected a run directory or a {PREDICTIONS})"
         )
     metrics = runinfo.read_json(run_dir / f"{prefix}{METRICS}") if prefix is not None else None
+    mil = runinfo.read_json(run_dir / "mil_metrics.json")
     return {
         "input": str(path),
         "predictions_path": pred,
         # `mil evaluate`'s default output, RUN/eval, is named after its run
         "default_name": (run_dir.resolve().parent if run_dir.name == "eval"
-                         and (run_dir / "mil_metrics.json").is_file() else run_dir.resolve()).name,
+                         and mil is not None else run_dir.resolve()).name,
         "metrics_json": metrics,
         "info": runinfo.read_run_info(run_dir),
+        "slide_level": None if mil is None else _mil_slides(mil, pred),
     }
+
+
+def _mil_slides(mil: Mapping[str, Any], pred: Path) -> str:
+    """What a ``mil evaluate`` folder's slide scores were computed on, for the test-set note."""
+    what = "heat-map scores from mil evaluate --heatmap" if pred.name.startswith("heatmap_") else "mil evaluate"
+    labels = f", labels {Path(str(mil['labels'])).name}" if mil.get("labels") else ""
+    return f"{mil.get('slides', '?')} slides ({what}{labels})"
 
 
 def _slide_evaluation(path: Path) -> dict[str, Any]:
     """A ``slide evaluate`` folder as an input: one example per slide (id, label, heat-map slide
     score), to compare with ``mil evaluate``'s slide predictions of the same slides."""
-    slides = (runinfo.read_json(path / "slide_metrics.json") or {}).get("slides") or []
+    m = runinfo.read_json(path / "slide_metrics.json") or {}
+    slides = m.get("slides") or []
     rows = [(str(r["slide"]), r["label"], r["score"]) for r in slides if r.get("score") is not None]
     if not rows:
         raise ValueError(f"{path / 'slide_metrics.json'}: no slide scores (rerun `hcdtf slide evaluate`)")
     ids, labels, scores = zip(*rows)
     return {"input": str(path), "predictions_path": path / "slide_metrics.json", "default_name": path.resolve().name,
             "metrics_json": None, "info": runinfo.read_run_info(path),
+            "slide_level": f"{len(rows)} slides (slide evaluate"
+                           + (f", reference {Path(str(m['reference'])).name})" if m.get("reference") else ")"),
             "rows": (np.array(ids, dtype=str), np.array(labels, dtype=np.int64), np.array(scores, dtype=np.float64))}
 
 
@@ -493,13 +505,17 @@ def _read_inputs(inputs: Sequence[str | Path], names: Sequence[str] | None) -> l
 def _check_test_sets(runs: list[dict[str, Any]]) -> str | None:
     """Refuses runs evaluated on different test sets (metrics.json ``data``: the examples' ids and
     labels and the source files, :mod:`hcdtf.data.identity`), naming each group; returns a note naming
-    the inputs whose test set is unknown (older hcdtf, bare predictions files), or None."""
+    the slide-level inputs (``mil evaluate``, ``slide evaluate``: their test set is the slides they
+    scored) and the inputs whose test set is unknown (older hcdtf, bare predictions files), or None."""
     from hcdtf.data import identity as dataid
 
     groups: dict[tuple, list[str]] = {}
     shown: dict[tuple, str] = {}
-    unknown = []
+    unknown, slides = [], []
     for run in runs:
+        if run.get("slide_level"):  # a slide-level result: its test set is the slides it scored
+            slides.append(f"{run['name']!r}: {run['slide_level']}")
+            continue
         recorded = (run["metrics_json"] or {}).get("data")
         key = dataid.comparison_key(recorded)
         if key is None:
@@ -511,10 +527,14 @@ def _check_test_sets(runs: list[dict[str, Any]]) -> str | None:
         raise ValueError("these runs were evaluated on different test sets and cannot share one table: " + "; ".join(
             f"{', '.join(repr(n) for n in names)} on {shown[key]}" for key, names in groups.items())
             + "; evaluate them again on one build (hcdtf evaluate RUN), or compare each group on its own")
+    notes = []
+    if slides:
+        notes.append("slide-level results (the test set is the slides scored; a patch test set does not apply): "
+                     + "; ".join(slides) + "; checked by slide ids and labels")
     if unknown:
-        return (f"test set not recorded for {', '.join(repr(n) for n in unknown)} (evaluated by an older hcdtf, "
-                "or a bare predictions file): checked by ids and labels only")
-    return None
+        notes.append(f"test set not recorded for {', '.join(repr(n) for n in unknown)} (evaluated by an older "
+                     "hcdtf, or a bare predictions file): checked by ids and labels only")
+    return "; ".join(notes) or None
 
 
 def _repeat_statistics(models: list[dict], rows: list[dict]) -> dict[str, Any]:
@@ -553,7 +573,7 @@ def compare(
     breaks the rules of :func:`hcdtf.evaluation.artifacts.read_predictions`, when two inputs give
     different labels to the same id, or when their metrics.json record different test sets (another
     build's examples or source files, :mod:`hcdtf.data.identity`); ``log`` gets one line naming the
-    inputs whose test set is not recorded.
+    inputs whose test set is not recorded, and the slide-level inputs with the slides they scored.
 
     Writes ``comparison.json``, ``report.md``, ``roc_overlay.png``, ``auc_vs_depth.png`` and
     ``auc_vs_cost.png`` into ``output_dir`` (created if needed), each atomically, and returns the
