@@ -15,9 +15,10 @@ hospitals are 0..4, and its patch names ``patient_XXX_node_Y`` give the centre a
 from __future__ import annotations
 
 import collections
-import csv
 import os
 import re
+
+from .kaggle import read_id_map
 
 CENTRE_MAP_NAME = "centres.csv"
 _CAMELYON17 = re.compile(r"patient_(\d{3})_node_\d")
@@ -44,25 +45,7 @@ def camelyon17_centre(name: str) -> str:
 def read_centre_csv(path: str) -> dict[str, str]:
     """{id: centre} from ``path``; CentreMapError naming the file and row of the first bad row
     (missing columns, an empty id or centre, an id given two different centres)."""
-    mapping: dict[str, str] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "id" not in reader.fieldnames or "centre" not in reader.fieldnames:
-                raise CentreMapError(f"{path}: needs the columns id,centre (header row), got {reader.fieldnames!r}")
-            for row in reader:
-                line = reader.line_num
-                id_, centre = (row.get("id") or "").strip(), (row.get("centre") or "").strip()
-                if not id_ or not centre:
-                    raise CentreMapError(f"{path}: line {line}: empty {'id' if not id_ else 'centre'} "
-                                         f"(every row is id,centre)")
-                if mapping.get(id_, centre) != centre:
-                    raise CentreMapError(f"{path}: line {line}: id {id_} is given centre {centre!r}, and "
-                                         f"{mapping[id_]!r} on an earlier line")
-                mapping[id_] = centre
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise CentreMapError(f"{path}: cannot read the centre map ({e})") from None
-    return mapping
+    return read_id_map(path, "centre", "centre map", CentreMapError, header_note=" (header row)", checked=True)
 
 
 def record(manual_dir: str, labelled: list[tuple[str, int]], assignment: dict[str, str]) -> dict | None:

@@ -110,19 +110,35 @@ def find_slide_map(manual_dir: str) -> str | None:
     )
 
 
-def read_slide_csv(path: str) -> dict[str, str]:
-    """{patch id: slide} from a CSV with the columns id,wsi."""
+def read_id_map(path: str, column: str, what: str, error: type[Exception] = BadInputError,
+                header_note: str = "", checked: bool = False) -> dict[str, str]:
+    """{id: value} from a CSV with a header row naming the columns ``id`` and ``column`` (the
+    patch-to-slide map, the centre map). Every error is ``error`` naming ``path``; unreadable
+    files are "cannot read the <what>". With ``checked``, an empty id or value, or an id given two
+    values, is an error naming the line; without it, rows are taken as they are (the last wins)."""
     mapping: dict[str, str] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            if not reader.fieldnames or "id" not in reader.fieldnames or "wsi" not in reader.fieldnames:
-                raise BadInputError(f"{path}: needs the columns id,wsi, got {reader.fieldnames!r}")
+            if not reader.fieldnames or "id" not in reader.fieldnames or column not in reader.fieldnames:
+                raise error(f"{path}: needs the columns id,{column}{header_note}, got {reader.fieldnames!r}")
             for row in reader:
-                mapping[(row["id"] or "").strip()] = (row["wsi"] or "").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInputError(f"{path}: cannot read the slide map ({e})") from None
+                id_, value = (row.get("id") or "").strip(), (row.get(column) or "").strip()
+                if checked and (not id_ or not value):
+                    raise error(f"{path}: line {reader.line_num}: empty {'id' if not id_ else column} "
+                                f"(every row is id,{column})")
+                if checked and mapping.get(id_, value) != value:
+                    raise error(f"{path}: line {reader.line_num}: id {id_} is given {column} {value!r}, and "
+                                f"{mapping[id_]!r} on an earlier line")
+                mapping[id_] = value
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise error(f"{path}: cannot read the {what} ({e})") from None
     return mapping
+
+
+def read_slide_csv(path: str) -> dict[str, str]:
+    """{patch id: slide} from a CSV with the columns id,wsi."""
+    return read_id_map(path, "wsi", "slide map")
 
 
 def read_slide_map(manual_dir: str, ids: list[str]) -> dict[str, str] | None:
