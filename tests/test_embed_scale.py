@@ -125,52 +125,10 @@ def test_scale_flags_are_checked(encoder_and_images, tmp_path):
     cli_fails([*args, "--num-shards", "2"], "--runner")
     cli_fails([*args, "--runner", "DirectRunner", "--distribution", "mirrored"], "--distribution mirrored", "Beam")
     cli_fails([*args, "--distribution", "multiworker"], "--distribution")
+    # in-process settings are refused with --runner, not silently ignored
+    cli_fails([*args, "--runner", "DirectRunner", "--overwrite"], "--overwrite", "--runner")
+    cli_fails([*args, "--runner", "DirectRunner", "--checkpoint-seconds", "60"], "--checkpoint-seconds", "--runner")
 
 
-_CACHE_UNDER_MIRRORED = """
-import json, sys
-sys.path.insert(0, {tests!r})
-from conftest import testing_config
-from hcdtf.data import pipeline as data
-from hcdtf.training import train
-# One batch holding the whole (even-sized) training split, no dropout: the first step's loss is
-# the same whatever order the shuffle gives (experimental_distribute_dataset yields another order
-# than one device with the same seed: checked), on one device and split
-# over two replicas. Then a whole epoch in batches of 6, the last one partial (several steps).
-n = data.num_examples(testing_config({data!r}, "x").data, "train")
-assert n % 2 == 0 and n % 6, n
-common = ("model.transfer=freeze_base", "train.feature_cache=true", "model.dropout=0.0", "train.learning_rate=0.01")
-out = {{}}
-for name, more in (("one", ("train.steps_per_epoch=1", "train.batch_size=%d" % n)),
-                   ("mirrored", ("train.steps_per_epoch=1", "train.batch_size=%d" % n)),
-                   ("mirrored_steps", ("train.steps_per_epoch=1000", "train.batch_size=6"))):
-    lines = []
-    cfg = testing_config({data!r}, {tmp!r} + "/" + name, *common, *more,
-                         "train.distribution=" + name.split("_")[0])
-    s = train.train(cfg, log=lines.append)
-    rows = train.read_history(cfg.output_dir + "/history.csv")
-    out[name] = {{"replicas": s["replicas"], "cache": s["feature_cache"], "loss": float(rows[0]["loss"]),
-                 "val_auc": float(rows[0]["val_auc"]), "log": lines}}
-print(json.dumps(out))
-"""
-
-
-def test_frozen_base_feature_cache_runs_under_mirrored(data_dir, tmp_path):
-    """The frozen-base feature cache (train.py's own embedding pass) under MirroredStrategy over
-    two logical CPUs: each batch of the pass is split across the replicas, the head trains on the
-    cached features under the strategy, and the first step's loss equals one device's; a whole
-    epoch of several steps and a partial batch runs too (one step per call: Keras' multi-step
-    loop fails under MirroredStrategy)."""
-    code = _CACHE_UNDER_MIRRORED.format(tests=str(REPO / "tests"), data=str(data_dir), tmp=str(tmp_path))
-    env = {**os.environ, "HCDTF_VIRTUAL_CPUS": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["one"]["replicas"] == 1 and out["mirrored"]["replicas"] == 2
-    assert out["one"]["cache"] and out["mirrored"]["cache"], out["mirrored"]["log"]
-    assert any("each batch split across 2 replicas" in line for line in out["mirrored"]["log"]), out["mirrored"]["log"]
-    assert out["mirrored"]["loss"] == pytest.approx(out["one"]["loss"], rel=1e-5)
-    assert out["mirrored"]["val_auc"] == pytest.approx(out["one"]["val_auc"], abs=1e-6)
-    steps = out["mirrored_steps"]
-    assert steps["replicas"] == 2 and steps["cache"] and 0 < steps["loss"] < 5, steps["log"]
+# The frozen-base feature cache under MirroredStrategy is tested with the other mirrored training
+# checks, in one process: tests/test_train.py::test_mirrored_distribution_on_two_logical_cpus.

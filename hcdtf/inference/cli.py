@@ -120,6 +120,13 @@ def embed_cmd(model, images_dir, out, batch_size, checkpoint_seconds, overwrite,
     if (pipeline_options or num_shards) and not runner:
         raise click.UsageError("--pipeline-option and --num-shards apply to Beam: add --runner DirectRunner "
                                "(or another runner)")
+    if runner and overwrite:
+        raise click.UsageError("--overwrite applies to the in-process pass (its OUT.partial/); with --runner, "
+                               "remove OUT and OUT.shards/ to start again")
+    explicit = click.get_current_context().get_parameter_source("checkpoint_seconds")
+    if runner and explicit is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--checkpoint-seconds applies to the in-process pass; a Beam pipeline is not "
+                               "resumed (its runner retries failed bundles): leave it out with --runner")
     if runner and distribution not in ("auto", "one"):
         raise click.UsageError(f"--distribution {distribution} applies to the in-process pass; with --runner, "
                                "Beam spreads the batches over its workers (one device each)")
