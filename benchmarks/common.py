@@ -59,20 +59,6 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def _cpuinfo() -> dict:
-    info: dict = {}
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        if ":" not in line:
-            continue
-        key, value = (s.strip() for s in line.split(":", 1))
-        info.setdefault(key, value)  # the first processor's values
-    return info
-
-
 def _ghz(info: dict) -> tuple[float | None, str]:
     """Nominal clock: cpufreq's maximum when the kernel exposes it, else /proc/cpuinfo's MHz
     (in a VM that is the host's nominal clock; turbo is not counted either way)."""
@@ -117,7 +103,9 @@ def _version(dist: str) -> str | None:
 def machine() -> dict:
     """What the figures were measured on; ``name`` is the slug used for the results file:
     the GPU name when there is a GPU, else the CPU model and core count."""
-    info = _cpuinfo()
+    from hcdtf import precision
+
+    info = precision.cpuinfo()  # the package's one /proc/cpuinfo parser (first processor's fields)
     model = info.get("model name") or platform.processor() or platform.machine() or "unknown cpu"
     flags = set(info.get("flags", "").split())
     n = cores()
@@ -131,8 +119,6 @@ def machine() -> dict:
     peak = n * ghz * per_cycle if ghz else None
     bf16_unit, bf16_per_cycle = next(((f, c) for f, c in BF16_FLOPS_PER_CYCLE if f in flags), (None, None))
     peak_bf16 = n * ghz * bf16_per_cycle if ghz and bf16_per_cycle else None
-    from hcdtf import precision
-
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -220,8 +219,9 @@ def main(argv=None):
     spec = dict(name=s.name, input_size=s.input_size, patch_size=s.patch_size, dim=s.dim, depth=s.depth,
                 heads=s.heads, mlp_ratio=s.mlp_ratio, registers=s.registers, mlp=s.mlp, mean=s.mean, std=s.std,
                 embedding=s.embedding)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    from hcdtf import precision
+
+    cpu = precision.cpu_features()["cpu_model"]  # the package's /proc/cpuinfo parser
     result = {"arch": s.name, "batch": args.batch, "steps": args.steps, "threads": args.threads, "cpu": cpu,
               "cores": os.cpu_count(), "frozen_weights": args.frozen_weights, "xla": args.xla,
               "load_avg_1min_start": round(os.getloadavg()[0], 2)}

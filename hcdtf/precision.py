@@ -54,25 +54,31 @@ RUNTIME_DEFAULTS = {
 
 
 @functools.lru_cache(maxsize=None)
+def cpuinfo() -> dict:
+    """The first processor's fields in /proc/cpuinfo (``model name``, ``flags``, ``cpu MHz``, ...)
+    as stripped strings; {} where there is no such file. The one parser of it (benchmarks use it too)."""
+    info: dict = {}
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if ":" in line:
+            key, value = (s.strip() for s in line.split(":", 1))
+            info.setdefault(key, value)
+    return info
+
+
+@functools.lru_cache(maxsize=None)
 def cpu_features() -> dict:
     """The CPU's model name and the precision-relevant vector features (from /proc/cpuinfo;
     empty features elsewhere). ``native_bf16``: bfloat16 arithmetic in hardware."""
-    model, flags, ids = platform.processor() or platform.machine(), set(), {}
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key in ("cpu family", "model", "stepping") and key not in ids:
-                ids[key] = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    ids = {k: info[k] for k in ("cpu family", "model", "stepping") if k in info}
     present = [f for f in FEATURES if f in flags]
     return {
-        "cpu_model": model or "unknown cpu",
+        "cpu_model": info.get("model name") or platform.processor() or platform.machine() or "unknown cpu",
         # family/model/stepping name the part where a hypervisor masks the model name
         # ("Intel(R) Xeon(R) Processor" under KVM): family 6 model 143 is Sapphire Rapids, 207 Emerald Rapids
         "cpu_id": "/".join(ids.get(k, "?") for k in ("cpu family", "model", "stepping")),
