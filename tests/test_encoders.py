@@ -289,3 +289,17 @@ def test_slide_embed_reads_a_bare_encoder_file_at_its_resolution(tmp_path):
             x, y = (int(v) for v in coords[k])
             patch = np.asarray(s.read_region((x, y), 1, (112, 112)))[..., :3]
             np.testing.assert_allclose(f[k], model(patch[None]).numpy()[0], rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_bfloat16_encoder_keeps_float32_ends():
+    """`build_encoder(dtype="mixed_bfloat16")` (the benchmark's bf16 side): bfloat16 matmuls,
+    float32 preprocessing and embedding, close to the float32 model but not equal to it."""
+    from hcdtf.models.encoders.model import build_encoder
+
+    config, weights = convert.read_checkpoint(FIXTURES / "timm_virchow2", "Virchow2")
+    x = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+    f32 = build_encoder(config, weights, input_shape=(96, 96, 3))(x).numpy()
+    model = build_encoder(config, weights, input_shape=(96, 96, 3), dtype="mixed_bfloat16")
+    bf16 = model(x).numpy()
+    assert bf16.dtype == np.float32 and model.get_layer("base").dtype_policy.compute_dtype == "bfloat16"
+    assert 1e-6 < relative_error(bf16, f32) < 5e-2
