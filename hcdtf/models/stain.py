@@ -271,9 +271,9 @@ def macenko_stats(rgb, io=DEFAULT_IO, alpha=DEFAULT_ALPHA, beta=DEFAULT_BETA, mi
                   n_static=None):
     """Per-image Macenko estimates for rgb [B, N, 3] (float32 on [0, 255]).
 
-    Returns a dict: `od` [B, N, 3] (optical densities), `t` [B, 2, N] (each pixel's optical density in the plane of the two main
-    eigenvectors, torchstain's `That`), `h` and `e` [B, 3] (the H and E unit optical-density
-    vectors), `projection` [B, 2, 3] (least-squares concentrations c = P od), `to_conc` [B, 2, 2]
+    Returns a dict: `od` [B, N, 3] (optical densities), `t` [B, 2, N] (each pixel's optical
+    density in the plane of the two main eigenvectors, torchstain's `That`), `h` and `e` [B, 3]
+    (the H and E unit optical-density vectors), `projection` [B, 2, 3] (least-squares concentrations c = P od), `to_conc` [B, 2, 2]
     (the same from the plane: c = to_conc t), `max_c` [B, 2] (99th percentile of each
     concentration over all pixels), `ok` [B] (False: too little tissue or degenerate statistics;
     `projection` and `to_conc` are then zero, the rest meaningless).
@@ -552,12 +552,14 @@ class MacenkoNormalization(_StainNormalization):
         max_c = tf.where(_col(ok), stats["max_c"], tf.ones_like(stats["max_c"]))
         scale = tf.constant([self.max_concentrations], tf.float32) / max_c  # [B, 2]
         # od_out = (scale * P od) . stain_matrix: -od_out = od mapping, one 3x3 map per image (the
-        # minus folded into it: exp(-x) costs a pass more than exp(x)); zero where not ok, and so
-        # is the gain there: the output is exactly 0, finite. (From the plane coordinates t
-        # instead, the product has K = 2 but needs t transposed: slower here.)
-        mapping = -tf.matmul(stats["projection"] * _col(scale), tf.constant([self.stain_matrix], tf.float32),
-                             transpose_a=True)  # [B, 3, 3]
-        gain = _col(_col(self.io * tf.cast(ok, tf.float32)))  # [B, 1, 1]
+        # minus folded into it: exp(-x) costs a pass more than exp(x)). Where not ok, the map and
+        # the gain are zero: the output is exactly 0 (exp(0) * 0; a map left finite but large could
+        # overflow exp to inf, and inf * 0 is NaN). (From the plane coordinates t instead, the
+        # product has K = 2 but needs t transposed: slower here.)
+        ok_f = tf.cast(ok, tf.float32)
+        mapping = -tf.matmul(stats["projection"] * _col(scale * _col(ok_f)),
+                             tf.constant([self.stain_matrix], tf.float32), transpose_a=True)  # [B, 3, 3]
+        gain = _col(_col(self.io * ok_f))  # [B, 1, 1]
         out = tf.minimum(tf.exp(tf.matmul(stats["od"], mapping)) * gain, 255.0)
         return out, ok
 
