@@ -101,25 +101,37 @@ def test_augmentation_turns_the_feature_cache_off(data_dir, tmp_path):
 _DISTRIBUTED = textwrap.dedent(
     """
     import json, sys
-    from hcdtf import data, train
     from hcdtf.config import ConfigError
+    from hcdtf.data import pipeline as data
+    from hcdtf.training import train
     sys.path.insert(0, {tests!r})
     from conftest import testing_config
     # One batch holding the whole (even-sized) training split: the first step then sees the same
-    # examples whatever order the shuffle gives, on one device and split over two.
+    # examples whatever order the shuffle gives (experimental_distribute_dataset yields another
+    # order than one device with the same seed), on one device and split over two. "mirrored_cache"
+    # is the frozen-base feature cache (train.py's own embedding pass, each batch split across the
+    # replicas; the head trained under the strategy); "mirrored_cache_steps" a whole epoch of it in
+    # batches of 6, the last one partial (one step per call: Keras' multi-step loop fails there).
     n = data.num_examples(testing_config({data!r}, "x").data, "train")
-    assert n % 2 == 0, n
-    common = ("model.transfer=freeze_base", "train.feature_cache=false", "model.dropout=0.0",
-              "train.steps_per_epoch=1", "train.learning_rate=0.01", "train.batch_size=%d" % n)
+    assert n % 2 == 0 and n % 6, n
+    common = ("model.transfer=freeze_base", "model.dropout=0.0", "train.learning_rate=0.01")
+    full = ("train.steps_per_epoch=1", "train.batch_size=%d" % n)
     out = {{}}
-    for name in ("one", "mirrored"):
-        cfg = testing_config({data!r}, {tmp!r} + "/" + name, *common, "train.distribution=" + name)
-        s = train.train(cfg, log=lambda *_: None)
+    for name, more in (("one", ("train.feature_cache=false", *full)),
+                       ("mirrored", ("train.feature_cache=false", *full)),
+                       ("mirrored_cache", ("train.feature_cache=true", *full)),
+                       ("mirrored_cache_steps", ("train.feature_cache=true", "train.steps_per_epoch=1000",
+                                                 "train.batch_size=6"))):
+        lines = []
+        cfg = testing_config({data!r}, {tmp!r} + "/" + name, *common, *more,
+                             "train.distribution=" + name.split("_")[0])
+        s = train.train(cfg, log=lines.append)
         rows = train.read_history(cfg.output_dir + "/history.csv")
-        out[name] = {{"replicas": s["replicas"], "loss": float(rows[0]["loss"])}}
+        out[name] = {{"replicas": s["replicas"], "cache": s["feature_cache"], "loss": float(rows[0]["loss"]),
+                     "val_auc": float(rows[0]["val_auc"]), "log": lines}}
     try:
-        train.train(testing_config({data!r}, {tmp!r} + "/odd", *common, "train.distribution=mirrored",
-                                   "train.batch_size=7"), log=lambda *_: None)
+        train.train(testing_config({data!r}, {tmp!r} + "/odd", *common, *full, "train.feature_cache=false",
+                                   "train.distribution=mirrored", "train.batch_size=7"), log=lambda *_: None)
     except ConfigError as e:
         out["odd_batch_error"] = str(e)
     print(json.dumps(out))
@@ -130,15 +142,25 @@ _DISTRIBUTED = textwrap.dedent(
 def test_mirrored_distribution_on_two_logical_cpus(data_dir, tmp_path):
     """MirroredStrategy over two logical CPUs: the global batch is split across the replicas and
     the first-step loss equals one-device training's (frozen base: BatchNorm in inference mode,
-    so per-replica batch statistics do not enter)."""
+    so per-replica batch statistics do not enter), with the frozen-base feature cache too (its
+    embedding pass split across the replicas, the head trained under the strategy); a whole epoch
+    of cached features in several steps with a partial last batch runs; an odd batch is refused.
+    One process for all (each costs a TensorFlow start)."""
     code = _DISTRIBUTED.format(tests=str(REPO / "tests"), data=str(data_dir), tmp=str(tmp_path))
     env = dict(os.environ, HCDTF_VIRTUAL_CPUS="2", TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["one"]["replicas"] == 1 and out["mirrored"]["replicas"] == 2
-    assert out["mirrored"]["loss"] == pytest.approx(out["one"]["loss"], rel=1e-5)
+    one, mirrored, cached, steps = out["one"], out["mirrored"], out["mirrored_cache"], out["mirrored_cache_steps"]
+    assert one["replicas"] == 1 and mirrored["replicas"] == 2 and not one["cache"] and not mirrored["cache"]
+    assert mirrored["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert cached["replicas"] == 2 and cached["cache"], cached["log"]
+    assert any("each batch split across 2 replicas" in line for line in cached["log"]), cached["log"]
+    # the cached features are the frozen base's outputs: the same first step as without the cache
+    assert cached["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert cached["val_auc"] == pytest.approx(one["val_auc"], abs=1e-6)
+    assert steps["replicas"] == 2 and steps["cache"] and 0 < steps["loss"] < 5, steps["log"]
     assert "batch_size=7" in out["odd_batch_error"] and "2 replicas" in out["odd_batch_error"]
 
 
