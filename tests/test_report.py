@@ -363,3 +363,23 @@ def test_compare_groups_runs_by_stain_normaliser(runs, tmp_path):
     assert models["ResNet18 fine_tune, stain macenko"]["family"] == "fine_tune, random init, stain macenko"
     (pair,) = result["across_repeats"]["pairs"]
     assert pair["n"] == 2 and pair["family"] == "across settings"
+
+
+def test_depth_verdict_says_why_paired_repeats_with_equal_differences_are_not_judged():
+    """The verdict's sentence for untested pairs: "one run per model" only when the runs are not
+    paired; with two paired repeats and the same difference in each (sd 0) it says that instead."""
+    from hcdtf.evaluation import repeats
+
+    def member(name, arch, aucs):
+        return {"name": name, "arch": arch, "family": "f", "aucs": aucs, "n_repeats": len(aucs),
+                "auc_mean": sum(aucs.values()) / len(aucs), "auc_sd": 0.0 if len(aucs) > 1 else None,
+                "auc_min": min(aucs.values()), "auc_max": max(aucs.values()), "wall_time_s_mean": None,
+                "flops_per_image": None, "weights_kind": "imagenet"}
+
+    paired = [member("A", "ResNet18", {(0, None): 0.61, (1, None): 0.55}),
+              member("B", "ResNet34", {(0, None): 0.56, (1, None): 0.50})]
+    text = repeats._family_verdict("f", paired, repeats.compare_repeats(paired), 0.05)
+    assert "same in every repeat it shares (sd 0)" in text and "one run per model" not in text, text
+    single = [member("A", "ResNet18", {(0, None): 0.61}), member("B", "ResNet34", {(0, None): 0.56})]
+    text = repeats._family_verdict("f", single, repeats.compare_repeats(single), 0.05)
+    assert "With one run per model" in text and "sd 0" not in text, text

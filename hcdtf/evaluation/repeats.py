@@ -201,6 +201,12 @@ def _family_verdict(family: str, members, pairs, alpha: float) -> str:
     if members[0].get("weights_kind") not in ("imagenet", None):
         start = "random weights" if members[0]["weights_kind"] == "none" else "a weights file"
         note = f" These runs start from {start}, not ImageNet: they do not test the paper's setting."
+    if not tested and any(p["n"] >= 2 for p in pairs):
+        # paired repeats, but each pair's difference is the same in every repeat (sd 0): the t-test
+        # is undefined there (paired_t_test), which is not "one run per model"
+        return (head + " The runs are paired by seed and fold, but each pair's AUC difference is the "
+                "same in every repeat it shares (sd 0), where the paired t-test is undefined: more "
+                "repeats would tell whether depth improves AUC." + _cost_sentence(members) + note)
     if not tested:
         return (head + " With one run per model (no two runs paired by seed and fold), run-to-run "
                 "variation cannot be estimated, so whether depth improves AUC cannot be judged from "
