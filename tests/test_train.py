@@ -230,3 +230,14 @@ def test_example_limit_above_the_split_size_means_the_whole_split(data_dir, tmp_
     assert data.split_spec(cfg.data, "train") == "train" and n < 100000
     assert data.split_spec(cfg.data, "validation") == "validation[:3]"
     assert sum(len(y) for _, y in data.make_dataset(cfg.data, "train", 64, training=False)) == n
+
+
+def test_feature_cache_under_a_one_replica_mirrored_strategy(data_dir, tmp_path):
+    """`train.distribution=mirrored` on one device (one GPU; here the one CPU) is a MirroredStrategy
+    of one replica: the cached head is built and compiled in its scope too (it failed with "Mixing
+    different tf.distribute.Strategy objects" when only several replicas counted)."""
+    cfg = testing_config(data_dir, tmp_path / "run", "model.transfer=freeze_base", "train.feature_cache=true",
+                         "train.distribution=mirrored", "train.steps_per_epoch=1")
+    lines = []
+    summary = train.train(cfg, log=lines.append)
+    assert summary["replicas"] == 1 and summary["feature_cache"], lines

@@ -262,12 +262,15 @@ def cached_feature_epochs(model, cfg: Config, steps: int, log: Callable[[str], N
         return source.shuffle(len(f_train), seed=data.epoch_seed(cfg.seed, k)).batch(bs).take(steps)
 
     val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(bs)
-    with strategy.scope() if replicas > 1 else contextlib.nullcontext():  # the head's fit then uses the replicas
+    # Under a MirroredStrategy (of any replica count: one GPU is one replica) the model's variables
+    # are the strategy's, so the head is built and compiled in its scope, and its fit uses the replicas.
+    mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
+    with strategy.scope() if mirrored else contextlib.nullcontext():
         head = models.head_model(model)
         # A step of a head this small is mostly Keras' per-step overhead: run up to 16 per call
-        # (one device only: Keras 3.15's multi-step loop fails under MirroredStrategy, "You must
-        # feed a value for placeholder tensor").
-        compile_model(head, cfg, steps, steps_per_execution=max(1, min(16, steps)) if replicas == 1 else 1)
+        # (not under MirroredStrategy: Keras 3.15's multi-step loop fails there, "You must feed a
+        # value for placeholder tensor").
+        compile_model(head, cfg, steps, steps_per_execution=1 if mirrored else max(1, min(16, steps)))
     return head, epoch, val_ds
 
 
