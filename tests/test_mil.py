@@ -490,6 +490,8 @@ def test_compare_takes_mil_slide_scores_beside_a_heatmap_slide_evaluation(encode
         assert ("'heatmap': 4 slides (" + ("slide evaluate, reference" if inputs[1].is_dir() else
                                            "heat-map scores from mil evaluate --heatmap, labels")) in said, said
         assert c["n_examples"] == 4 and [r["name"] for r in c["models"]] == ["MIL", "heatmap"]
+        # the heat-map scores beside the run's are not the MIL run's model
+        assert "ABMIL" in str(c["models"][0].get("arch")) and "ABMIL" not in str(c["models"][1].get("arch"))
         (pair,) = c["pairwise"]
         assert pair["auc_a"] == pytest.approx(m["auc"]) and pair["auc_b"] == pytest.approx(m["heatmap"]["auc"])
         assert pair["p_value"] == pytest.approx(m["heatmap"]["delong"]["p_value"])

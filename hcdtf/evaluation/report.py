@@ -108,14 +108,17 @@ def _resolve_input(item: str | Path) -> dict[str, Any]:
         )
     metrics = runinfo.read_json(run_dir / f"{prefix}{METRICS}") if prefix is not None else None
     mil = runinfo.read_json(run_dir / "mil_metrics.json")
+    # `mil evaluate --heatmap`'s heat-map scores sit beside the MIL run's: they are not that run's
+    # model (its head, seed and fold), so they get no run identity and are named after the file
+    heatmap = mil is not None and pred.name.startswith("heatmap_")
     return {
         "input": str(path),
         "predictions_path": pred,
         # `mil evaluate`'s default output, RUN/eval, is named after its run
-        "default_name": (run_dir.resolve().parent if run_dir.name == "eval"
-                         and mil is not None else run_dir.resolve()).name,
+        "default_name": (pred.stem if heatmap else (run_dir.resolve().parent if run_dir.name == "eval"
+                         and mil is not None else run_dir.resolve()).name),
         "metrics_json": metrics,
-        "info": runinfo.read_run_info(run_dir),
+        "info": runinfo.read_run_info(None if heatmap else run_dir),
         "slide_level": None if mil is None else _mil_slides(mil, pred),
     }
 

@@ -141,7 +141,8 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
 
     mil = read_json(Path(run_dir) / "mil_metrics.json")  # `hcdtf mil evaluate`'s folder: its run says what it is
     if mil and not RunDir(run_dir).finished():
-        run_dir = next((p for p in (Path(str(mil.get("run"))), Path(run_dir).parent) if RunDir(p).finished()),
+        # RUN/eval's parent first: the recorded absolute path may since hold another run
+        run_dir = next((p for p in (Path(run_dir).parent, Path(str(mil.get("run")))) if RunDir(p).finished()),
                        run_dir)
     run = RunDir(run_dir)
     where = run.summary_path
