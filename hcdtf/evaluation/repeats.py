@@ -201,7 +201,7 @@ def _family_verdict(family: str, members, pairs, alpha: float) -> str:
     if members[0].get("weights_kind") not in ("imagenet", None):
         start = "random weights" if members[0]["weights_kind"] == "none" else "a weights file"
         note = f" These runs start from {start}, not ImageNet: they do not test the paper's setting."
-    if not tested and any(p["n"] >= 2 for p in pairs):
+    if not tested and pairs and all(p["n"] >= 2 for p in pairs):
         # paired repeats, but each pair's difference is the same in every repeat (sd 0): the t-test
         # is undefined there (paired_t_test), which is not "one run per model"
         return (head + " The runs are paired by seed and fold, but each pair's AUC difference is the "
