@@ -98,8 +98,13 @@ def describe_model(path, is_run):
     if not is_run:
         config = files.read_config(path)
         return config["name"], config
-    with zipfile.ZipFile(RunDir(path).model_path("cnn")) as z:  # a .keras file: config.json inside
-        name = json.loads(z.read("config.json"))["config"]["name"]
+    model_file = RunDir(path).model_path("cnn")
+    try:
+        with zipfile.ZipFile(model_file) as z:  # a .keras file: config.json inside
+            name = json.loads(z.read("config.json"))["config"]["name"]
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise ValueError(f"MODEL {path}: {model_file} is not a readable Keras model file ({e}); "
+                         "retrain the run or pass another MODEL") from None
     return name, {"run": str(path)}
 
 
@@ -399,8 +404,9 @@ def shard_files(shards_dir):
 
 def read_shards(shards_dir, batch_size=1024):
     """A `tf.data.Dataset` of `{"id": string [B], "feature": float32 [B, d]}` batches over the
-    TFRecord shards of `hcdtf embed --runner` (in shard order, not id order; `d` from spec.json,
-    else from the first record). What a head trained on embeddings reads."""
+    TFRecord shards of `hcdtf embed --runner`, read in shard name order, which is id order (each
+    shard holds a contiguous range of ids, sorted); `d` from spec.json, else from the first
+    record. What a head trained on embeddings reads."""
     import tensorflow as tf
 
     files = shard_files(shards_dir)
