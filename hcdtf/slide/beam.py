@@ -59,14 +59,9 @@ def predict_slides_beam(model_path, inputs, output_dir, settings, runner: str, o
     import apache_beam as beam
 
     from hcdtf.inference import backends, beam as beam_predict
-    from hcdtf.slide import inference, reader
+    from hcdtf.slide import inference
 
-    options = list(options)
-    beam_predict.check_runner(runner, options)
-    settings = settings.validate()
-    slides = reader.list_slides(inputs)
-    out = pathlib.Path(output_dir)
-    inference.check_output_dir(out, slides)
+    options, settings, slides, out = _checked(runner, options, settings, inputs, output_dir)
     backends.resolve(model_path, backend, log)  # a wrong path fails here, not on a worker
     t = time.perf_counter()
     score = _scorer_fn(str(model_path), backend, str(out), dataclasses.asdict(settings), threads, checkpoint_seconds)
@@ -119,14 +114,9 @@ def embed_slides_beam(model, inputs, output_dir, settings, runner: str, options:
     import apache_beam as beam
 
     from hcdtf.inference import beam as beam_predict
-    from hcdtf.slide import embed, inference, reader
+    from hcdtf.slide import embed, inference
 
-    options = list(options)
-    beam_predict.check_runner(runner, options)
-    settings = settings.validate()
-    slides = reader.list_slides(inputs)
-    out = pathlib.Path(output_dir)
-    inference.check_output_dir(out, slides)
+    options, settings, slides, out = _checked(runner, options, settings, inputs, output_dir)
     embed.check_model(model)  # a wrong MODEL fails here, not on a worker
     t = time.perf_counter()
     step = _embed_fn(str(model), str(weights), int(seed), str(out), dataclasses.asdict(settings), threads,
@@ -137,11 +127,19 @@ def embed_slides_beam(model, inputs, output_dir, settings, runner: str, options:
     log(f"{len(slides)} slide(s) on Apache Beam ({runner}); bags in {out}")
     beam_predict.run_pipeline(beam.Create([str(s) for s in slides]) | "Spread" >> beam.Reshuffle(), step, sink,
                               runner, options)
-    return embed.result_of(_read_rows(out / "embeddings.csv"), out, time.perf_counter() - t, log)
+    return embed.result_of(inference.read_slide_rows(out / "embeddings.csv"), out, time.perf_counter() - t, log)
 
 
-def _read_rows(path: pathlib.Path) -> list[dict]:
-    import csv
+def _checked(runner: str, options: Iterable[str], settings, inputs, output_dir):
+    """What both launchers check before a worker starts: the runner and its options, the settings,
+    the slides and the output directory. Returns ``(options, settings, slides, out)``."""
+    from hcdtf.inference import beam as beam_predict
+    from hcdtf.slide import inference, reader
 
-    with open(path, newline="") as f:
-        return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    options = list(options)
+    beam_predict.check_runner(runner, options)
+    settings = settings.validate()
+    slides = reader.list_slides(inputs)
+    out = pathlib.Path(output_dir)
+    inference.check_output_dir(out, slides)
+    return options, settings, slides, out
