@@ -173,6 +173,11 @@ def _encoder_file(path: pathlib.Path) -> Encoder:
     model = build_encoder(config, weights, input_shape=(size, size, 3))
     encoder = _keras_encoder(model, f"{config['name']} encoder, {config['embedding']} embedding ({path})", mpp, source)
     encoder.patch = size
+    # The file's settings (mean/std, embedding rule, input size, ...) change the features as much as
+    # its weights do, and live outside them: a file re-imported with other settings is another encoder
+    # (its bags are computed again, not reused).
+    encoder.fingerprint = hashlib.sha256(
+        (json.dumps(config, sort_keys=True, default=str) + "\0" + encoder.fingerprint).encode()).hexdigest()
     return encoder
 
 
