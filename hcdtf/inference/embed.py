@@ -353,6 +353,10 @@ def embed(model, images_dir, out, batch_size=64, log=None, checkpoint_seconds=60
     import shutil
 
     shutil.rmtree(partial, ignore_errors=True)
+    shards = out.with_name(out.name + ".shards")
+    if shards.exists():  # an earlier --runner pass's rows: they no longer describe OUT
+        shutil.rmtree(shards, ignore_errors=True)
+        log(f"removed {shards}: the shards of an earlier --runner pass into {out.name}, which this pass replaced")
     seconds = time.perf_counter() - t0
     return {"n": n, "dim": dim, "seconds": seconds, "images_per_s": (n - start) / seconds if seconds > 0 else None,
             "out": str(out), "resumed_from": start, "distribution": distribution, "replicas": replicas}
@@ -405,15 +409,30 @@ def shard_files(shards_dir):
 def read_shards(shards_dir, batch_size=1024):
     """A `tf.data.Dataset` of `{"id": string [B], "feature": float32 [B, d]}` batches over the
     TFRecord shards of `hcdtf embed --runner`, read in shard name order, which is id order (each
-    shard holds a contiguous range of ids, sorted); `d` from spec.json, else from the first
-    record. What a head trained on embeddings reads."""
+    shard holds a contiguous range of ids, sorted). What a head trained on embeddings reads.
+
+    Only a finished pass's shards are read: its `spec.json` (written last) must be there and list
+    exactly the shard files present; a pass that failed or was killed leaves none, and its shards
+    are refused (ValueError naming the folder) rather than read as if they were all the rows."""
+    spec_path = pathlib.Path(shards_dir) / "spec.json"
+    files = shard_files(shards_dir)
+    try:
+        spec = json.loads(spec_path.read_text())
+        dim, listed = int(spec["dim"]), list(spec["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{shards_dir}: no readable spec.json, so the pass that wrote these shards did not "
+                         "finish; run `hcdtf embed ... --runner` again") from None
+    if spec.get("format") != SHARDS_FORMAT or listed != [f.name for f in files]:
+        raise ValueError(f"{shards_dir}: the shard files are not the ones spec.json lists (a pass that did not "
+                         "finish, or files added or removed since); run `hcdtf embed ... --runner` again")
+    return _shard_dataset(files, dim, batch_size)
+
+
+def _shard_dataset(files, dim, batch_size):
+    """The shards' rows as :func:`read_shards` gives them; ``dim`` None: from the first record."""
     import tensorflow as tf
 
-    files = shard_files(shards_dir)
-    spec = pathlib.Path(shards_dir) / "spec.json"
-    if spec.is_file():
-        dim = int(json.loads(spec.read_text())["dim"])
-    else:
+    if dim is None:
         first = next(iter(tf.data.TFRecordDataset([str(files[0])]).take(1))).numpy()
         dim = len(tf.train.Example.FromString(first).features.feature["feature"].float_list.value)
     features = {"id": tf.io.FixedLenFeature([], tf.string), "feature": tf.io.FixedLenFeature([dim], tf.float32)}
@@ -440,7 +459,7 @@ def write_from_shards(out, shards_dir, ids, name, config, label, log=None):
     scratch.mkdir()
     try:
         rows = None
-        for batch in read_shards(shards_dir):
+        for batch in _shard_dataset(shard_files(shards_dir), None, 1024):  # no spec.json yet: written below
             got = batch["feature"].numpy()
             if rows is None:
                 dim = got.shape[1]
