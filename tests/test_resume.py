@@ -30,7 +30,9 @@ SETTINGS = ("train.epochs=3", "train.steps_per_epoch=2", "model.dropout=0.5", "d
 # Each process costs a TensorFlow start, a model build and a trace (~13 CPU-s), so an instant whose
 # resume path another point already takes is not repeated: a kill inside an epoch is tested in
 # epoch 3 (DAMAGED; in epoch 1 it resumes as before-state-write:1 does, from no state), a kill inside
-# the state write in epoch 1 only.
+# the state write in epoch 1 only, and one kill inside the final writes: a resumed run whose summary
+# is missing redoes all of them (model.keras, val_predictions.csv, the summary) whichever were
+# written, so a kill before or after model.keras takes the same path as after-val-predictions.
 CHAIN = (
     "before-state-write:1",     # epoch 1 trained, nothing committed
     "inside-state-write:1",     # the state file written under its temporary name only
@@ -38,11 +40,10 @@ CHAIN = (
     "after-best-write:1",       # the resumed process, repairing epoch 1's files
     "after-history:2",          # epoch 2 committed with all its files
     "mid-epoch:3",              # DAMAGED: epoch 2 again, then killed at epoch 3's first step
-    "after-state-commit:1",     # epoch 3 committed
-    "before-model-save",        # nothing left to train: the final writes
-    "after-model-save",
-    "after-val-predictions",
-    "after-summary",            # finished; the backup is not removed yet
+    "after-state-commit:1",     # epoch 3 committed; its best checkpoint and history.csv not yet written
+    "after-val-predictions",    # the resumed process repairs epoch 3's files, writes model.keras and
+                                # val_predictions.csv; killed before the summary
+    "after-summary",            # finished (the process above's files rewritten); the backup not removed yet
 )
 DAMAGED = CHAIN.index("mid-epoch:3")
 

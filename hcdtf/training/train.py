@@ -508,10 +508,8 @@ def _finish(session: _Session, work: RunDir, meta: dict, epochs_run: int) -> dic
     model = session.model
     if best_epoch(meta["history"]) is not None:
         model.load_weights(str(work.best_weights_path))
-    kill_point("before-model-save")
     with atomic.atomic_output(work.model_path("cnn")) as tmp:
         model.save(str(tmp))
-    kill_point("after-model-save")
     ids, labels, scores = scoring.score_split(scoring.keras_scorer(model), session.cfg.data,
                                               session.cfg.data.validation_split, session.cfg.eval.batch_size)
     artifacts.write_predictions(work.val_predictions_path, ids, labels, scores)
