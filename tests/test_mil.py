@@ -557,3 +557,13 @@ def test_compare_summarises_mil_repeats_over_seeds(mil_data, tmp_path):
         np.mean([aucs["abmil", s] - aucs["clam_sb", s] for s in (0, 1)]))
     assert sorted(p["repeat"] for p in c["pairwise"]) == [[0, 1], [1, 1]]  # DeLong within each repeat
     assert [r["name"] for r in c["models"]] == ["abmil_0", "abmil_1", "clam_sb_0", "clam_sb_1"]  # the runs' names
+    # folds drawn with another --split-seed: fold 1 is other slides, so not a repeat of abmil_0/1
+    other = tmp_path / "abmil_split1"
+    _cli("mil", "train", root / "train", "--labels", root / "train" / "reference.csv", "--output-dir", other,
+         "--epochs", "1", "--hidden", "16", "--attention", "8", "--folds", "4", "--fold", "1", "--seed", 0,
+         "--split-seed", 1)
+    _cli("mil", "evaluate", other, root / "test", "--labels", root / "test" / "reference.csv", "--no-maps")
+    _cli("compare", *evals[:2], other / "eval", "--n-bootstrap", "0", "--output-dir", tmp_path / "cmp2")
+    models = {m["name"]: m["n_repeats"] for m in json.loads((tmp_path / "cmp2" / "comparison.json").read_text())[
+        "across_repeats"]["models"]}
+    assert models == {f"ABMIL (encoder {encoder[:8]})": 2, f"ABMIL (encoder {encoder[:8]}) (split seed 1)": 1}, models

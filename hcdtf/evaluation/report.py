@@ -306,6 +306,8 @@ def _model_label(info: runinfo.RunInfo, show_weights: bool) -> str:
         label += f" from {info.trainable_from}"
     if show_weights:
         label += f" ({_WEIGHTS_LABEL.get(info.weights_kind, info.weights_kind)})"
+    if info.split_seed is not None:
+        label += f" (split seed {info.split_seed})"
     return label + _stain_label(info)
 
 

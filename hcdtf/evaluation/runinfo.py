@@ -51,6 +51,7 @@ class RunInfo:
     dataset_config: Optional[str] = None
     stain_normalize: Optional[str] = None  # data.stain_normalize; None: none (the default) or not recorded
     stain_augment: Optional[float] = None  # data.stain_augment; None: 0 (the default) or not recorded
+    split_seed: Optional[int] = None  # a MIL run's fold draw (mil.split_seed); None: 0 (the default) or no folds
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,7 +187,18 @@ def read_run_info(run_dir: str | Path | None) -> RunInfo:
         dataset_config=str(data_cfg["dataset_config"]) if data_cfg.get("dataset_config") else None,
         stain_normalize=_stain_normalize(data_cfg.get("stain_normalize")),
         stain_augment=_number(data_cfg.get("stain_augment"), "data.stain_augment", run.config_path) or None,
+        split_seed=_split_seed(summary, config, where),
     )
+
+
+def _split_seed(summary: dict, config: dict, where: Path) -> int | None:
+    """The seed a MIL run drew its folds with, when it used folds and not the default 0 (runs
+    written before the summary had this field record it in config.yaml's ``mil`` section only)."""
+    mil_cfg = config.get("mil") if isinstance(config.get("mil"), dict) else {}
+    if not (summary.get("folds") or mil_cfg.get("folds")):
+        return None
+    value = summary["split_seed"] if summary.get("split_seed") is not None else mil_cfg.get("split_seed")
+    return _integer(value, "split_seed", where) or None
 
 
 def _stain_normalize(value: Any) -> str | None:
@@ -203,7 +215,10 @@ def model_key(info: RunInfo) -> tuple | None:
     # the stain layer and augmentation make another model; runs without them keep their old key
     stain = (("stain_normalize", info.stain_normalize) if info.stain_normalize else ()) + (
         ("stain_augment", info.stain_augment) if info.stain_augment else ())
-    return key + stain
+    # MIL folds drawn with another split seed hold other slides: such runs are not repeats of the
+    # default draw's runs, nor paired with them by fold number
+    split = ("split_seed", info.split_seed) if info.split_seed is not None else ()
+    return key + stain + split
 
 
 def repeat_key(info: RunInfo) -> tuple[int | None, int | None]:

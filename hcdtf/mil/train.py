@@ -444,6 +444,7 @@ def _finish(run, session, cfg, labels, val_slides, features, history, best_epoch
                "best_val_loss": best.get("val_loss"), "best_val_auc": best.get("val_auc"),
                "train_slides": len(labels) - len(val_slides), "validation_slides": len(val_slides),
                "fold": cfg.fold if cfg.folds else None, "folds": cfg.folds, "seed": cfg.seed,
+               "split_seed": cfg.split_seed if cfg.folds else None,  # fold k is other slides for another split seed
                "train_seconds_this_process": round(seconds, 2)}
     write_json(run / "train_summary.json", summary)
     log(f"{run}: finished; best epoch {best_epoch}" + (f", val_auc {best.get('val_auc')}" if val_slides else ""))
