@@ -19,8 +19,9 @@ def test_stale_or_unfinished_shards_are_not_read(encoder_and_images, tmp_path): 
     encoder, images = encoder_and_images
     out = tmp_path / "E.h5"
     args = ["embed", str(encoder), "--images", str(images), "--batch-size", "4", "--out", str(out)]
-    beam = CliRunner().invoke(main, [*args, "--runner", "DirectRunner", "--num-shards", "2"])
+    beam = CliRunner().invoke(main, [*args, "--runner", "DirectRunner", "--num-shards", "5"])
     assert beam.exit_code == 0, beam.output
+    assert "3 shards (--num-shards 5 capped" in beam.output  # 3 batches (sizes 96, 64, 96 px): not silently
     shards = tmp_path / "E.h5.shards"
     spec = json.loads((shards / "spec.json").read_text())
     assert sum(len(b["id"]) for b in embed.read_shards(shards)) == spec["n"] == 7
@@ -31,7 +32,7 @@ def test_stale_or_unfinished_shards_are_not_read(encoder_and_images, tmp_path): 
     with pytest.raises(ValueError, match="did not finish"):
         embed.read_shards(shards)
     (shards / "spec.json").write_text(saved)
-    (shards / "embeddings-00001-of-00002.tfrecord").unlink()
+    (shards / "embeddings-00001-of-00003.tfrecord").unlink()
     with pytest.raises(ValueError, match="not the ones spec.json lists"):
         embed.read_shards(shards)
 

@@ -250,8 +250,9 @@ def embed_beam(model, images_dir, out, runner: str, options: Iterable[str] = (),
     # batch k goes to shard k * n_shards // batches: each shard holds a contiguous range of ids
     # (the shards in name order are in id order), every shard at least one batch
     batches = [(k * n_shards // len(bounds), files[i:j]) for k, (i, j) in enumerate(bounds)]
+    capped = f" (--num-shards {num_shards} capped: a shard holds at least one batch)" if num_shards > n_shards else ""
     log(f"embedding {len(items)} patches from {images_dir} with Apache Beam ({runner}), {len(batches)} batches, "
-        f"{n_shards} shard{'s' if n_shards > 1 else ''} in {shards}")
+        f"{n_shards} shard{'s' if n_shards > 1 else ''}{capped} in {shards}")
     counter = beam.metrics.Metrics.counter("hcdtf", "patches_embedded")
 
     def rows(key, result):

@@ -105,7 +105,7 @@ def explain_cmd(run_dir, more_images, images, out, max_images):
 @click.option("--pipeline-option", "pipeline_options", multiple=True, metavar="--KEY=VALUE",
               help="Beam pipeline option for --runner (repeatable), e.g. --pipeline-option=--direct_num_workers=2.")
 @click.option("--num-shards", default=0, show_default=True, type=click.IntRange(min=0),
-              help="TFRecord files written by --runner (0: one per 10,000 patches).")
+              help="TFRecord files written by --runner (0: one per 10,000 patches; at most one per batch, the log says when capped).")
 @friendly
 def embed_cmd(model, images_dir, out, batch_size, checkpoint_seconds, overwrite, distribution, runner,
               pipeline_options, num_shards):
