@@ -185,11 +185,13 @@ def test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupt
     path = _write(tmp_path, """
         archs: [ResNet18]
         transfers: [fine_tune, freeze_base]
-        per_transfer: {freeze_base: {set: [data.augment=false]}}
+        per_transfer: {fine_tune: {set: [train.epochs=1]}, freeze_base: {set: [data.augment=false, train.epochs=2]}}
         baseline: false
         compare: {n_bootstrap: 20}
     """)
-    overrides = [f"data.data_dir={data_dir}", "model.weights=none", "train.batch_size=8", "train.epochs=2",
+    # Run 1 is only killed after (then skipped): one epoch is enough (a second one was trained in
+    # two processes for nothing); run 2 has the kill inside its second epoch.
+    overrides = [f"data.data_dir={data_dir}", "model.weights=none", "train.batch_size=8",
                  "train.steps_per_epoch=2", "eval.n_bootstrap=20", "train.early_stopping_patience=0"]
     reference = experiment.run(path, overrides=overrides, output_dir=str(tmp_path / "ref"), log=lambda *_: None)
     cmd = [sys.executable, "-m", "hcdtf.cli", "experiment", str(path), "--output-dir", str(tmp_path / "out"),
