@@ -153,14 +153,21 @@ def test_backend_is_detected_from_the_path(trained_run, export_bundle):
     assert backends.model_metadata("onnx", b / "1-onnx" / "model.onnx")["format"] == "onnx"
 
 
+@pytest.fixture(scope="module")
+def run_submission(trained_run, patches, tmp_path_factory):
+    """The run directory's own submission (ids, probabilities), once for every backend below."""
+    out = tmp_path_factory.mktemp("run_submission") / "run.csv"
+    predict.predict(trained_run, patches, out, log=lambda *_: None)
+    return _read_submission(out)
+
+
 @pytest.mark.parametrize("backend, atol", [("onnx", 1e-4), ("openvino", 1e-4), ("litert", 1e-4),
                                            ("openvino-int8", 0.1)])
-def test_predict_with_every_exported_format(trained_run, export_bundle, patches, tmp_path, backend, atol):
-    predict.predict(trained_run, patches, tmp_path / "run.csv", log=lambda *_: None)
+def test_predict_with_every_exported_format(run_submission, export_bundle, patches, tmp_path, backend, atol):
     result = CliRunner().invoke(main, ["predict", str(export_bundle), "--backend", backend, "--images", str(patches),
                                        "--out", str(tmp_path / "sub.csv"), "--batch-size", "3"])
     assert result.exit_code == 0, result.output
-    ids_run, p_run = _read_submission(tmp_path / "run.csv")
+    ids_run, p_run = run_submission
     ids, p = _read_submission(tmp_path / "sub.csv")
     assert ids == ids_run
     np.testing.assert_allclose(p, p_run, atol=atol)
