@@ -30,18 +30,30 @@ def encoder_run(data_dir, tmp_path_factory):
     return base / "run"
 
 
+@pytest.fixture(scope="module")
+def encoder_export(encoder_run, tmp_path_factory):
+    """The encoder run exported once in every format with its int8 (and, on a bfloat16 CPU, bf16)
+    variant (a generous margin: a 2-block random ViT on 10 test patches says nothing about
+    accuracy); the SavedModel's path. Read-only."""
+    from hcdtf import export, precision
+
+    bf16 = precision.cpu_features()["native_bf16"]  # elsewhere the bf16 variant is refused up front
+    return export.export_run(encoder_run, tmp_path_factory.mktemp("encoder_export") / "models" / "hcd",
+                             formats=("saved_model", "onnx", "openvino", "litert"),
+                             quantize=("int8", "bf16") if bf16 else ("int8",), margin=1.0, calibration_size=10,
+                             log=lambda *_: None)
+
+
 def _patches(n=6):
     rng = np.random.default_rng(1)
     return rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
 
 
-def test_every_format_agrees_with_keras(encoder_run, tmp_path):
-    from hcdtf import export
+def test_every_format_agrees_with_keras(encoder_run, encoder_export):
     from hcdtf.inference import loading
     from test_export import _runtime_probabilities
 
-    out = export.export_run(encoder_run, tmp_path / "models" / "hcd",
-                            formats=("saved_model", "onnx", "openvino", "litert"), log=lambda *_: None)
+    out = encoder_export
     x = _patches()
     expected = loading.load_model(encoder_run).predict(x, verbose=0)
     assert np.ptp(expected) > 1e-5  # the patches do not all score the same
@@ -98,16 +110,13 @@ def test_slide_predict_reads_at_the_runs_input_resolution(encoder_run, tmp_path)
     assert heat.size and np.isfinite(heat[~np.isnan(heat)]).all()
 
 
-def test_int8_variant_is_quantized_and_guarded(encoder_run, tmp_path):
+def test_int8_variant_is_quantized_and_guarded(encoder_export):
     """The int8 (and, on a bfloat16 CPU, the bf16) guard scores an encoder run's int8 model on the test split like a ResNet's (a
     generous margin here: a 2-block random ViT on 10 test patches says nothing about accuracy)."""
-    from hcdtf import export, precision
+    from hcdtf import precision
 
-    bf16 = precision.cpu_features()["native_bf16"]  # elsewhere the bf16 variant is refused up front
-    out = export.export_run(encoder_run, tmp_path / "models" / "hcd", formats=("openvino",),
-                            quantize=("int8", "bf16") if bf16 else ("int8",), margin=1.0, calibration_size=10,
-                            log=lambda *_: None)
-    if bf16:
+    out = encoder_export
+    if precision.cpu_features()["native_bf16"]:
         meta = json.loads((out.parent / f"{out.name}-openvino-bf16" / "hcdtf_metadata.json").read_text())
         assert meta["precision"] == "bfloat16" and meta["bf16_guard"]["n_test"] == 10
     path = out.parent / f"{out.name}-openvino-int8"
