@@ -4,6 +4,8 @@
     python -m benchmarks.stain --quick    # 2 rounds of fewer calls
     python -m benchmarks.stain --centres outputs/stain   # the unseen-centre gaps of a finished
                                           # `hcdtf experiment stain`, paired across seeds (JSON)
+    python -m benchmarks.stain --looks outputs/stain/runs/*   # each run's AUC on the same tissue
+                                          # rendered as every synthetic centre (JSON)
 
 Three float32 Keras models with the same random ResNet-18 weights: the classifier alone
 (``hcdtf.models.build_classifier``), and the same classifier behind a ``MacenkoNormalization``
@@ -50,6 +52,12 @@ def parse_args(argv):
                    help="instead of timing: the seen/unseen AUC gaps of the finished runs of an `hcdtf experiment "
                         "stain` output directory, per seed, with each normaliser paired with the run without "
                         "(same seed): mean, 95%% t interval and paired t-test across seeds")
+    p.add_argument("--looks", nargs="+", default=None, metavar="RUN",
+                   help="instead of timing: each run's test AUC on the same synthetic tissue rendered as each "
+                        "centre (hcdtf.synthetic.centres), so a centre's own difficulty is told apart from the "
+                        "cost of its shift; with --patches and --centre-looks")
+    p.add_argument("--patches", type=int, default=400, help="--looks: patches per look, half tumour (default 400)")
+    p.add_argument("--centre-looks", type=int, default=5, help="--looks: centres 0..K-1 (default 5)")
     p.add_argument("--out", default=None, help="JSON file [default: benchmarks/results/<machine>.stain.json; "
                                                "'-' for none]")
     args = p.parse_args(argv)
@@ -141,10 +149,38 @@ def centres(output_dir) -> dict:
     return out
 
 
+LOOKS_SEED = 777  # the tissue of --looks: not the seed of any sample hcdtf writes by default
+
+
+def looks(runs, n=400, k=5) -> dict:
+    """AUC of each run (directory of `hcdtf train`) on ``n`` synthetic patches (labels alternating,
+    patch i from its own stream of LOOKS_SEED) rendered as each centre 0..k-1: the same tissue and
+    labels under every look, so the AUCs differ only by how each centre stains and scans."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from hcdtf.inference import loading, scoring
+    from hcdtf.synthetic.centres import centre_look
+    from hcdtf.synthetic.patch import generate_patch
+    from hcdtf.synthetic.streams import patch_rng
+
+    if n < 2 or k < 1:
+        raise SystemExit("--patches must be >= 2 and --centre-looks >= 1")
+    labels = np.arange(n) % 2
+    images = {c: np.stack([generate_patch(patch_rng(LOOKS_SEED, "train", i), int(labels[i]), centre_look(c))[0]
+                           for i in range(n)]) for c in range(k)}
+    out = {"patches": n, "seed": LOOKS_SEED, "runs": {}}
+    for run in runs:
+        scorer = scoring.keras_scorer(loading.load_model(run))
+        out["runs"][str(run)] = {str(c): round(float(roc_auc_score(labels, np.concatenate(
+            [scorer(images[c][i:i + 64]).reshape(-1) for i in range(0, n, 64)]))), 4) for c in range(k)}
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.centres:
-        out = centres(args.centres)
+    if args.centres or args.looks:
+        out = centres(args.centres) if args.centres else looks(args.looks, args.patches, args.centre_looks)
         print(json.dumps(out, indent=2))
         return out
     import numpy as np
