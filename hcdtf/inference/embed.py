@@ -307,6 +307,8 @@ def embed(model, images_dir, out, batch_size=64, log=None, checkpoint_seconds=60
     the last part with the batch size it started with, and writes the same bytes as an
     uninterrupted pass. Parts of another model or other images are refused unless `overwrite`.
     Memory stays one batch plus the rows since the last part (saved parts are memory-mapped)."""
+    import shutil
+
     import h5py
 
     from hcdtf import atomic
@@ -330,6 +332,10 @@ def embed(model, images_dir, out, batch_size=64, log=None, checkpoint_seconds=60
         log(f"distribution: {distribution}, {replicas} replicas (each batch of {batch_size} split across them)")
     if start:
         log(f"resuming at patch {start} of {n} (batch size {batch_size}, as when it started)")
+    shards = out.with_name(out.name + ".shards")
+    if shards.exists():  # an earlier --runner pass's rows: they will not describe the OUT this pass writes
+        shutil.rmtree(shards, ignore_errors=True)  # before OUT is replaced: a kill leaves no new OUT beside them
+        log(f"removed {shards}: the shards of an earlier --runner pass into {out.name}, which this pass replaces")
     t0 = time.perf_counter()
     with atomic.atomic_output(out) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -350,13 +356,7 @@ def embed(model, images_dir, out, batch_size=64, log=None, checkpoint_seconds=60
                     parts_lib.save_part(partial, key, parts, batch_size)
                     parts[-1] = None  # on disk now: keep memory flat
                     t_saved = time.perf_counter()
-    import shutil
-
     shutil.rmtree(partial, ignore_errors=True)
-    shards = out.with_name(out.name + ".shards")
-    if shards.exists():  # an earlier --runner pass's rows: they no longer describe OUT
-        shutil.rmtree(shards, ignore_errors=True)
-        log(f"removed {shards}: the shards of an earlier --runner pass into {out.name}, which this pass replaced")
     seconds = time.perf_counter() - t0
     return {"n": n, "dim": dim, "seconds": seconds, "images_per_s": (n - start) / seconds if seconds > 0 else None,
             "out": str(out), "resumed_from": start, "distribution": distribution, "replicas": replicas}
@@ -452,6 +452,7 @@ def write_from_shards(out, shards_dir, ids, name, config, label, log=None):
 
     out = pathlib.Path(out)
     atomic.remove_leftovers(out.parent)  # a killed launcher's scratch folder or unfinished file
+    files = shard_files(shards_dir)  # (the same list is read, logged and written to spec.json)
     index = {s: k for k, s in enumerate(ids)}
     seen = np.zeros(len(ids), dtype=bool)
     dim = None
@@ -459,7 +460,7 @@ def write_from_shards(out, shards_dir, ids, name, config, label, log=None):
     scratch.mkdir()
     try:
         rows = None
-        for batch in _shard_dataset(shard_files(shards_dir), None, 1024):  # no spec.json yet: written below
+        for batch in _shard_dataset(files, None, 1024):  # no spec.json yet: written below
             got = batch["feature"].numpy()
             if rows is None:
                 dim = got.shape[1]
@@ -483,9 +484,9 @@ def write_from_shards(out, shards_dir, ids, name, config, label, log=None):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if log:
-        log(f"wrote {out} from the {len(shard_files(shards_dir))} shards in {shards_dir}")
+        log(f"wrote {out} from the {len(files)} shards in {shards_dir}")
     atomic.write_json(pathlib.Path(shards_dir) / "spec.json", {
         "format": SHARDS_FORMAT, "n": len(ids), "dim": int(dim), "model": name, "source": label,
-        "files": [f.name for f in shard_files(shards_dir)],
+        "files": [f.name for f in files],
         "features": {"id": "bytes (image file stem)", "feature": f"float32 [{dim}]"}})
     return dim
