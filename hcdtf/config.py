@@ -103,6 +103,10 @@ class ModelConfig:
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS + ENCODERS)
+        if (self.arch.lower() == "resnet10" and str(self.weights).lower() == "imagenet"
+                and not self.fallback_to_scratch):
+            raise ConfigError("model.weights: ResNet10 has no published ImageNet weights; train it "
+                              "from random initialisation with model.weights=none (--weights none)")
         _choice("model.transfer", self.transfer, TRANSFERS)
         if self.trainable_from is not None:
             _choice("model.trainable_from", self.trainable_from, STAGES)

@@ -23,7 +23,10 @@ from hcdtf.models import stats  # noqa: E402
 from hcdtf.models import weights as weights_lib  # noqa: E402
 
 # torchvision: sum(p.numel() for p in resnet18().parameters()), etc.
-TORCHVISION_PARAMS = {"ResNet18": 11_689_512, "ResNet34": 21_797_672}
+TORCHVISION_PARAMS = {"ResNet18": 11_689_512, "ResNet34": 21_797_672,
+                      # torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1]): stem 9,536,
+                      # stages 73,984 + 230,144 + 919,040 + 3,673,088, fc 513,000
+                      "ResNet10": 5_418_792}
 # keras.applications.<arch>(include_top=False, weights=None).count_params()
 # (the documented 25,636,712 / 44,707,176 / 60,419,944 minus the 2,049,000
 # parameters of the 1000-class top).
@@ -32,7 +35,7 @@ KERAS_NOTOP_PARAMS = {
     "ResNet101": 42_658_176,
     "ResNet152": 58_370_944,
 }
-FEATURES = {"ResNet18": 512, "ResNet34": 512}
+FEATURES = {"ResNet10": 512, "ResNet18": 512, "ResNet34": 512}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,7 @@ def test_import_is_lazy():
 
 def test_registry():
     assert models.ARCHS == (
+        "ResNet10",
         "ResNet18",
         "ResNet34",
         "ResNet50",
@@ -79,6 +83,7 @@ def test_registry():
         "ResNet152",
     )
     assert [models.get_arch(a).depth for a in models.ARCHS] == [
+        10,
         18,
         34,
         50,
@@ -91,6 +96,7 @@ def test_registry():
 
 
 def test_constructors_reachable():
+    assert models.ResNet10 is resnet.ResNet10
     assert models.ResNet18 is resnet.ResNet18
     assert models.ResNet34 is resnet.ResNet34
     assert models.ResNet50 is keras.applications.ResNet50
@@ -113,7 +119,7 @@ def test_unknown_arch_lists_valid_names(bad):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["ResNet18", "ResNet34"])
+@pytest.mark.parametrize("arch", ["ResNet10", "ResNet18", "ResNet34"])
 def test_torchvision_parameter_count(arch):
     model = getattr(resnet, arch)(weights=None)
     total, trainable = stats.count_params(model)
@@ -422,6 +428,30 @@ def test_offline_imagenet_error_torchvision(tmp_path):
     )
     with pytest.raises(models.WeightsUnavailableError, match="--weights none"):
         models.build_classifier("ResNet18")
+
+
+def test_resnet10_has_no_imagenet_weights(tmp_path):
+    """ResNet10 trains from scratch only: ImageNet weights are refused up front, in the
+    constructor (WeightsUnavailableError, so fallback_to_scratch applies) and in the config (exit 2
+    before anything is built); with a file of its own it loads like the others."""
+    with pytest.raises(models.WeightsUnavailableError, match="no published ImageNet weights") as e:
+        resnet.ResNet10(include_top=False, weights="imagenet")
+    assert "--weights none" in e.value.hint
+    with pytest.raises(models.WeightsUnavailableError, match="--weights none"):
+        models.build_classifier("ResNet10")
+    from hcdtf.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="ResNet10 has no published ImageNet weights"):
+        load_config([], ["model.arch=ResNet10"])
+    assert load_config([], ["model.arch=ResNet10", "model.fallback_to_scratch=true"]).model.arch
+    model = resnet.ResNet10(weights=None, include_top=False, input_shape=(96, 96, 3), pooling="avg")
+    model.save_weights(tmp_path / "r10.weights.h5")
+    again = resnet.ResNet10(weights=str(tmp_path / "r10.weights.h5"), include_top=False,
+                            input_shape=(96, 96, 3), pooling="avg")
+    x = _images().astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+    assert [layer.name for layer in model.layers if layer.name.endswith("_out")] == [
+        f"conv{stage}_block1_out" for stage in (2, 3, 4, 5)]
 
 
 @pytest.mark.parametrize("arch", ["ResNet50", "ResNet152"])
@@ -788,7 +818,7 @@ def test_flops(classifiers):
     assert flops_224 == pytest.approx(2 * 1.814e9, rel=2e-3)
     flops = [models.flops_per_image(classifiers[a]) for a in models.ARCHS]
     assert flops == sorted(flops)
-    assert flops[0] == pytest.approx(0.666e9, rel=2e-3)
+    assert flops[models.ARCHS.index("ResNet18")] == pytest.approx(0.666e9, rel=2e-3)
 
 
 def test_models_table_format():

@@ -1,6 +1,6 @@
-"""Models of the study: ResNet18/34/50/101/152 binary patch classifiers.
+"""Models of the study: ResNet18/34/50/101/152 (and ResNet10) binary patch classifiers.
 
-- `ResNet18`, `ResNet34`: torchvision-layout ResNets in `keras.applications`
+- `ResNet10`, `ResNet18`, `ResNet34`: torchvision-layout ResNets in `keras.applications`
   style (`hcdtf.models.resnet`); `ResNet50`, `ResNet101`, `ResNet152`: the
   `keras.applications` ones.
 - `ARCHS`, `get_arch`: the architectures by name (`hcdtf.models.registry`).
@@ -24,6 +24,7 @@ from hcdtf.models.registry import get_arch
 from hcdtf.models.weights import WeightsUnavailableError
 
 _LAZY = {
+    "ResNet10": "hcdtf.models.resnet",
     "ResNet18": "hcdtf.models.resnet",
     "ResNet34": "hcdtf.models.resnet",
     "ResNet50": "keras.applications",

@@ -1,12 +1,15 @@
 """The ResNets of the study, by name, with what each one needs to be used.
 
-`ARCHS` lists the five depths compared in "ResNet for Histopathologic Cancer
-Detection, the Deeper, the Better?". `get_arch(name)` returns an `ArchSpec`
-(depth, block type, the preprocessing the ImageNet weights expect, where the
-weights come from) and `ArchSpec.constructor()` the
-`keras.applications`-style constructor:
+`ARCHS` lists the ResNets: the five depths compared in "ResNet for
+Histopathologic Cancer Detection, the Deeper, the Better?" (ResNet18 to
+ResNet152) and ResNet10, a shallower one without ImageNet weights (random
+initialisation only; the test suite's model for the training machinery).
+`get_arch(name)` returns an `ArchSpec` (depth, block type, the preprocessing
+the ImageNet weights expect, where the weights come from) and
+`ArchSpec.constructor()` the `keras.applications`-style constructor:
 
-- ResNet18/34: `hcdtf.models.resnet` (torchvision layout and weights).
+- ResNet10/18/34: `hcdtf.models.resnet` (torchvision layout; torchvision's
+  weights for 18 and 34).
 - ResNet50/101/152: `keras.applications` (re-exported here as `ResNet50`,
   `ResNet101`, `ResNet152`; Keras' original ResNet v1 with Keras' weights).
 
@@ -17,7 +20,7 @@ on first use.
 import dataclasses
 import importlib
 
-ARCHS = ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
+ARCHS = ("ResNet10", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152")
 # The pathology encoders by their published names (H-optimus-0, UNI, Virchow2, ...): their
 # entries (licence, access, input, mean/std, embedding rule) are `hcdtf.models.encoders.specs`.
 from hcdtf.models.encoders.specs import ENCODERS, get_encoder, is_encoder  # noqa: E402,F401
@@ -68,14 +71,14 @@ class ArchSpec:
         return getattr(importlib.import_module(self._module), self._attr)
 
 
-def _torchvision_spec(name, depth):
+def _torchvision_spec(name, depth, weights_source=None):
     return ArchSpec(
         name=name,
         depth=depth,
         block="basic",
         preprocessing="torch",
         features=512,
-        weights_source=(
+        weights_source=weights_source or (
             f"torchvision IMAGENET1K_V1 (timm/{name.lower()}.tv_in1k), "
             "converted by `hcdtf weights import`"
         ),
@@ -100,6 +103,7 @@ def _keras_spec(name, depth):
 _SPECS = {
     spec.name: spec
     for spec in (
+        _torchvision_spec("ResNet10", 10, "none published: random initialisation only (`--weights none`)"),
         _torchvision_spec("ResNet18", 18),
         _torchvision_spec("ResNet34", 34),
         _keras_spec("ResNet50", 50),
@@ -148,7 +152,7 @@ def preprocessing(name):
 
 
 def __getattr__(name):
-    # ResNet18 ... ResNet152 as module attributes, imported on first access.
+    # ResNet10 ... ResNet152 as module attributes, imported on first access.
     if name in _SPECS:
         return _SPECS[name].constructor()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

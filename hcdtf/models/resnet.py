@@ -1,4 +1,4 @@
-"""ResNet-18/34 (torchvision layout) in the style of `keras.applications`.
+"""ResNet-10/18/34 (torchvision layout) in the style of `keras.applications`.
 
 `keras.applications` ships ResNet50/101/152 but no basic-block ResNets, so this
 module adds them with the same API (`include_top`, `weights`, `input_tensor`,
@@ -20,6 +20,13 @@ statistics as non-trainable weights (torchvision keeps them as buffers).
 cache (`$KERAS_HOME/models/hcdtf_resnet{18,34}_tv_in1k.weights.h5`, see
 `hcdtf.models.weights.torchvision_weights_path`) and raises
 `WeightsUnavailableError` explaining how to create it when it is missing.
+
+`ResNet10` is the same network with one basic block per stage (1-1-1-1, the
+smallest of the family): nobody publishes ImageNet weights in this layout, so
+it trains from random initialisation only (`weights=None` or a file of its
+own). It is the suite's model for testing the training machinery (a model
+build and a trace cost about 40% less than ResNet18's) and a shallower
+from-scratch point for the depth question.
 """
 
 import os
@@ -36,6 +43,7 @@ BN_EPSILON = 1e-5
 BN_AXIS = 3  # channels last
 DEFAULT_SIZE = 224  # the ImageNet input size of the weights
 MIN_SIZE = 32  # five stride-2 stages: 32 px is the smallest input with a 1x1 output
+IMAGENET_WEIGHTS = ("resnet18", "resnet34")  # torchvision's; ResNet10 has none
 
 
 def _input_shape(input_shape, include_top, weights):
@@ -147,7 +155,7 @@ def ResNet(
             `None` or `"softmax"`.
         name: The name of the model (string).
         weights_name: Architecture name used to locate the converted
-            ImageNet weights (`"resnet18"` or `"resnet34"`).
+            ImageNet weights (`"resnet18"` or `"resnet34"`; `"resnet10"` has none).
 
     Returns:
         A Model instance.
@@ -165,7 +173,7 @@ def ResNet(
         # The converted weights and the explicit padding below assume NHWC;
         # torchvision itself is NCHW but the importer transposes for us.
         raise ValueError(
-            "ResNet18/ResNet34 only support the 'channels_last' image data "
+            "ResNet10/18/34 only support the 'channels_last' image data "
             f"format.  Received: data_format={backend.image_data_format()}"
         )
     input_shape = _input_shape(input_shape, include_top, weights)
@@ -224,6 +232,13 @@ def _weights_path(weights, weights_name, include_top, classes):
         )
     if weights != "imagenet":
         return weights
+    if weights_name not in IMAGENET_WEIGHTS:
+        raise weights_lib.WeightsUnavailableError(
+            f"{weights_name}: there are no published ImageNet weights for this architecture "
+            "(torchvision publishes ResNet18 and ResNet34); train it from random initialisation "
+            "with `--weights none` (weights=None).",
+            hint=f"{weights_name} has no ImageNet weights: use `--weights none`",
+        )
     path = weights_lib.torchvision_weights_path(weights_name)
     if not path.is_file():
         raise weights_lib.torchvision_weights_unavailable(weights_name, path)
@@ -326,6 +341,39 @@ def stack_basic_blocks(x, filters, blocks, stride1=2, name=None):
     for i in range(2, blocks + 1):
         x = basic_block(x, filters, name=f"{name}_block{i}")
     return x
+
+
+def ResNet10(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name="resnet10",
+):
+    """Instantiates the ResNet10 architecture (torchvision layout, one basic
+    block per stage; random initialisation only: no ImageNet weights exist)."""
+
+    def stack_fn(x):
+        x = stack_basic_blocks(x, 64, 1, stride1=1, name="conv2")
+        x = stack_basic_blocks(x, 128, 1, name="conv3")
+        x = stack_basic_blocks(x, 256, 1, name="conv4")
+        return stack_basic_blocks(x, 512, 1, name="conv5")
+
+    return ResNet(
+        stack_fn,
+        weights_name="resnet10",
+        name=name,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+    )
 
 
 def ResNet18(
@@ -452,6 +500,8 @@ Raises:
         the converted weights file is not in the Keras cache directory.
 """
 
+if ResNet10.__doc__ is not None:
+    setattr(ResNet10, "__doc__", ResNet10.__doc__ + DOC)
 if ResNet18.__doc__ is not None:
     setattr(ResNet18, "__doc__", ResNet18.__doc__ + DOC)
 if ResNet34.__doc__ is not None:
