@@ -1,7 +1,7 @@
 """Issue 21, case 1: nothing stale after the data set changed.
 
 The issue's scenario on copies of the session's sample and data set: a two-run experiment
-(ResNet18 on a frozen base, one step, + logistic regression) is trained on build A; 3 labels of
+(ResNet10 on a frozen base, one step, + logistic regression) is trained on build A; 3 labels of
 train_labels.csv are flipped and the data set rebuilt with --overwrite (build B, ids move
 between splits). Then `experiment` refuses the runs naming what changed and retrains them with
 --overwrite; `evaluate` scores build B and says the run was trained on A; `compare` refuses an
@@ -28,12 +28,12 @@ from conftest import cli_fails
 
 GRID = """
     configs: [testing.yaml]
-    archs: [ResNet18]
+    archs: [ResNet10]
     transfers: [freeze_base]
     baseline: true
     compare: {n_bootstrap: 20}
 """
-RUNS = ("resnet18_freeze_base", "logistic_regression")
+RUNS = ("resnet10_freeze_base", "logistic_regression")
 
 
 def _overrides(tfds):
@@ -106,7 +106,7 @@ def test_a_rebuilt_data_set_is_never_mistaken_for_the_old_one(on_build_a, tmp_pa
 
     # evaluate: scores build B, says the run was trained on A, records both.
     lines: list[str] = []
-    cnn = runs / "resnet18_freeze_base"
+    cnn = runs / "resnet10_freeze_base"
     evaluate.evaluate_run(cnn, log=lines.append)
     assert sum("trained on another build" in line and "train_labels.csv" in line for line in lines) == 1, lines
     on_b = _json(cnn / "metrics.json")["data"]
@@ -115,7 +115,7 @@ def test_a_rebuilt_data_set_is_never_mistaken_for_the_old_one(on_build_a, tmp_pa
 
     # compare: an evaluation on A and one on B are not put in one table.
     cli_fails(["compare", str(old_baseline), str(cnn), "--output-dir", str(tmp_path / "cmp"), "--n-bootstrap", "0"],
-              "different test sets", "'baseline_on_a'", "'resnet18_freeze_base'")
+              "different test sets", "'baseline_on_a'", "'resnet10_freeze_base'")
     assert not (tmp_path / "cmp" / "report.md").exists()
 
     # export: allowed (the model is what it is), said in one line, recorded in the metadata.

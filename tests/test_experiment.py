@@ -149,7 +149,7 @@ def test_smoke_experiment_end_to_end_and_resume(data_dir, tmp_path):
 
 def test_repeats_over_seeds_name_their_runs_and_are_compared_across_repeats(data_dir, tmp_path):
     path = _write(tmp_path, """
-        archs: [ResNet18]
+        archs: [ResNet10]
         transfers: [freeze_base]
         per_transfer: {freeze_base: {set: [data.augment=false]}}
         baseline: false
@@ -160,13 +160,13 @@ def test_repeats_over_seeds_name_their_runs_and_are_compared_across_repeats(data
     exp = experiment.load_experiment(path)
     experiment.narrow(exp, seeds=[0, 1])
     runs = experiment.plan(exp, overrides)
-    assert [(r.name, r.cfg.seed) for r in runs] == [("resnet18_freeze_base_seed0", 0), ("resnet18_freeze_base_seed1", 1)]
+    assert [(r.name, r.cfg.seed) for r in runs] == [("resnet10_freeze_base_seed0", 0), ("resnet10_freeze_base_seed1", 1)]
     result = CliRunner().invoke(main, ["experiment", str(path), "--output-dir", str(tmp_path / "out"),
                                        "--seeds", "0,1", *[a for o in overrides for a in ("--set", o)]])
     assert result.exit_code == 0, result.output
     comparison = json.loads((tmp_path / "out" / "comparison" / "comparison.json").read_text())
     assert sorted((m["name"], m["seed"]) for m in comparison["models"]) == [
-        ("resnet18_freeze_base_seed0", 0), ("resnet18_freeze_base_seed1", 1)]
+        ("resnet10_freeze_base_seed0", 0), ("resnet10_freeze_base_seed1", 1)]
     # The two seeds are repeats of one model (not two models of one run each).
     (model,) = comparison["across_repeats"]["models"]
     assert model["n_repeats"] == 2 and sorted(r[0] for r in model["repeats"]) == [0, 1]
@@ -183,7 +183,7 @@ def test_an_experiment_killed_between_runs_and_inside_one_ends_as_an_uninterrupt
     from conftest import REPO
 
     path = _write(tmp_path, """
-        archs: [ResNet18]
+        archs: [ResNet10]
         transfers: [fine_tune, freeze_base]
         per_transfer: {fine_tune: {set: [train.epochs=1]}, freeze_base: {set: [data.augment=false, train.epochs=2]}}
         baseline: false

@@ -140,7 +140,7 @@ def _load_keras_cached(path: str):
 
 
 def _load_keras(path):
-    """keras.saving.load_model, once per file (loading a ResNet18 takes seconds here)."""
+    """keras.saving.load_model, once per file (loading a ResNet takes seconds here)."""
     return _load_keras_cached(str(path))
 
 
@@ -157,7 +157,7 @@ def _make_mixed_run(run: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        mixed = models.build_classifier("ResNet18", weights=None, transfer="fine_tune")
+        mixed = models.build_classifier(summary["arch"], weights=None, transfer="fine_tune")
     finally:
         keras.mixed_precision.set_global_policy(previous)
     mixed.set_weights(trained.get_weights())
@@ -269,7 +269,7 @@ def test_mixed_precision_run_exports_float32(exported):
     assert out["output_dtypes"] == ["float32"]
     # Float variables all float32 (the int64 one is Dropout's seed-generator state).
     assert {d for d in out["variable_dtypes"] if "float" in d} == {"float32"}
-    assert out["n_variables"] > 100
+    assert out["n_variables"] > 50  # every weight of the ResNet10 (63 variables), not a stub
     expected = mixed.predict(exported["x"], verbose=0).astype(np.float32)
     for signature in ("default", "encoded"):
         np.testing.assert_allclose(np.array(out[signature]["probability"]), expected, atol=1e-2, rtol=0)
@@ -306,7 +306,7 @@ def test_metadata_asset(exported, trained_run):
     path = exported["v1"] / "assets" / "hcdtf_metadata.json"
     meta = json.loads(path.read_text())
     assert exported["client"]["1"]["metadata"] == path.read_text()  # the tracked asset is this file
-    assert meta["arch"] == "ResNet18" and meta["transfer"] == "fine_tune"
+    assert meta["arch"] == "ResNet10" and meta["transfer"] == "fine_tune"
     assert meta["input_mpp"] == export.DEFAULT_INPUT_MPP  # the run's summary has no input_mpp
     assert meta["int8_guard"]["n_test"] == 10 and "1-openvino-int8" in meta["artifacts"]
     assert meta["dataset"] == "hcd/kaggle"

@@ -1,5 +1,5 @@
 """`hcdtf predict` (Kaggle submission from a run or a SavedModel) and `hcdtf explain` (Grad-CAM),
-on the session's tiny trained ResNet18 run and the synthetic sample's unlabelled test patches."""
+on the session's tiny trained ResNet10 run and the synthetic sample's unlabelled test patches."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_backend_is_detected_from_the_path(trained_run, export_bundle):
         assert backends.resolve(path, log=lambda *_: None)[0] == kind, path
     assert backends.resolve(b, "litert", log=lambda *_: None) == ("litert", b / "1-litert")
     meta = backends.model_metadata("saved_model", b / "1")
-    assert meta["input_mpp"] == 0.972 and meta["arch"] == "ResNet18"
+    assert meta["input_mpp"] == 0.972 and meta["arch"] == "ResNet10"
     assert backends.model_metadata("onnx", b / "1-onnx" / "model.onnx")["format"] == "onnx"
 
 
@@ -198,7 +198,7 @@ def test_int8_predict_runs_the_int8_model(export_bundle, patches, tmp_path):
     ops = {op.get_type_name() for op in core.read_model(str(export_bundle / "1-openvino-int8" / "model.xml")).get_ops()}
     assert "FakeQuantize" in ops  # NNCF's quantized IR
     np.testing.assert_allclose(p, int8, rtol=0, atol=2e-6)
-    assert np.abs(int8 - fp32).max() > 2e-4, np.abs(int8 - fp32).max()  # measured 1.8e-3 on a 1-epoch ResNet18
+    assert np.abs(int8 - fp32).max() > 2e-4, np.abs(int8 - fp32).max()  # 1.8e-3 on a 1-epoch ResNet18
 
 
 def test_predict_bad_backend_and_output_are_one_line(export_bundle, patches, tmp_path):

@@ -433,7 +433,8 @@ def test_training_option_puts_the_layer_in_the_run_and_its_export(patches, data_
     signatures.write_saved_model(exported, tmp_path / "saved_model", {})
     served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"](images=tf.constant(x))
     assert np.abs(served["probability"].numpy() - expected).max() < 1e-4
-    plain = models.build_classifier("ResNet18", weights=None)  # same weights, no stain layer
+    arch = json.loads((run / "train_summary.json").read_text())["arch"]
+    plain = models.build_classifier(arch, weights=None)  # same weights, no stain layer
     plain.set_weights(model.get_weights())
     assert np.abs(plain(x, training=False).numpy() - expected).max() > 1e-3
 

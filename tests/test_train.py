@@ -36,7 +36,7 @@ def test_run_directory(trained_run):
     for key in ("epochs_completed", "wall_time_s", "images_per_s", "precision", "distribution",
                 "params_total", "params_trainable", "flops_per_image", "best_val_auc"):
         assert summary[key] is not None, key
-    assert summary["arch"] == "ResNet18" and summary["precision"] == "float32"
+    assert summary["arch"] == "ResNet10" and summary["precision"] == "float32"
     assert summary["epochs_completed"] == 1 and len(_history(trained_run)) == 1
     ids, labels, scores = artifacts.read_predictions(trained_run / "val_predictions.csv")
     assert len(ids) == summary["n_validation"] and np.all((scores >= 0) & (scores <= 1))

@@ -116,8 +116,9 @@ def test_class_weights_of_the_training_split(data_dir, tmp_path):
 # The frozen-base feature cache makes an epoch cost a few milliseconds; validating on the training
 # split (77 patches) gives AUCs fine enough to tell epochs apart. With this seed and learning rate
 # the validation AUC peaks at epoch 1, the plateau rule lowers the rate at epoch 4 and early
-# stopping (patience 3) ends the run after epoch 4 of 8: every rule has something to decide.
-RULES = ("model.transfer=freeze_base", "train.class_weight=true", "train.schedule=plateau", "train.epochs=8",
+# stopping (patience 3) ends the run after epoch 4 of 8: every rule has something to decide. These
+# dynamics are ResNet18's (random init), so the run names it (the testing config's is ResNet10).
+RULES = ("model.arch=ResNet18", "model.transfer=freeze_base", "train.class_weight=true", "train.schedule=plateau", "train.epochs=8",
          "train.early_stopping_patience=3", "train.learning_rate=0.003", "train.steps_per_epoch=null",
          "train.batch_size=16", "data.validation_split=train")
 

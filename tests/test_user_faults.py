@@ -120,7 +120,7 @@ def test_weights_takes_a_run_checkpoint_of_the_same_arch_and_refuses_others_in_o
     with h5py.File(other_arch, "r+") as f:
         f["vars"].attrs["name"] = "resnet34_fine_tune"
     cfg = testing_config(data_dir, tmp_path / "other", f"model.weights={other_arch}")
-    with pytest.raises(WeightsFileError, match="checkpoint of a ResNet34 classifier.*not of a ResNet18"):
+    with pytest.raises(WeightsFileError, match="checkpoint of a ResNet34 classifier.*not of a ResNet10"):
         train.build_model(cfg, log=lambda *_: None)
 
     garbage = tmp_path / "garbage.h5"
@@ -135,7 +135,7 @@ def test_weights_takes_a_run_checkpoint_of_the_same_arch_and_refuses_others_in_o
         f.create_dataset("x", data=[1])
     _one_line_error(_invoke(["train", "--config", REPO / "configs" / "testing.yaml", "--data-dir", data_dir,
                              "--output-dir", out, "--weights", tmp_path / "empty.h5"]),
-                    "empty.h5", "does not hold weights of the ResNet18 base")
+                    "empty.h5", "does not hold weights of the ResNet10 base")
 
 
 # ----------------------------------------------------------------------------- cases 4 and 5: slides
