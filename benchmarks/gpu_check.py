@@ -11,8 +11,8 @@
 3. Serving: the SavedModel's ``serving_default`` timed at each of ``--serve-batches``.
 
 Prints one JSON object. ``--tiny`` shrinks everything (ResNet18, batch 2, 3 steps, serving at batch
-1/4) so a CPU run finishes in about a minute; its numbers mean nothing. ``--batch`` and ``--steps``
-given on the command line win over ``--tiny``'s.
+1/4) so a CPU run finishes in about a minute; its numbers mean nothing. ``--arch``, ``--batch`` and
+``--steps`` given on the command line win over ``--tiny``'s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ VARIANTS = ("float32/fused_bn", "float32/keras_bn", "mixed_float16/fused_bn", "m
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="ResNet50")
+    p.add_argument("--arch", default=None, help="architecture to train and serve (default ResNet50; ResNet18 with --tiny)")
     p.add_argument("--batch", type=int, default=None, help="training batch size (default 128; 2 with --tiny)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed training steps per variant (default 200; 3 with --tiny)")
@@ -47,9 +47,11 @@ def parse_args(argv):
                    help="ResNet18, batch 2, 3 steps, 32x32 training inputs, serving at 1 and 4 (a CPU smoke run)")
     args = p.parse_args(argv)
     if args.tiny:
-        args.arch, args.warmup, args.serve_batches, args.serve_calls = "ResNet18", 1, "1,4", 3
-    # --batch and --steps, where given, win over --tiny's (its 3 steps used to override a test's 2;
-    # on a CPU each mixed_float16 step is seconds: float16 convolutions are emulated)
+        args.warmup, args.serve_batches, args.serve_calls = 1, "1,4", 3
+    # --arch, --batch and --steps, where given, win over --tiny's (its 3 steps used to override a
+    # test's 2; on a CPU each mixed_float16 step is seconds: float16 convolutions are emulated)
+    if args.arch is None:
+        args.arch = "ResNet18" if args.tiny else "ResNet50"
     if args.batch is None:
         args.batch = 2 if args.tiny else 128
     if args.steps is None:
