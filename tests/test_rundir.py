@@ -216,6 +216,45 @@ def test_ctrl_c_exits_130_with_one_line(data_dir, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
 
 
+FINALISED_CTRL_C = """
+import signal, sys, time
+import click
+from hcdtf.clitools import RootGroup
+
+class Finalised:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C pressed while a finaliser runs
+        sum(range(1000))  # the finaliser's own Python code: the KeyboardInterrupt is raised here
+
+@click.group(cls=RootGroup)
+def main():
+    pass
+
+@main.command()
+def work():
+    Finalised()  # dropped at once: its __del__ runs now
+    for _ in range(1000):  # 10 s of work that Ctrl-C must stop
+        time.sleep(0.01)
+    print("finished")
+
+main(["work"])
+"""
+
+
+def test_ctrl_c_landing_in_a_finaliser_still_ends_the_command(tmp_path):
+    """Python drops a KeyboardInterrupt raised inside a finaliser ("Exception ignored"); TensorFlow
+    runs one for every garbage-collected function, so a Ctrl-C during training was ignored about
+    once in 8 (seen in CI as this file's test above exiting 0). The root group delivers it again."""
+    script = tmp_path / "finalised_ctrl_c.py"
+    script.write_text(FINALISED_CTRL_C)
+    started = time.time()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "finished" not in done.stdout and "interrupted" in done.stderr
+    assert "Exception ignored" not in done.stderr and time.time() - started < 9
+
+
 def test_lock_is_reentrant_free_and_released(tmp_path):
     lock = RunLock(tmp_path, "test")
     lock.acquire()
