@@ -51,7 +51,7 @@ def test_auto_probes_only_where_bfloat16_is_native(monkeypatch):
     """On a BF16 CPU the probe really runs and its figures decide; elsewhere float32 with no probe."""
     monkeypatch.setenv("HCDTF_PRECISION_PROBE", "1")
     lines = []
-    policy, figures = precision.resolve_training("auto", "ResNet18", 4, log=lines.append)
+    policy, figures = precision.resolve_training("auto", "ResNet10", 4, log=lines.append)
     if FEATURES["native_bf16"]:
         assert figures["float32_cpu_s_per_image"] > 0 and figures["bfloat16_cpu_s_per_image"] > 0
         assert policy == precision.choose(figures) and figures["cpu_model"] == FEATURES["cpu_model"]

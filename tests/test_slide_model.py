@@ -27,7 +27,7 @@ def _variant(pred, out, transform, annotations, reference):
 
 
 def test_heat_maps_beat_a_constant_scorer_and_shuffled_maps(quickstart_dir, tmp_path, capsys):
-    """The quick start's ResNet18 (1,000 synthetic patches from scratch, 2 epochs of batch 8, no
+    """The quick start's ResNet18 (1,000 synthetic patches from scratch, 3 epochs of batch 8, no
     augmentation: `QUICKSTART` in conftest) has scored its 4 demo slides; the same heat maps,
     shuffled within the tissue or made constant, are the references."""
     slides = quickstart_dir / "slides" / "slides"
