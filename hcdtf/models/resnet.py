@@ -343,6 +343,19 @@ def stack_basic_blocks(x, filters, blocks, stride1=2, name=None):
     return x
 
 
+def _basic_stages(blocks):
+    """The `stack_fn` of a basic-block ResNet: stages conv2..conv5 of 64, 128,
+    256 and 512 filters with `blocks[i]` blocks each (conv2 keeps the stem's
+    resolution, the others halve it)."""
+
+    def stack_fn(x):
+        for i, (filters, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+            x = stack_basic_blocks(x, filters, n, stride1=1 if i == 0 else 2, name=f"conv{i + 2}")
+        return x
+
+    return stack_fn
+
+
 def ResNet10(
     include_top=True,
     weights=None,
@@ -356,14 +369,8 @@ def ResNet10(
     """Instantiates the ResNet10 architecture (torchvision layout, one basic
     block per stage; random initialisation only: no ImageNet weights exist)."""
 
-    def stack_fn(x):
-        x = stack_basic_blocks(x, 64, 1, stride1=1, name="conv2")
-        x = stack_basic_blocks(x, 128, 1, name="conv3")
-        x = stack_basic_blocks(x, 256, 1, name="conv4")
-        return stack_basic_blocks(x, 512, 1, name="conv5")
-
     return ResNet(
-        stack_fn,
+        _basic_stages((1, 1, 1, 1)),
         weights_name="resnet10",
         name=name,
         include_top=include_top,
@@ -388,14 +395,8 @@ def ResNet18(
 ):
     """Instantiates the ResNet18 architecture (torchvision layout)."""
 
-    def stack_fn(x):
-        x = stack_basic_blocks(x, 64, 2, stride1=1, name="conv2")
-        x = stack_basic_blocks(x, 128, 2, name="conv3")
-        x = stack_basic_blocks(x, 256, 2, name="conv4")
-        return stack_basic_blocks(x, 512, 2, name="conv5")
-
     return ResNet(
-        stack_fn,
+        _basic_stages((2, 2, 2, 2)),
         weights_name="resnet18",
         name=name,
         include_top=include_top,
@@ -420,14 +421,8 @@ def ResNet34(
 ):
     """Instantiates the ResNet34 architecture (torchvision layout)."""
 
-    def stack_fn(x):
-        x = stack_basic_blocks(x, 64, 3, stride1=1, name="conv2")
-        x = stack_basic_blocks(x, 128, 4, name="conv3")
-        x = stack_basic_blocks(x, 256, 6, name="conv4")
-        return stack_basic_blocks(x, 512, 3, name="conv5")
-
     return ResNet(
-        stack_fn,
+        _basic_stages((3, 4, 6, 3)),
         weights_name="resnet34",
         name=name,
         include_top=include_top,
