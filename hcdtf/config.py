@@ -29,7 +29,7 @@ import yaml
 from hcdtf import compat
 from hcdtf.models.logistic import FEATURES as BASELINE_FEATURES
 from hcdtf.models.logistic import SOLVERS as BASELINE_SOLVERS
-from hcdtf.models.registry import ARCHS, ENCODERS, STAGES, TRANSFERS
+from hcdtf.models.registry import ARCHS, ENCODERS, STAGES, TRANSFERS, get_arch
 from hcdtf.models.stain_params import METHODS as STAIN_METHODS
 from hcdtf.runtime import DISTRIBUTIONS, PRECISIONS
 
@@ -103,9 +103,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS + ENCODERS)
-        if (self.arch.lower() == "resnet10" and str(self.weights).lower() == "imagenet"
+        if (not get_arch(self.arch).pretrained and str(self.weights).lower() == "imagenet"
                 and not self.fallback_to_scratch):
-            raise ConfigError("model.weights: ResNet10 has no published ImageNet weights; train it "
+            raise ConfigError(f"model.weights: {self.arch} has no published ImageNet weights; train it "
                               "from random initialisation with model.weights=none (--weights none)")
         _choice("model.transfer", self.transfer, TRANSFERS)
         if self.trainable_from is not None:

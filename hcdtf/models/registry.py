@@ -55,6 +55,8 @@ class ArchSpec:
             ImageNet mean subtracted on [0, 255]).
         features: Width of the globally pooled feature vector.
         weights_source: Where `weights="imagenet"` comes from.
+        pretrained: Whether such weights exist (False: random initialisation
+            only, as for ResNet10).
     """
 
     name: str
@@ -65,13 +67,14 @@ class ArchSpec:
     weights_source: str
     _module: str
     _attr: str
+    pretrained: bool = True
 
     def constructor(self):
         """The `keras.applications`-style constructor (imports Keras)."""
         return getattr(importlib.import_module(self._module), self._attr)
 
 
-def _torchvision_spec(name, depth, weights_source=None):
+def _torchvision_spec(name, depth, weights_source=None, pretrained=True):
     return ArchSpec(
         name=name,
         depth=depth,
@@ -84,6 +87,7 @@ def _torchvision_spec(name, depth, weights_source=None):
         ),
         _module="hcdtf.models.resnet",
         _attr=name,
+        pretrained=pretrained,
     )
 
 
@@ -103,7 +107,8 @@ def _keras_spec(name, depth):
 _SPECS = {
     spec.name: spec
     for spec in (
-        _torchvision_spec("ResNet10", 10, "none published: random initialisation only (`--weights none`)"),
+        _torchvision_spec("ResNet10", 10, "none published: random initialisation only (`--weights none`)",
+                          pretrained=False),
         _torchvision_spec("ResNet18", 18),
         _torchvision_spec("ResNet34", 34),
         _keras_spec("ResNet50", 50),

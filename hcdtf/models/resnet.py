@@ -35,6 +35,7 @@ import keras
 from keras import backend
 from keras import layers
 
+from hcdtf.models import registry
 from hcdtf.models import weights as weights_lib
 
 # torchvision's BatchNorm2d default; keras.applications uses 1.001e-5, which
@@ -43,7 +44,6 @@ BN_EPSILON = 1e-5
 BN_AXIS = 3  # channels last
 DEFAULT_SIZE = 224  # the ImageNet input size of the weights
 MIN_SIZE = 32  # five stride-2 stages: 32 px is the smallest input with a 1x1 output
-IMAGENET_WEIGHTS = ("resnet18", "resnet34")  # torchvision's; ResNet10 has none
 
 
 def _input_shape(input_shape, include_top, weights):
@@ -232,7 +232,7 @@ def _weights_path(weights, weights_name, include_top, classes):
         )
     if weights != "imagenet":
         return weights
-    if weights_name not in IMAGENET_WEIGHTS:
+    if not registry.get_arch(weights_name).pretrained:
         raise weights_lib.WeightsUnavailableError(
             f"{weights_name}: there are no published ImageNet weights for this architecture "
             "(torchvision publishes ResNet18 and ResNet34); train it from random initialisation "
